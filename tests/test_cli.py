@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import pytest
+
+from xmkd import __version__
+from xmkd.cli import main
+
+SUBCOMMANDS = ["synth", "prepare", "inspect", "train", "eval", "eval-kitti", "pseudo-label", "viz", "demo"]
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "xmkd", "--help"], capture_output=True, text=True, check=True).stdout
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in out
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS + ["config"])
+def test_each_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: xmkd {name}" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"xmkd {__version__}"
+
+
+def test_config_command_prints_and_reports_errors(tmp_path, capsys):
+    assert main(["config", "seed=7"]) == 0
+    assert "seed: 7" in capsys.readouterr().out
+    assert main(["config", "data.batch_siz=3"]) == 1
+    err = capsys.readouterr().err
+    assert "data.batch_siz" in err and "Traceback" not in err
+    assert main(["config", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "config.yaml").is_file()

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xmkd.config import ExperimentConfig, load_config, save_config
+from xmkd.errors import XmkdConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_inheritance_and_overrides(tmp_path):
+    write(tmp_path / "base" / "data.yaml", "data:\n  dataset: nuscenes\n  batch_size: 4\n  cameras: [CAM_FRONT]\n")
+    write(tmp_path / "base" / "train.yaml", "train:\n  epochs: 50\n  optimizer: {name: sgd, lr: 0.24}\n")
+    cfg_path = write(tmp_path / "exp.yaml",
+                     "defaults: [base/data.yaml, base/train.yaml]\nname: exp\ndata:\n  batch_size: 8\n")
+    cfg = load_config(cfg_path, ["train.optimizer.lr=0.1", "data.cameras=[CAM_FRONT,CAM_BACK]"])
+    assert cfg.name == "exp" and cfg.data.dataset == "nuscenes"
+    assert cfg.data.batch_size == 8  # the file overrides its defaults
+    assert cfg.train.epochs == 50 and cfg.train.optimizer.lr == 0.1  # the command line overrides the file
+    assert list(cfg.data.cameras) == ["CAM_FRONT", "CAM_BACK"]
+    assert cfg.train.optimizer.momentum == 0.9  # schema default
+
+
+def test_misspelled_key_names_key_and_file(tmp_path):
+    write(tmp_path / "base.yaml", "data:\n  batch_siz: 4\n")
+    cfg_path = write(tmp_path / "exp.yaml", "defaults: [base.yaml]\nname: x\n")
+    with pytest.raises(XmkdConfigError) as err:
+        load_config(cfg_path)
+    msg = str(err.value)
+    assert "base.yaml" in msg and "data.batch_siz" in msg and "batch_size" in msg and "\n" not in msg
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    cfg_path = write(tmp_path / "exp.yaml", "train:\n  epochs: many\n")
+    with pytest.raises(XmkdConfigError, match=r"exp\.yaml: key 'train\.epochs'.*many"):
+        load_config(cfg_path)
+
+
+def test_bad_override_and_bad_files(tmp_path):
+    with pytest.raises(XmkdConfigError, match=r"override 'seed=x'"):
+        load_config(None, ["seed=x"])
+    with pytest.raises(XmkdConfigError, match="expected key=value"):
+        load_config(None, ["seed"])
+    with pytest.raises(XmkdConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(XmkdConfigError, match="not valid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "data: [unclosed\n"))
+    a = write(tmp_path / "a.yaml", "defaults: [b.yaml]\n")
+    write(tmp_path / "b.yaml", "defaults: [a.yaml]\n")
+    with pytest.raises(XmkdConfigError, match="cycle"):
+        load_config(a)
+
+
+def test_resolved_config_written_to_run_dir(tmp_path):
+    cfg = load_config(None, ["name=run1", "seed=3"])
+    path = save_config(cfg, tmp_path / "runs" / "run1")
+    assert path.name == "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert data["seed"] == 3 and data["data"]["batch_size"] == 2
+    assert load_config(path).seed == 3  # a saved config loads back as it was
+    assert not list(path.parent.glob(".*tmp"))
+
+
+def test_shipped_configs_validate():
+    configs = sorted((REPO / "configs").rglob("*.yaml"))
+    assert configs, "no configs shipped"
+    for path in configs:
+        cfg = load_config(path, schema=ExperimentConfig)
+        assert cfg.data.dataset

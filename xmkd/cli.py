@@ -1,0 +1,138 @@
+"""The `xmkd` command line: one entry point, one subcommand per job.
+
+Each subcommand's handler imports what it needs when it runs, so `xmkd --help` stays fast and an optional
+backend that is not installed only matters to the command that uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from xmkd import __version__
+from xmkd.errors import XmkdError
+
+NOT_AVAILABLE_EXIT = 2
+
+
+def _not_available(issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"xmkd {args.command}: not available yet ({issue} is not implemented in this version).",
+              file=sys.stderr)
+        return NOT_AVAILABLE_EXIT
+
+    return handler
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xmkd.config import load_config, save_config, to_yaml
+
+    path, overrides = args.config, list(args.overrides)
+    if path is not None and "=" in path and not Path(path).exists():  # `xmkd config key=value ...`
+        path, overrides = None, [path, *overrides]
+    cfg = load_config(path, overrides)
+    if args.out:
+        print(f"wrote {save_config(cfg, args.out)}")
+    else:
+        print(to_yaml(cfg), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmkd",
+        description="Cross-modal LiDAR <-> camera knowledge distillation for 3D perception "
+        "(U2MKD, FtD++/xMUDA, HSRDN).",
+    )
+    parser.add_argument("--version", action="version", version=f"xmkd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="generate a synthetic multi-modal driving dataset in a real format")
+    p.add_argument("--preset", default="day", help="comma-separated domain presets, e.g. day,city-a,rig-a")
+    p.add_argument("--format", choices=["nuscenes", "semantickitti", "kitti"], default="nuscenes")
+    p.add_argument("--frames", type=int, default=10, help="number of keyframes to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output dataset root (refused if it holds another dataset)")
+    p.set_defaults(handler=_not_available("the synthetic world"))
+
+    p = sub.add_parser("prepare", help="validate a dataset on disk and write its compact index")
+    p.add_argument("dataset", help="nuscenes, semantickitti, kitti_object, kitti_raw, waymo, a2d2, virtualkitti")
+    p.add_argument("--root", required=True, help="dataset root")
+    p.add_argument("--out", required=True, help="where to write the index")
+    p.add_argument("--split", action="append", help="only these splits (repeatable)")
+    p.set_defaults(handler=_not_available("the dataset readers"))
+
+    p = sub.add_parser("inspect", help="summarise a dataset: frames, points, cameras, labels, boxes")
+    p.add_argument("dataset")
+    p.add_argument("--root", required=True)
+    p.add_argument("--frame", help="describe one frame by id")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_not_available("the dataset readers"))
+
+    p = sub.add_parser("train", help="train a recipe from a config (runs under torchrun for DDP)")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5")
+    p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
+    p.set_defaults(handler=_not_available("the training engine"))
+
+    p = sub.add_parser("eval", help="evaluate a run's checkpoint(s)")
+    p.add_argument("run_dir")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--ckpt", help="checkpoint file (default: the run's best)")
+    g.add_argument("--all", action="store_true", help="every saved checkpoint, with a metric curve")
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.set_defaults(handler=_not_available("the training engine"))
+
+    p = sub.add_parser("eval-kitti", help="KITTI 3D object AP (R11/R40; bbox, BEV, 3D, AOS) on CPU")
+    p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")
+    p.add_argument("--pred", required=True, help="folder of prediction files in KITTI format")
+    p.add_argument("--split", help="file listing the frame ids to evaluate")
+    p.add_argument("--json", help="write the AP table to this JSON file")
+    p.set_defaults(handler=_not_available("the KITTI evaluator"))
+
+    p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
+    p.add_argument("run_dir")
+    p.add_argument("--split", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=_not_available("the domain-adaptation recipes"))
+
+    p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view")
+    p.add_argument("dataset")
+    p.add_argument("--root", required=True)
+    p.add_argument("--frame", help="frame id (default: the first)")
+    p.add_argument("--out", default="viz", help="output folder for the PNG files")
+    p.set_defaults(handler=_not_available("the visualisations"))
+
+    p = sub.add_parser("demo", help="the main job: synthetic data, U2MKD teacher and students, results table")
+    p.add_argument("--out", default="outputs/demo")
+    p.set_defaults(handler=_not_available("the U2MKD demo"))
+
+    p = sub.add_parser("config", help="print (or save) a fully resolved, validated config")
+    p.add_argument("config", nargs="?", help="YAML config file (default: the built-in defaults)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("--out", help="write <out>/config.yaml instead of printing")
+    p.set_defaults(handler=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except XmkdError as err:
+        print(f"xmkd {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"xmkd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

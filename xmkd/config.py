@@ -1,0 +1,180 @@
+"""Configs: YAML files validated against dataclass schemas (omegaconf), with inheritance and overrides.
+
+A config file may start with `defaults: [other.yaml, ...]`; those files (paths relative to this one) are
+merged first, in order, then this file on top, then `key=value` overrides from the command line. Every
+layer is validated against the schema as it is merged, so an unknown key or a value of the wrong type
+fails with an `XmkdConfigError` that names the key and the file (or the override) it came from.
+
+Schemas are plain dataclasses. `ExperimentConfig` holds what the engine and the data pipeline read;
+a recipe extends it with a dataclass of its own (passed as `schema=`) for its model and loss settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from xmkd.errors import XmkdConfigError
+from xmkd.io import atomic_write_text
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # reader: synthetic, nuscenes, semantickitti, kitti_object, kitti_raw, waymo, ...
+    root: str = "data/synthetic"  # dataset root on disk
+    index: str = ""  # index written by `xmkd prepare` ("" = <root>/xmkd_index)
+    label_space: str = "nuscenes16"  # a name in xmkd.data.labels.LABEL_SPACES
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    cameras: list[str] = field(default_factory=list)  # camera names to load; empty = all the dataset has
+    sweeps: int = 0  # extra LiDAR sweeps merged into each keyframe
+    voxel_size: float = 0.05  # metres
+    point_range: list[float] = field(default_factory=lambda: [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0])
+    image_size: list[int] = field(default_factory=list)  # [W, H] to resize images to; empty = native
+    batch_size: int = 2  # per process
+    num_workers: int = 2
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"  # cosine (per iteration, linear warm-up) | multistep | onecycle | constant
+    warmup_iters: int = 0
+    warmup_start_ratio: float = 0.01  # warm-up starts at lr * this
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
+    milestones: list[int] = field(default_factory=list)  # multistep, in iterations
+    gamma: float = 0.1  # multistep decay factor
+    pct_start: float = 0.3  # onecycle
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    max_iters: int = 0  # > 0: iteration-based training, `epochs` is ignored
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    amp: bool = False  # mixed precision (CUDA only)
+    sync_bn: bool = False
+    val_every: int = 1  # epochs (or iterations when max_iters > 0)
+    ckpt_every: int = 1
+    log_every: int = 10  # iterations
+    best_metric: str = "miou"
+    best_mode: str = "max"  # max | min
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    recipe: str = ""
+    seed: int = 0
+    output_dir: str = "runs"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(err).splitlines()[0]
+    return f"key '{key}': {msg}" if key else msg
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise XmkdConfigError(f"{path}: config file not found")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: report the file and yaml's own message
+        raise XmkdConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(cfg, DictConfig):
+        raise XmkdConfigError(f"{path}: the top level must be a mapping of keys, got a list")
+    return cfg
+
+
+def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """The file's `defaults` (recursively, in order) followed by the file itself."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise XmkdConfigError(f"{path}: `defaults` form a cycle: {cycle}")
+    cfg = _read_yaml(path)
+    layers: list[tuple[Path, DictConfig]] = []
+    defaults = cfg.pop("defaults", [])
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not OmegaConf.is_list(defaults) and not isinstance(defaults, list):
+        raise XmkdConfigError(f"{path}: `defaults` must be a list of config files")
+    for entry in defaults:
+        if not isinstance(entry, str):
+            raise XmkdConfigError(f"{path}: `defaults` entries must be file paths, got {entry!r}")
+        layers.extend(_layers(path.parent / entry, (*chain, path)))
+    layers.append((path, cfg))
+    return layers
+
+
+def _merge(base: DictConfig, layer: DictConfig, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as err:
+        raise XmkdConfigError(f"{origin}: {_describe(err)}") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    schema: type = ExperimentConfig,
+) -> DictConfig:
+    """Load `path` (with its defaults), apply `key=value` overrides and validate against `schema`.
+
+    Returns a read-only DictConfig. Raises XmkdConfigError naming the key and its file on any problem.
+    """
+    cfg = OmegaConf.structured(schema)
+    if path is not None:
+        for layer_path, layer in _layers(Path(path)):
+            cfg = _merge(cfg, layer, str(layer_path))
+    for item in overrides:
+        if "=" not in item:
+            raise XmkdConfigError(f"override {item!r}: expected key=value")
+        try:
+            layer = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as err:
+            raise XmkdConfigError(f"override {item!r}: {_describe(err)}") from None
+        cfg = _merge(cfg, layer, f"override {item!r}")
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise XmkdConfigError(f"{path or 'config'}: required key(s) without a value: {', '.join(missing)}")
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise XmkdConfigError(f"{path or 'config'}: {_describe(err)}") from None
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def save_config(cfg: DictConfig, run_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the fully resolved config into a run directory (atomically) and return its path."""
+    return atomic_write_text(Path(run_dir) / name, to_yaml(cfg))

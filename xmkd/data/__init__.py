@@ -1,0 +1,1 @@
+"""Datasets: the `Frame` data contract, label spaces, readers and the synthetic world."""

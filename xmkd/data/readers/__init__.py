@@ -1,0 +1,1 @@
+"""Dataset readers: each turns one dataset's on-disk format into `Frame`s."""

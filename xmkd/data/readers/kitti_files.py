@@ -1,0 +1,104 @@
+"""Parsers for KITTI's text files: calibration (`key: v1 v2 ...`) and `label_2` object lines.
+
+Shared by the KITTI object, KITTI raw and SemanticKITTI readers; every error names the file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xmkd.errors import XmkdDataError
+
+KITTI_CALIB_SHAPES = {"P0": (3, 4), "P1": (3, 4), "P2": (3, 4), "P3": (3, 4), "R0_rect": (3, 3),
+                      "Tr_velo_to_cam": (3, 4), "Tr_imu_to_velo": (3, 4), "Tr": (3, 4)}
+
+
+def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
+    """`key: numbers...` lines -> {key: float64 array}. Lines whose values are not numbers (KITTI raw's
+    `calib_time: 09-Jan-2012 ...`) are skipped; known keys are reshaped (P* to 3x4, R0_rect to 3x3, ...)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise XmkdDataError("calibration file is missing", source=str(path)) from None
+    out: dict[str, np.ndarray] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise XmkdDataError(f"line {lineno}: expected 'key: values', got {line[:40]!r}", source=str(path))
+        key, values = line.split(":", 1)
+        try:
+            arr = np.array([float(v) for v in values.split()], dtype=np.float64)
+        except ValueError:
+            continue
+        shape = KITTI_CALIB_SHAPES.get(key.strip())
+        if shape is not None:
+            if arr.size != shape[0] * shape[1]:
+                raise XmkdDataError(f"line {lineno}: {key} has {arr.size} values, expected "
+                                    f"{shape[0] * shape[1]}", source=str(path), field=key.strip())
+            arr = arr.reshape(shape)
+        out[key.strip()] = arr
+    return out
+
+
+def require_keys(calib: dict[str, np.ndarray], keys: tuple[str, ...], path: str | Path) -> None:
+    for key in keys:
+        if key not in calib:
+            raise XmkdDataError(f"missing calibration key {key!r} (have {sorted(calib)})", source=str(path),
+                                field=key)
+
+
+@dataclass
+class KittiObjects:
+    """The objects of one `label_2` file (M rows), columns as in the file."""
+
+    names: np.ndarray  # (M,) str: Car, Van, Truck, Pedestrian, Person_sitting, Cyclist, Tram, Misc, DontCare
+    truncation: np.ndarray  # (M,) float
+    occlusion: np.ndarray  # (M,) int: 0 visible, 1 partly, 2 largely occluded, 3 unknown
+    alpha: np.ndarray  # (M,)
+    bbox: np.ndarray  # (M, 4) x1, y1, x2, y2 in pixels
+    dimensions: np.ndarray  # (M, 3) h, w, l in metres
+    location: np.ndarray  # (M, 3) bottom centre in the rectified camera frame
+    rotation_y: np.ndarray  # (M,)
+    score: np.ndarray | None  # (M,) for result files (16 columns)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def camera_boxes(self) -> np.ndarray:
+        """(M, 7) = (x, y, z, h, w, l, ry), the form `xmkd.geometry.boxes` converts."""
+        return np.concatenate([self.location, self.dimensions, self.rotation_y[:, None]], 1)
+
+
+def read_label_file(path: str | Path) -> KittiObjects:
+    """Parse a KITTI `label_2` file (15 columns) or a result file (16 columns, with score)."""
+    path = Path(path)
+    try:
+        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise XmkdDataError("label file is missing", source=str(path)) from None
+    width = len(lines[0]) if lines else 15
+    for lineno, parts in enumerate(lines, 1):
+        if len(parts) != width or width not in (15, 16):
+            raise XmkdDataError(f"line {lineno}: expected 15 columns (16 with a score) in every line, got "
+                                f"{len(parts)}", source=str(path))
+    try:
+        num = np.array([[float(v) for v in p[1:]] for p in lines], dtype=np.float64).reshape(len(lines), width - 1)
+    except ValueError as err:
+        raise XmkdDataError(f"non-numeric value: {err}", source=str(path)) from None
+    return KittiObjects(
+        names=np.array([p[0] for p in lines], dtype=str).reshape(len(lines)),
+        truncation=num[:, 0],
+        occlusion=num[:, 1].astype(np.int64),
+        alpha=num[:, 2],
+        bbox=num[:, 3:7],
+        dimensions=num[:, 7:10],
+        location=num[:, 10:13],
+        rotation_y=num[:, 13],
+        score=num[:, 14] if width == 16 else None,
+    )

@@ -1,0 +1,1 @@
+"""Evaluation: segmentation confusion matrices and mIoU, KITTI detection AP."""

@@ -1,0 +1,1 @@
+"""Wrappers around compiled operators (spconv)."""
