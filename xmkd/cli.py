@@ -41,6 +41,51 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x360, got {text!r}") from None
+    return w, h
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from xmkd.data.synthetic.synth import SynthOptions, synthesize
+
+    opts = SynthOptions(out=args.out, preset=args.preset, format=args.format, frames=args.frames, seed=args.seed,
+                        frames_per_scene=args.frames_per_scene, image_size=args.image_size,
+                        cameras=tuple(args.cameras.split(",")) if args.cameras else None, sweeps=not args.no_sweeps,
+                        unlabelled=args.unlabelled, workers=args.workers)
+    summary = synthesize(opts, progress=not args.quiet)
+    print(f"wrote {summary['frames']} {summary['format']} frames ({summary['domain']}) to {summary['root']}")
+    return 0
+
+
+def _cmd_viz(args: argparse.Namespace) -> int:
+    from xmkd.data.labels import get_label_space
+    from xmkd.viz.frame import save_frame_pictures
+
+    space = get_label_space(args.label_space) if args.label_space else None
+    if args.source == "synthetic":
+        from xmkd.data.synthetic.generate import generate_keyframes, keyframe_to_frame
+        from xmkd.data.synthetic.world import parse_domain
+
+        domain = parse_domain(args.preset)
+        kf = next(generate_keyframes(args.seed, args.scene, domain, 1, with_sweeps=False))
+        space = space or get_label_space("nuscenes16")
+        frame = keyframe_to_frame(kf, space, frame_id=f"synthetic_{domain.name.replace(',', '_')}_s{args.seed}")
+    else:
+        from xmkd.data.readers.kitti_object import read_kitti_object_frame
+
+        if not args.root:
+            raise XmkdError(f"xmkd viz {args.source} needs --root")
+        frame = read_kitti_object_frame(args.root, args.frame or "000000")
+    cameras = args.cameras.split(",") if args.cameras else None
+    for path in save_frame_pictures(frame, space, args.out, cameras):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xmkd",
@@ -56,7 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=10, help="number of keyframes to write")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output dataset root (refused if it holds another dataset)")
-    p.set_defaults(handler=_not_available("the synthetic world"))
+    p.add_argument("--frames-per-scene", type=int, default=0, help="keyframes per scene (0 = format default)")
+    p.add_argument("--image-size", type=_image_size, help="camera resolution WxH (default: the rig's)")
+    p.add_argument("--cameras", help="comma-separated camera names (nuScenes format; default: all)")
+    p.add_argument("--no-sweeps", action="store_true", help="nuScenes: skip the LiDAR sweeps between keyframes")
+    p.add_argument("--unlabelled", type=int, default=0, help="kitti: extra unlabelled frames (KITTI raw layout)")
+    p.add_argument("--workers", type=int, default=1, help="render scenes in this many processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_synth)
 
     p = sub.add_parser("prepare", help="validate a dataset on disk and write its compact index")
     p.add_argument("dataset", help="nuscenes, semantickitti, kitti_object, kitti_raw, waymo, a2d2, virtualkitti")
@@ -99,12 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(handler=_not_available("the domain-adaptation recipes"))
 
-    p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view")
-    p.add_argument("dataset")
-    p.add_argument("--root", required=True)
-    p.add_argument("--frame", help="frame id (default: the first)")
+    p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view (PNG files)")
+    p.add_argument("source", choices=["synthetic", "kitti"],
+                   help="synthetic: render a frame of the synthetic world; kitti: a KITTI object frame")
+    p.add_argument("--root", help="dataset root (kitti)")
+    p.add_argument("--frame", help="frame id (kitti; default 000000)")
+    p.add_argument("--preset", default="day", help="synthetic: domain presets, e.g. night,city-b,rig-b")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: dataset seed")
+    p.add_argument("--scene", type=int, default=0, help="synthetic: scene index")
+    p.add_argument("--label-space", help="colour points and pixels in this label space (default nuscenes16)")
+    p.add_argument("--cameras", help="comma-separated camera names (default: all)")
     p.add_argument("--out", default="viz", help="output folder for the PNG files")
-    p.set_defaults(handler=_not_available("the visualisations"))
+    p.set_defaults(handler=_cmd_viz)
 
     p = sub.add_parser("demo", help="the main job: synthetic data, U2MKD teacher and students, results table")
     p.add_argument("--out", default="outputs/demo")

@@ -88,6 +88,16 @@ def depth_image_to_points(depth: np.ndarray, K: np.ndarray, T_cam_lidar: np.ndar
     return backproject(uv, depth[rows, cols], K, T_cam_lidar)
 
 
+def kitti_rect_transform(R0_rect: np.ndarray, Tr_velo_to_cam: np.ndarray) -> np.ndarray:
+    """T_rect_velo = R0_rect . Tr_velo_to_cam (4x4): LiDAR -> the rectified reference camera 0, the frame of
+    KITTI label locations (not camera 2's frame: that one is 6 cm away, see `kitti_camera`)."""
+    r0 = np.eye(4)
+    r0[:3, :3] = np.asarray(R0_rect, np.float64).reshape(3, 3)
+    tr = np.eye(4)
+    tr[:3, :] = np.asarray(Tr_velo_to_cam, np.float64).reshape(-1, 4)[:3]
+    return r0 @ tr
+
+
 def kitti_camera(P: np.ndarray, R0_rect: np.ndarray, Tr_velo_to_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """KITTI calibration -> (K, T_cam_lidar) such that K @ T_cam_lidar == P @ R0_rect @ Tr_velo_to_cam.
 
@@ -100,8 +110,4 @@ def kitti_camera(P: np.ndarray, R0_rect: np.ndarray, Tr_velo_to_cam: np.ndarray)
     t = np.linalg.solve(K, P[:, 3])
     offset = np.eye(4)
     offset[:3, 3] = t
-    r0 = np.eye(4)
-    r0[:3, :3] = np.asarray(R0_rect, np.float64).reshape(3, 3)
-    tr = np.eye(4)
-    tr[:3, :] = np.asarray(Tr_velo_to_cam, np.float64).reshape(-1, 4)[:3]
-    return K, offset @ r0 @ tr
+    return K, offset @ kitti_rect_transform(R0_rect, Tr_velo_to_cam)

@@ -1,0 +1,1 @@
+"""The synthetic multi-modal driving world: procedural scenes, ray-cast LiDAR and cameras, real-format writers."""

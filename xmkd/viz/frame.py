@@ -1,0 +1,109 @@
+"""Pictures of one `Frame`: the camera image, its pixel labels, LiDAR points coloured by class projected
+onto it, and a bird's-eye view with the 3D boxes. Images are drawn with numpy (fast, exact pixels); the
+bird's-eye view with matplotlib (Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xmkd.data.frame import CameraView, Frame
+from xmkd.data.labels import LabelSpace
+from xmkd.geometry.boxes import bev_corners
+from xmkd.geometry.camera import pixel_indices, project_points
+
+
+def label_overlay(cam: CameraView, space: LabelSpace, alpha: float = 0.55) -> np.ndarray:
+    """The image blended with its colour-coded pixel labels (ignore pixels keep the image)."""
+    if cam.labels is None:
+        raise ValueError(f"camera {cam.name} has no pixel labels")
+    colors = space.colorize(cam.labels).astype(np.float32)
+    valid = (cam.labels != space.ignore_index)[..., None]
+    out = np.where(valid, (1 - alpha) * cam.image + alpha * colors, cam.image)
+    return out.astype(np.uint8)
+
+
+def points_overlay(cam: CameraView, points: np.ndarray, labels: np.ndarray | None, space: LabelSpace | None,
+                   radius: int = 1, dim: float = 0.6) -> np.ndarray:
+    """Projected LiDAR points drawn on the (dimmed) image: by class when labels are given, else by depth."""
+    proj = project_points(points, cam.K, cam.T_cam_lidar, cam.image_size)
+    vis = np.nonzero(proj.visible)[0]
+    vis = vis[np.argsort(-proj.depth[vis])]  # far points first, near points on top
+    rc = pixel_indices(proj.uv[vis])
+    if labels is not None and space is not None:
+        colors = space.colorize(labels[vis])
+    else:
+        import matplotlib
+
+        d = np.clip(proj.depth[vis] / 60.0, 0, 1)
+        colors = (matplotlib.colormaps["turbo"](1 - d)[:, :3] * 255).astype(np.uint8)
+    img = (cam.image.astype(np.float32) * dim).astype(np.uint8)
+    h, w = img.shape[:2]
+    for dr in range(-radius, radius + 1):
+        for dc in range(-radius, radius + 1):
+            r = np.clip(rc[:, 0] + dr, 0, h - 1)
+            c = np.clip(rc[:, 1] + dc, 0, w - 1)
+            img[r, c] = colors
+    return img
+
+
+def bev_figure(frame: Frame, space: LabelSpace | None, extent: float = 50.0, pred_boxes: np.ndarray | None = None,
+               size_px: int = 800) -> np.ndarray:
+    """Bird's-eye view (RGB array): points coloured by class (or height), boxes with their heading."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(size_px / 100, size_px / 100), dpi=100)
+    pts = frame.points
+    keep = (np.abs(pts[:, 0]) < extent) & (np.abs(pts[:, 1]) < extent)
+    if frame.labels is not None and space is not None:
+        colors = space.colorize(frame.labels[keep]) / 255.0
+        colors[frame.labels[keep] == space.ignore_index] = 0.6
+    else:
+        colors = matplotlib.colormaps["viridis"](np.clip((pts[keep, 2] + 2) / 5, 0, 1))
+    ax.scatter(pts[keep, 0], pts[keep, 1], s=0.3, c=colors, linewidths=0)
+    for boxes, color in ((frame.boxes.boxes if frame.boxes is not None else None, "black"), (pred_boxes, "red")):
+        if boxes is None or len(boxes) == 0:
+            continue
+        corners = bev_corners(np.asarray(boxes, np.float64))
+        for box, c in zip(boxes, corners):
+            poly = np.vstack([c, c[:1]])
+            ax.plot(poly[:, 0], poly[:, 1], color=color, linewidth=0.8)
+            tip = box[:2] + 0.5 * box[3] * np.array([np.cos(box[6]), np.sin(box[6])])
+            ax.plot([box[0], tip[0]], [box[1], tip[1]], color=color, linewidth=0.8)
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_title(f"{frame.frame_id}: bird's-eye view (LiDAR frame, metres)", fontsize=9)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def save_frame_pictures(frame: Frame, space: LabelSpace | None, out_dir: str | Path,
+                        cameras: list[str] | None = None) -> list[Path]:
+    """Write <frame>_<camera>_{image,labels,points}.png and <frame>_bev.png; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+
+    def save(name: str, array: np.ndarray) -> None:
+        path = out / f"{frame.frame_id}_{name}.png"
+        Image.fromarray(array).save(path)
+        paths.append(path)
+
+    for name in cameras or list(frame.cameras):
+        cam = frame.cameras[name]
+        save(f"{name}_image", cam.image)
+        if cam.labels is not None and space is not None:
+            save(f"{name}_labels", label_overlay(cam, space))
+        save(f"{name}_points", points_overlay(cam, frame.points, frame.labels, space))
+    save("bev", bev_figure(frame, space))
+    return paths
