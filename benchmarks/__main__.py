@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = {"synth": "benchmarks.bench_synth"}
+BENCHMARKS = {"synth": "benchmarks.bench_synth", "prepare": "benchmarks.bench_prepare"}
 
 
 def main(argv: list[str]) -> int:

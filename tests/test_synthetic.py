@@ -204,7 +204,7 @@ def test_cli_synth_and_viz(tmp_path, capsys):
     assert main(["synth", "--format", "kitti", "--preset", "rig-b", "--frames", "1", "--out", str(out),
                  "--quiet"]) == 0
     assert "wrote 1 kitti frames" in capsys.readouterr().out
-    assert main(["viz", "kitti", "--root", str(out), "--frame", "000000", "--out", str(tmp_path / "viz")]) == 0
+    assert main(["viz", "kitti_object", "--root", str(out), "--frame", "000000", "--out", str(tmp_path / "viz")]) == 0
     assert main(["viz", "synthetic", "--preset", "night,rig-b", "--out", str(tmp_path / "viz")]) == 0
     pngs = sorted(p.name for p in (tmp_path / "viz").glob("*.png"))
     assert "000000_bev.png" in pngs and "000000_image_2_points.png" in pngs

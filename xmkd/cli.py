@@ -61,6 +61,50 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from xmkd.data.index import prepare
+
+    report = prepare(args.dataset, args.root, args.out, args.split, progress=not args.quiet)
+    resumed = f" ({report.resumed} frames from an interrupted run)" if report.resumed else ""
+    print(f"indexed {report.frames} frames{resumed} -> {report.index_path}")
+    for name, count in sorted(report.splits.items()):
+        print(f"  {name:<32} {count:>8} frames")
+    if report.bad:
+        print(f"{len(report.bad)} bad file(s):", file=sys.stderr)
+        for b in report.bad:
+            print(f"  {b['frame']}: {b['reason']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from xmkd.data.index import describe_frame, inspect
+
+    if args.frame:
+        info = describe_frame(args.dataset, args.root, args.frame, args.label_space)
+    else:
+        info = inspect(args.dataset, args.root, args.index, progress=not args.json, label_space=args.label_space)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(_format_summary(info))
+    return 0
+
+
+def _format_summary(info: dict) -> str:
+    lines = []
+    for key, value in info.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"{key}:")
+            width = max(len(str(k)) for k in value)
+            lines += [f"  {str(k):<{width}}  {v}" for k, v in value.items()]
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
 def _cmd_viz(args: argparse.Namespace) -> int:
     from xmkd.data.labels import get_label_space
     from xmkd.viz.frame import save_frame_pictures
@@ -75,11 +119,17 @@ def _cmd_viz(args: argparse.Namespace) -> int:
         space = space or get_label_space("nuscenes16")
         frame = keyframe_to_frame(kf, space, frame_id=f"synthetic_{domain.name.replace(',', '_')}_s{args.seed}")
     else:
-        from xmkd.data.readers.kitti_object import read_kitti_object_frame
+        from xmkd.data.readers import make_reader
 
         if not args.root:
             raise XmkdError(f"xmkd viz {args.source} needs --root")
-        frame = read_kitti_object_frame(args.root, args.frame or "000000")
+        reader = make_reader(args.source, args.root, args.label_space)
+        space = space or reader.label_space
+        records = reader.scan()
+        rec = next((r for r in records if args.frame in (None, r["id"])), None)
+        if rec is None:
+            raise XmkdError(f"no frame {args.frame!r} in {args.source} under {args.root}")
+        frame = reader.load(reader.check(rec))
     cameras = args.cameras.split(",") if args.cameras else None
     for path in save_frame_pictures(frame, space, args.out, cameras):
         print(path)
@@ -110,19 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_synth)
 
-    p = sub.add_parser("prepare", help="validate a dataset on disk and write its compact index")
-    p.add_argument("dataset", help="nuscenes, semantickitti, kitti_object, kitti_raw, waymo, a2d2, virtualkitti")
+    datasets = ["nuscenes", "semantickitti", "kitti_object", "kitti_raw", "waymo", "a2d2", "virtualkitti"]
+    p = sub.add_parser("prepare", help="validate a dataset on disk and write its compact index (resumable)")
+    p.add_argument("dataset", choices=datasets)
     p.add_argument("--root", required=True, help="dataset root")
-    p.add_argument("--out", required=True, help="where to write the index")
-    p.add_argument("--split", action="append", help="only these splits (repeatable)")
-    p.set_defaults(handler=_not_available("the dataset readers"))
+    p.add_argument("--out", required=True, help="folder for index.json (e.g. <root>/xmkd_index)")
+    p.add_argument("--split", action="append", help="only frames of these splits (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_prepare)
 
     p = sub.add_parser("inspect", help="summarise a dataset: frames, points, cameras, labels, boxes")
-    p.add_argument("dataset")
+    p.add_argument("dataset", choices=datasets)
     p.add_argument("--root", required=True)
+    p.add_argument("--index", help="index folder or file (default: <root>/xmkd_index if present)")
     p.add_argument("--frame", help="describe one frame by id")
+    p.add_argument("--label-space", help="label space for the histogram (default: the dataset's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(handler=_not_available("the dataset readers"))
+    p.set_defaults(handler=_cmd_inspect)
 
     p = sub.add_parser("train", help="train a recipe from a config (runs under torchrun for DDP)")
     p.add_argument("config", help="YAML config file")
@@ -152,10 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_not_available("the domain-adaptation recipes"))
 
     p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view (PNG files)")
-    p.add_argument("source", choices=["synthetic", "kitti"],
-                   help="synthetic: render a frame of the synthetic world; kitti: a KITTI object frame")
-    p.add_argument("--root", help="dataset root (kitti)")
-    p.add_argument("--frame", help="frame id (kitti; default 000000)")
+    p.add_argument("source", choices=["synthetic", *datasets],
+                   help="synthetic: render a frame of the synthetic world; else a dataset on disk (--root)")
+    p.add_argument("--root", help="dataset root")
+    p.add_argument("--frame", help="frame id (default: the first frame)")
     p.add_argument("--preset", default="day", help="synthetic: domain presets, e.g. night,city-b,rig-b")
     p.add_argument("--seed", type=int, default=0, help="synthetic: dataset seed")
     p.add_argument("--scene", type=int, default=0, help="synthetic: scene index")

@@ -94,8 +94,10 @@ def save_frame_pictures(frame: Frame, space: LabelSpace | None, out_dir: str | P
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
 
+    stem = frame.frame_id.replace("/", "_").replace("\\", "_")  # ids like "00/000001" name no folders
+
     def save(name: str, array: np.ndarray) -> None:
-        path = out / f"{frame.frame_id}_{name}.png"
+        path = out / f"{stem}_{name}.png"
         Image.fromarray(array).save(path)
         paths.append(path)
 

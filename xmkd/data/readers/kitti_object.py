@@ -1,68 +1,101 @@
-"""KITTI 3D object detection frames: `<root>/<split>/{velodyne,image_2,calib,label_2}/<id>.*` -> `Frame`.
+"""KITTI 3D object detection: `<root>/{training,testing}/{velodyne,image_2,calib,label_2}/<id>.*` and
+`<root>/ImageSets/<split>.txt`.
 
-Boxes come back in the LiDAR frame (x, y, z, dx, dy, dz, yaw); DontCare regions have no 3D box, so they are
-kept as 2D boxes in `frame.meta["dontcare_bbox"]`. The KITTI label fields (truncation, occlusion, alpha, 2D
-box, score) travel as box attributes.
+Boxes come back in the LiDAR frame (x, y, z, dx, dy, dz, yaw), converted from the rectified camera-0 frame
+of the labels; the KITTI fields (truncation, occlusion, alpha, 2D box, score) travel as box attributes.
+DontCare regions have no 3D box: their 2D boxes are in `frame.meta["dontcare_bbox"]`.
+Frame ids are the 6-digit numbers for `training/` and `testing/<id>` for the test set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from xmkd.data.frame import Boxes, CameraView, Frame
+from xmkd.data.frame import Frame
+from xmkd.data.readers.base import DatasetReader, FrameRecord, matrix_list, read_points
 from xmkd.data.readers.kitti_files import read_calib_file, read_label_file, require_keys
-from xmkd.errors import XmkdDataError
 from xmkd.geometry.boxes import kitti_camera_to_lidar
 from xmkd.geometry.camera import kitti_camera, kitti_rect_transform
 
 
-def read_velodyne(path: Path) -> np.ndarray:
-    """float32 (N, 4) x, y, z, reflectance; a size that is not a multiple of 16 bytes is an error."""
-    try:
-        raw = np.fromfile(path, dtype=np.float32)
-    except FileNotFoundError:
-        raise XmkdDataError("point cloud file is missing", source=str(path)) from None
-    if raw.size % 4:
-        raise XmkdDataError(f"truncated: {raw.size * 4} bytes is not a whole number of 16-byte points",
-                            source=str(path))
-    return raw.reshape(-1, 4)
+def kitti_boxes(label_path: Path, T_rect_velo: np.ndarray) -> dict:
+    """Index form of a label file: LiDAR-frame boxes, names, KITTI attributes, DontCare 2D boxes."""
+    objs = read_label_file(label_path)
+    care = objs.names != "DontCare"
+    boxes = kitti_camera_to_lidar(objs.camera_boxes[care], T_rect_velo) if care.any() else np.zeros((0, 7))
+    attrs = {"truncation": objs.truncation[care].tolist(), "occlusion": objs.occlusion[care].tolist(),
+             "alpha": objs.alpha[care].tolist(), "bbox": objs.bbox[care].tolist()}
+    if objs.score is not None:
+        attrs["score"] = objs.score[care].tolist()
+    return {"boxes": boxes.tolist(), "names": objs.names[care].tolist(), "attributes": attrs,
+            "ignored_names": objs.names[~care].tolist(), "ignored_bbox": objs.bbox[~care].tolist()}
 
 
-def read_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError:
-        raise XmkdDataError("image file is missing", source=str(path)) from None
-    except OSError as err:
-        raise XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
+class KittiObjectReader(DatasetReader):
+    name = "kitti_object"
+    default_label_space = "nuscenes16"  # detection only: KITTI object has no point labels
+
+    def _split_members(self) -> dict[str, set[str]]:
+        sets = {}
+        for f in sorted((self.root / "ImageSets").glob("*.txt")):
+            ids = f.read_text().split()
+            if ids and all(i.isdigit() for i in ids):
+                sets[f.stem] = set(ids)
+        return sets
+
+    def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
+        members = self._split_members()
+        for part in ("training", "testing"):
+            velo = self.root / part / "velodyne"
+            ids = sorted(p.stem for p in velo.glob("*.bin")) if velo.is_dir() else []
+            if part == "training":  # frames listed in ImageSets but without a point cloud are reported missing
+                ids = sorted(set(ids) | set().union(*[s for k, s in members.items() if k != "test"]))
+            for fid in ids:
+                in_splits = [k for k, s in members.items() if fid in s and (part == "training") == (k != "test")]
+                in_splits = in_splits or [part]
+                if splits and not set(splits) & set(in_splits):
+                    continue
+                label = f"{part}/label_2/{fid}.txt"
+                yield {"id": fid if part == "training" else f"testing/{fid}", "splits": in_splits,
+                       "lidar": f"{part}/velodyne/{fid}.bin", "calib": f"{part}/calib/{fid}.txt",
+                       "labels": label if (self.root / label).is_file() or part == "training" else None,
+                       "cameras": {"image_2": {"file": f"{part}/image_2/{fid}.png"}}, "sweeps": [],
+                       "meta": {"part": part}}
+
+    def check(self, record: FrameRecord) -> FrameRecord:
+        rec = dict(record)
+        calib_path = self.path(rec["calib"])
+        calib = read_calib_file(calib_path)
+        require_keys(calib, ("P2", "R0_rect", "Tr_velo_to_cam"), calib_path)
+        K, T = kitti_camera(calib["P2"], calib["R0_rect"], calib["Tr_velo_to_cam"])
+        T_rect = kitti_rect_transform(calib["R0_rect"], calib["Tr_velo_to_cam"])
+        rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K), "T_cam_lidar": matrix_list(T)}}
+        rec["T_rect_lidar"] = matrix_list(T_rect)
+        points = read_points(self.path(rec["lidar"]), 4)
+        label_path = self.path(rec["labels"]) if rec.get("labels") else None
+        if label_path is not None and (label_path.is_file() or rec["meta"]["part"] == "training"):
+            rec["boxes"] = kitti_boxes(label_path, T_rect)  # a missing training label file is an error
+        rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": self.box_stats(rec)}
+        return rec
+
+    def load(self, record: FrameRecord) -> Frame:
+        points = read_points(self.path(record["lidar"]), 4)
+        frame = self.make_frame(record, points, ("x", "y", "z", "intensity"), None)
+        if record.get("boxes"):
+            frame.meta["dontcare_bbox"] = np.asarray(record["boxes"]["ignored_bbox"], dtype=np.float64).reshape(-1, 4)
+        frame.meta["T_rect_lidar"] = np.asarray(record["T_rect_lidar"])
+        return frame
 
 
-def read_kitti_object_frame(root: str | Path, frame_id: str, split: str = "training",
-                            with_labels: bool = True) -> Frame:
-    base = Path(root) / split
-    calib_path = base / "calib" / f"{frame_id}.txt"
-    calib = read_calib_file(calib_path)
-    require_keys(calib, ("P2", "R0_rect", "Tr_velo_to_cam"), calib_path)
-    K, T = kitti_camera(calib["P2"], calib["R0_rect"], calib["Tr_velo_to_cam"])
-    points = read_velodyne(base / "velodyne" / f"{frame_id}.bin")
-    image = read_image(base / "image_2" / f"{frame_id}.png")
-    cam = CameraView("image_2", image, K, T, source=str(base / "image_2" / f"{frame_id}.png"))
-    boxes = None
-    meta: dict = {"split": split, "calib": {k: v.tolist() for k, v in calib.items()}}
-    label_path = base / "label_2" / f"{frame_id}.txt"
-    if with_labels and label_path.is_file():
-        objs = read_label_file(label_path)
-        care = objs.names != "DontCare"
-        T_rect = kitti_rect_transform(calib["R0_rect"], calib["Tr_velo_to_cam"])  # label boxes live in rect cam 0
-        lidar_boxes = kitti_camera_to_lidar(objs.camera_boxes[care], T_rect) if care.any() else np.zeros((0, 7))
-        attrs = {"truncation": objs.truncation[care], "occlusion": objs.occlusion[care], "alpha": objs.alpha[care],
-                 "bbox": objs.bbox[care]}
-        boxes = Boxes(lidar_boxes, objs.names[care], None if objs.score is None else objs.score[care],
-                      attributes=attrs, source=str(label_path))
-        meta["dontcare_bbox"] = objs.bbox[~care]
-    return Frame(frame_id, points, ("x", "y", "z", "intensity"), cameras={"image_2": cam}, boxes=boxes, meta=meta,
-                 source=str(base / "velodyne" / f"{frame_id}.bin"))
+def read_kitti_object_frame(root: str | Path, frame_id: str, split: str = "training") -> Frame:
+    """One frame by id, without an index (for `xmkd viz` and quick looks)."""
+    reader = KittiObjectReader(root)
+    part = "testing" if split == "testing" else "training"
+    fid = frame_id.split("/")[-1]
+    rec = {"id": frame_id, "splits": [part], "lidar": f"{part}/velodyne/{fid}.bin", "calib": f"{part}/calib/{fid}.txt",
+           "labels": f"{part}/label_2/{fid}.txt" if (reader.root / part / "label_2" / f"{fid}.txt").is_file() else None,
+           "cameras": {"image_2": {"file": f"{part}/image_2/{fid}.png"}}, "sweeps": [], "meta": {"part": part}}
+    return reader.load(reader.check(rec))

@@ -1,0 +1,209 @@
+"""`xmkd prepare` and `xmkd inspect`: validate a dataset once, write its compact index, summarise it.
+
+The index (`<out>/index.json`) holds one record per frame (relative file paths, calibration, poses, boxes,
+split membership, per-frame statistics) plus the list of bad files. While `prepare` runs, every checked
+frame is appended to `index.partial.jsonl`; an interrupted run resumes from it, and the final index is
+written atomically. A bad file is reported with its reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from xmkd import __version__
+from xmkd.data.readers import READERS, make_reader
+from xmkd.data.readers.base import FrameRecord
+from xmkd.errors import XmkdDataError, XmkdError
+from xmkd.io import atomic_write_text
+
+INDEX_NAME = "index.json"
+PARTIAL_NAME = "index.partial.jsonl"
+
+
+@dataclass
+class PrepareReport:
+    index_path: Path
+    frames: int
+    splits: dict[str, int]
+    bad: list[dict[str, str]] = field(default_factory=list)
+    resumed: int = 0
+
+
+def _split_table(records: list[FrameRecord]) -> dict[str, list[str]]:
+    splits: dict[str, list[str]] = {}
+    for rec in records:
+        for s in rec["splits"]:
+            splits.setdefault(s, []).append(rec["id"])
+    return splits
+
+
+def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[str] | None = None,
+            progress: bool = True) -> PrepareReport:
+    """Check every frame of `dataset` under `root` and write `<out>/index.json`; resumable."""
+    reader = make_reader(dataset, root)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = {"dataset": dataset, "root": str(Path(root).resolve()), "splits": sorted(splits) if splits else None}
+    partial = out / PARTIAL_NAME
+    done: dict[str, dict] = {}
+    if partial.is_file():
+        lines = partial.read_text().splitlines()
+        if lines and json.loads(lines[0]) == header:
+            for line in lines[1:]:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # the line being written when the run was killed
+                    continue
+                done[entry["id"]] = entry
+        else:
+            partial.unlink()
+    records = list(reader.scan(splits))
+    if not records:
+        where = f" in splits {list(splits)}" if splits else ""
+        raise XmkdError(f"no frames found for {dataset} under {root}{where}")
+    resumed = sum(r["id"] in done for r in records)
+    with open(partial, "a") as log:
+        if not done:
+            log.write(json.dumps(header) + "\n")
+        bar = tqdm(records, desc=f"prepare {dataset}", unit="frame", disable=not progress, initial=0)
+        for i, rec in enumerate(bar):
+            if rec["id"] in done:
+                continue
+            try:
+                entry = {"id": rec["id"], "record": reader.check(rec)}
+            except XmkdDataError as err:
+                entry = {"id": rec["id"], "bad": {"frame": rec["id"], "file": err.source or "", "reason": str(err)}}
+            log.write(json.dumps(entry) + "\n")
+            done[rec["id"]] = entry
+            if i % 50 == 0:
+                log.flush()
+                os.fsync(log.fileno())
+    good = [done[r["id"]]["record"] for r in records if "record" in done[r["id"]]]
+    bad = [done[r["id"]]["bad"] for r in records if "bad" in done[r["id"]]]
+    split_table = _split_table(good)
+    index = {"format": "xmkd-index/1", "xmkd_version": __version__, **header,
+             "meta": reader.index_meta(), "split_ids": split_table, "frames": good, "bad": bad}
+    path = atomic_write_text(out / INDEX_NAME, json.dumps(index, separators=(",", ":")))
+    partial.unlink()
+    return PrepareReport(path, len(good), {k: len(v) for k, v in split_table.items()}, bad, resumed)
+
+
+def load_index(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / INDEX_NAME
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise XmkdError(f"{path}: no index here; run `xmkd prepare` first") from None
+    except json.JSONDecodeError as err:
+        raise XmkdDataError(f"corrupt index: {err}", source=str(path)) from None
+    if index.get("format") != "xmkd-index/1":
+        raise XmkdDataError(f"not an xmkd index (format {index.get('format')!r})", source=str(path))
+    return index
+
+
+class IndexedFrames:
+    """The frames of one split of a prepared dataset, loaded on demand: `frames[i]` is a `Frame`."""
+
+    def __init__(self, index: str | Path | dict, split: str, label_space: str | None = None,
+                 cameras: Sequence[str] | None = None, sweeps: int = 0, root: str | Path | None = None):
+        self.index = index if isinstance(index, dict) else load_index(index)
+        if split not in self.index["split_ids"]:
+            raise XmkdError(f"split {split!r} not in the index (have {sorted(self.index['split_ids'])})")
+        ids = set(self.index["split_ids"][split])
+        self.records = [r for r in self.index["frames"] if r["id"] in ids]
+        self.reader = make_reader(self.index["dataset"], root or self.index["root"], label_space, cameras, sweeps,
+                                  meta=self.index.get("meta"))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        return self.reader.load(self.records[i])
+
+
+def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None) -> dict[str, Any]:
+    """The `xmkd inspect --json` object from checked records."""
+    points = np.array([r["stats"]["points"] for r in records]) if records else np.zeros(0)
+    hist: Counter = Counter()
+    for r in records:
+        hist.update({int(k): v for k, v in r["stats"].get("labels", {}).items()})
+    space = reader.label_space
+    lut = reader.raw_lut() if hist else np.zeros(0, np.int64)
+    classes: Counter = Counter()
+    for raw, count in hist.items():
+        cls = lut[raw] if 0 <= raw < len(lut) else space.ignore_index
+        classes["ignore" if cls == space.ignore_index else space.class_names[cls]] += count
+    cameras: dict[str, list[int]] = {}
+    boxes: Counter = Counter()
+    for r in records:
+        for name, size in r["stats"].get("cameras", {}).items():
+            cameras.setdefault(name, size)
+        boxes.update(r["stats"].get("boxes", {}))
+    return {
+        "dataset": reader.name,
+        "root": str(reader.root),
+        "frames": len(records),
+        "splits": {k: len(v) for k, v in sorted(_split_table(records).items())},
+        "points_per_frame": {"min": int(points.min()) if len(points) else 0,
+                             "mean": float(points.mean()) if len(points) else 0.0,
+                             "max": int(points.max()) if len(points) else 0},
+        "cameras": cameras,
+        "label_space": space.name,
+        "label_histogram": dict(sorted(classes.items(), key=lambda kv: -kv[1])),
+        "boxes_per_class": dict(sorted(boxes.items())),
+        "bad_files": len(bad or []),
+    }
+
+
+def inspect(dataset: str, root: str | Path, index: str | Path | None = None, progress: bool = False,
+            label_space: str | None = None) -> dict[str, Any]:
+    """Summary of a dataset: from its index when there is one (`<root>/xmkd_index` or `index`), else by
+    checking every frame now (nothing is written)."""
+    cand = Path(index) if index else Path(root) / "xmkd_index"
+    if (cand / INDEX_NAME).is_file() or (cand.is_file() and cand.suffix == ".json"):
+        idx = load_index(cand)
+        if idx["dataset"] == dataset:
+            return summarize(idx["frames"], make_reader(dataset, root, label_space, meta=idx.get("meta")), idx["bad"])
+        if index:
+            raise XmkdError(f"{cand} indexes {idx['dataset']}, not {dataset}")
+    reader = make_reader(dataset, root, label_space)
+    records, bad = [], []
+    for rec in tqdm(list(reader.scan()), desc=f"inspect {dataset}", unit="frame", disable=not progress):
+        try:
+            records.append(reader.check(rec))
+        except XmkdDataError as err:
+            bad.append({"frame": rec["id"], "file": err.source or "", "reason": str(err)})
+    return summarize(records, reader, bad)
+
+
+def describe_frame(dataset: str, root: str | Path, frame_id: str, label_space: str | None = None) -> dict[str, Any]:
+    """One frame, read through the reader: what a user checks before trusting a dataset."""
+    reader = make_reader(dataset, root, label_space)
+    rec = next((r for r in reader.scan() if r["id"] == frame_id), None)
+    if rec is None:
+        raise XmkdError(f"no frame {frame_id!r} in {dataset} under {root}")
+    frame = reader.load(reader.check(rec))
+    out = {"id": frame.frame_id, "points": frame.num_points, "point_fields": list(frame.point_fields),
+           "cameras": {n: list(c.image_size) for n, c in frame.cameras.items()},
+           "boxes": dict(Counter(frame.boxes.names.tolist())) if frame.boxes is not None else {},
+           "splits": rec["splits"], "meta": {k: v for k, v in frame.meta.items() if isinstance(v, (str, int, float))}}
+    if frame.labels is not None:
+        ids, counts = np.unique(frame.labels, return_counts=True)
+        space = reader.label_space
+        out["labels"] = {("ignore" if i == space.ignore_index else space.class_names[i]): int(c)
+                         for i, c in zip(ids, counts)}
+    return out
+
+
+__all__ = ["READERS", "prepare", "load_index", "IndexedFrames", "inspect", "summarize", "describe_frame"]

@@ -1,0 +1,97 @@
+"""KITTI raw frames without labels: `<base>/<date>/<date>_drive_<dddd>_sync/{image_02,velodyne_points}/data/`
+with the date folder's `calib_cam_to_cam.txt` and `calib_velo_to_cam.txt`.
+
+`<base>` is `<root>/raw` when it exists (xmkd's synthetic KITTI layout), else `<root>`. Splits are eigen-style
+frame lists (`<date>/<drive folder> <frame index> <l|r>`, as in monodepth2's `splits/`) found in
+`<root>/ImageSets/*.txt` or `<root>/splits/*.txt`; without any list, every frame is in split `all`.
+Frame ids are `<date>/<drive folder>/<10-digit index>`; the camera is image_02 (left colour).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from xmkd.data.frame import Frame
+from xmkd.data.readers.base import DatasetReader, FrameRecord, matrix_list, read_points
+from xmkd.data.readers.kitti_files import read_calib_file, require_keys
+from xmkd.errors import XmkdDataError
+from xmkd.geometry.camera import kitti_camera
+
+
+class KittiRawReader(DatasetReader):
+    name = "kitti_raw"
+    default_label_space = "nuscenes16"  # unlabelled
+
+    @property
+    def base(self) -> Path:
+        return self.root / "raw" if (self.root / "raw").is_dir() else self.root
+
+    def _lists(self) -> dict[str, list[tuple[str, int]]]:
+        lists: dict[str, list[tuple[str, int]]] = {}
+        for folder in ("ImageSets", "splits"):
+            for f in sorted((self.root / folder).glob("*.txt")):
+                entries = []
+                for line in f.read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) >= 2 and "_drive_" in parts[0] and parts[1].isdigit():
+                        if len(parts) < 3 or parts[2] == "l":
+                            entries.append((parts[0], int(parts[1])))
+                if entries:
+                    lists[f.stem] = entries
+        return lists
+
+    def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
+        lists = self._lists()
+        if not lists:
+            frames = []
+            for drive in sorted(self.base.glob("*/*_drive_*_sync")):
+                folder = f"{drive.parent.name}/{drive.name}"
+                for p in sorted((drive / "velodyne_points" / "data").glob("*.bin")):
+                    frames.append((folder, int(p.stem)))
+            lists = {"all": frames}
+        membership: dict[tuple[str, int], list[str]] = {}
+        for name, entries in lists.items():
+            if splits and name not in splits:
+                continue
+            for key in entries:
+                membership.setdefault(key, []).append(name)
+        for (folder, idx), names in sorted(membership.items()):
+            date = folder.split("/")[0]
+            rel = self.base.relative_to(self.root)
+            prefix = "" if str(rel) == "." else f"{rel}/"
+            yield {"id": f"{folder}/{idx:010d}", "splits": names,
+                   "lidar": f"{prefix}{folder}/velodyne_points/data/{idx:010d}.bin",
+                   "calib": f"{prefix}{date}", "labels": None,
+                   "cameras": {"image_2": {"file": f"{prefix}{folder}/image_02/data/{idx:010d}.png"}},
+                   "sweeps": [], "meta": {"drive": folder, "frame_index": idx}}
+
+    def calibration(self, date_dir: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.memo(("calibration", date_dir), lambda: self._calibration(date_dir))
+
+    def _calibration(self, date_dir: str) -> tuple[np.ndarray, np.ndarray]:
+        """(K, T_cam2_velo) of a date folder, from P_rect_02, R_rect_00 and the velo -> cam0 [R | T]."""
+        cam_path = self.path(date_dir) / "calib_cam_to_cam.txt"
+        velo_path = self.path(date_dir) / "calib_velo_to_cam.txt"
+        cam = read_calib_file(cam_path)
+        velo = read_calib_file(velo_path)
+        require_keys(cam, ("P_rect_02", "R_rect_00"), cam_path)
+        require_keys(velo, ("R", "T"), velo_path)
+        if cam["P_rect_02"].size != 12 or cam["R_rect_00"].size != 9 or velo["R"].size != 9 or velo["T"].size != 3:
+            raise XmkdDataError("calibration matrices of the wrong size", source=str(cam_path))
+        tr = np.hstack([velo["R"].reshape(3, 3), velo["T"].reshape(3, 1)])
+        return kitti_camera(cam["P_rect_02"].reshape(3, 4), cam["R_rect_00"].reshape(3, 3), tr)
+
+    def check(self, record: FrameRecord) -> FrameRecord:
+        rec = dict(record)
+        K, T = self.calibration(rec["calib"])
+        rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K), "T_cam_lidar": matrix_list(T)}}
+        points = read_points(self.path(rec["lidar"]), 4)
+        rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": {}}
+        return rec
+
+    def load(self, record: FrameRecord) -> Frame:
+        points = read_points(self.path(record["lidar"]), 4)
+        return self.make_frame(record, points, ("x", "y", "z", "intensity"), None)

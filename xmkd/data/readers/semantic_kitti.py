@@ -1,0 +1,153 @@
+"""SemanticKITTI with the KITTI odometry colour images:
+`<root>/sequences/XX/{velodyne/NNNNNN.bin, labels/NNNNNN.label, image_2/NNNNNN.png, calib.txt, poses.txt}`.
+
+Splits: the official ones (`train` 00-07, 09, 10; `valid` (alias `val`) 08; `test` 11-21), xMUDA's
+(`xmuda_train` 00-06, 09, 10; `xmuda_val` 07; `xmuda_test` 08) — or, when `<root>/xmkd_splits.json` exists
+(xmkd's synthetic output), the sequences it lists. With `sweeps=k` the k nearest scans of the same sequence
+are merged in through `poses.txt` (multi-scan aggregation); their points carry label ignore and a time-lag
+column. Labels are `uint32`; the lower 16 bits are the raw semantic id, the upper 16 the instance id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from xmkd.data.frame import Frame
+from xmkd.data.readers.base import (
+    DatasetReader,
+    FrameRecord,
+    matrix_list,
+    merge_sweeps,
+    pick_sweeps,
+    read_label_file,
+    read_points,
+)
+from xmkd.data.readers.kitti_files import read_calib_file, require_keys
+from xmkd.errors import XmkdDataError
+from xmkd.geometry.camera import kitti_camera
+from xmkd.geometry.transforms import invert_transform
+
+OFFICIAL_SPLITS = {
+    "train": [0, 1, 2, 3, 4, 5, 6, 7, 9, 10], "valid": [8], "val": [8], "test": list(range(11, 22)),
+    "xmuda_train": [0, 1, 2, 3, 4, 5, 6, 9, 10], "xmuda_val": [7], "xmuda_test": [8],
+}
+
+
+class SemanticKittiReader(DatasetReader):
+    name = "semantickitti"
+    default_label_space = "semantickitti19"
+
+    @property
+    def seq_root(self) -> Path:
+        for cand in (self.root / "sequences", self.root / "dataset" / "sequences"):
+            if cand.is_dir():
+                return cand
+        raise XmkdDataError("no sequences/ folder", source=str(self.root))
+
+    def split_table(self) -> dict[str, list[str]]:
+        custom = self.root / "xmkd_splits.json"
+        if custom.is_file():
+            table = json.loads(custom.read_text())
+            if "val" in table:
+                table.setdefault("valid", table["val"])
+            return table
+        return {k: [f"{s:02d}" for s in v] for k, v in OFFICIAL_SPLITS.items()}
+
+    def sequence(self, seq: str) -> dict:
+        return self.memo(("sequence", seq), lambda: self._sequence(seq))
+
+    def _sequence(self, seq: str) -> dict:
+        """Calibration (K, T_cam2_velo, Tr) and LiDAR poses of one sequence."""
+        folder = self.seq_root / seq
+        calib_path = folder / "calib.txt"
+        calib = read_calib_file(calib_path)
+        require_keys(calib, ("P2", "Tr"), calib_path)
+        K, T = kitti_camera(calib["P2"], np.eye(3), calib["Tr"])  # Tr maps to rectified camera 0 already
+        Tr = np.vstack([calib["Tr"], [0, 0, 0, 1]])
+        poses = None
+        pose_path = folder / "poses.txt"
+        if pose_path.is_file():
+            raw = np.loadtxt(pose_path, ndmin=2)
+            if raw.shape[1] != 12:
+                raise XmkdDataError(f"expected 12 values per line, got {raw.shape[1]}", source=str(pose_path))
+            cam0 = np.tile(np.eye(4), (len(raw), 1, 1))
+            cam0[:, :3, :] = raw.reshape(-1, 3, 4)
+            poses = invert_transform(Tr)[None] @ cam0 @ Tr[None]  # LiDAR poses: inv(Tr) . pose . Tr
+        times_path = folder / "times.txt"
+        times = np.loadtxt(times_path, ndmin=1) if times_path.is_file() else None
+        return {"K": K, "T": T, "poses": poses, "times": times}
+
+    def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
+        table = self.split_table()
+        for seq_dir in sorted(p for p in self.seq_root.iterdir() if p.is_dir()):
+            seq = seq_dir.name
+            names = [k for k, v in table.items() if seq in v] or ["other"]
+            if splits and not set(splits) & set(names):
+                continue
+            scans = sorted(p.stem for p in (seq_dir / "velodyne").glob("*.bin"))
+            for stem in scans:
+                label = seq_dir / "labels" / f"{stem}.label"
+                yield {"id": f"{seq}/{stem}", "splits": names, "lidar": f"{seq_dir.relative_to(self.root)}/velodyne/"
+                       f"{stem}.bin", "labels": str(label.relative_to(self.root)) if label.is_file() else None,
+                       "cameras": {"image_2": {"file": f"{seq_dir.relative_to(self.root)}/image_2/{stem}.png"}},
+                       "meta": {"sequence": seq, "scan": int(stem)}, "sweeps": []}
+
+    def check(self, record: FrameRecord) -> FrameRecord:
+        rec = dict(record)
+        seq = self.sequence(rec["meta"]["sequence"])
+        rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(seq["K"]),
+                                      "T_cam_lidar": matrix_list(seq["T"])}}
+        i = rec["meta"]["scan"]
+        if seq["poses"] is not None:
+            if i >= len(seq["poses"]):
+                raise XmkdDataError(f"no pose for scan {i} ({len(seq['poses'])} lines)",
+                                    source=str(self.seq_root / rec["meta"]["sequence"] / "poses.txt"))
+            rec["ego_pose"] = matrix_list(seq["poses"][i])
+            t_i = float(seq["times"][i]) if seq["times"] is not None and i < len(seq["times"]) else 0.1 * i
+            rec["timestamp"] = t_i
+        points = read_points(self.path(rec["lidar"]), 4)
+        stats = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": {}}
+        if rec.get("labels"):
+            raw = read_label_file(self.path(rec["labels"]), np.uint32, len(points)) & 0xFFFF
+            self.label_space.from_raw(raw, source=str(self.path(rec["labels"])))  # unknown ids are errors
+            stats["labels"] = self.histogram(raw)
+        rec["stats"] = stats
+        return rec
+
+    def _scan_points(self, seq: str, scan: int) -> np.ndarray:
+        return read_points(self.seq_root / seq / "velodyne" / f"{scan:06d}.bin", 4)
+
+    def load(self, record: FrameRecord) -> Frame:
+        points = read_points(self.path(record["lidar"]), 4)
+        labels = None
+        if record.get("labels"):
+            path = self.path(record["labels"])
+            raw = read_label_file(path, np.uint32, len(points))
+            labels = self.label_space.from_raw(raw & 0xFFFF, source=str(path))
+            instances = (raw >> 16).astype(np.int64)
+        fields: tuple[str, ...] = ("x", "y", "z", "intensity")
+        n_key = len(points)
+        if self.sweeps and record.get("ego_pose") is not None:
+            seq_name, i = record["meta"]["sequence"], record["meta"]["scan"]
+            seq = self.sequence(seq_name)
+            times = seq["times"] if seq["times"] is not None else 0.1 * np.arange(len(seq["poses"]))
+            scans = {int(p.stem) for p in (self.seq_root / seq_name / "velodyne").glob("*.bin")}
+            available = [{"scan": j, "dt": float(times[j] - times[i])} for j in range(len(seq["poses"]))
+                         if j != i and j in scans]
+            T_key_world = invert_transform(seq["poses"][i])
+            chosen = pick_sweeps(available, self.sweeps)
+            points = merge_sweeps(points, [(self._scan_points(seq_name, s["scan"]),
+                                            T_key_world @ seq["poses"][s["scan"]], s["dt"]) for s in chosen])
+            fields = (*fields, "time_lag")
+            if labels is not None:
+                extra = len(points) - n_key
+                labels = np.concatenate([labels, np.full(extra, self.label_space.ignore_index, np.int64)])
+                instances = np.concatenate([instances, np.zeros(extra, np.int64)])
+        frame = self.make_frame(record, points, fields, labels,
+                                instance_ids=instances if labels is not None else None)
+        frame.meta["num_keyframe_points"] = n_key
+        return frame
