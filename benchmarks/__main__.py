@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = {"synth": "benchmarks.bench_synth", "prepare": "benchmarks.bench_prepare"}
+BENCHMARKS = {
+    "synth": "benchmarks.bench_synth",
+    "prepare": "benchmarks.bench_prepare",
+    "engine": "benchmarks.bench_engine",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,6 @@ import time
 
 from xmkd.data.synthetic.synth import SynthOptions, synthesize
 
-
 # Runs the CLI and reports its own peak resident set size (kB on Linux) as the last line on stderr.
 _WRAPPER = ("import resource, sys; from xmkd.cli import main; rc = main(sys.argv[1:]); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")

@@ -61,6 +61,31 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from xmkd.config import load_config, peek_recipe
+    from xmkd.engine import distributed
+    from xmkd.engine.trainer import Trainer
+    from xmkd.recipes import get_recipe
+
+    name = peek_recipe(args.config, args.overrides)
+    if not name:
+        raise XmkdError(f"{args.config}: no `recipe:` given")
+    recipe = get_recipe(name)
+    cfg = load_config(args.config, args.overrides, schema=recipe.schema)
+    try:
+        Trainer(cfg, recipe, resume=args.resume, progress=not args.quiet).fit()
+    finally:
+        distributed.cleanup()
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from xmkd.engine.evaluate import evaluate_run
+
+    evaluate_run(args.run_dir, ckpt=args.ckpt, every=args.all, json_out=args.json, progress=not args.quiet)
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from xmkd.data.index import prepare
 
@@ -182,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
-    p.set_defaults(handler=_not_available("the training engine"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's checkpoint(s)")
     p.add_argument("run_dir")
@@ -190,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ckpt", help="checkpoint file (default: the run's best)")
     g.add_argument("--all", action="store_true", help="every saved checkpoint, with a metric curve")
     p.add_argument("--json", help="write the metrics to this JSON file")
-    p.set_defaults(handler=_not_available("the training engine"))
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_eval)
 
     p = sub.add_parser("eval-kitti", help="KITTI 3D object AP (R11/R40; bbox, BEV, 3D, AOS) on CPU")
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")

@@ -74,6 +74,7 @@ class TrainConfig:
     val_every: int = 1  # epochs (or iterations when max_iters > 0)
     ckpt_every: int = 1
     log_every: int = 10  # iterations
+    keep_snapshots: bool = False  # also keep checkpoints/step_NNNNNNN.pt at every checkpoint (for eval --all)
     best_metric: str = "miou"
     best_mode: str = "max"  # max | min
 
@@ -173,6 +174,18 @@ def to_yaml(cfg: DictConfig) -> str:
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def peek_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> str:
+    """The `recipe` a config names (after defaults and overrides), before choosing the schema to validate it."""
+    name = ""
+    if path is not None:
+        for _, layer in _layers(Path(path)):
+            name = str(layer.get("recipe", name) or name)
+    for item in overrides:
+        if item.startswith("recipe="):
+            name = item.split("=", 1)[1]
+    return name
 
 
 def save_config(cfg: DictConfig, run_dir: str | Path, name: str = "config.yaml") -> Path:

@@ -100,7 +100,7 @@ class DatasetReader:
             raise XmkdDataError("dataset root is not a folder", source=str(self.root))
         space = label_space or self.default_label_space
         self.label_space = get_label_space(space) if isinstance(space, str) else space
-        self.cameras = list(cameras) if cameras else None
+        self.cameras = None if cameras is None else list(cameras)  # None = every camera, [] = none
         self.sweeps = sweeps
 
     # -- to implement -----------------------------------------------------------------------------------

@@ -1,0 +1,218 @@
+"""The training engine: schedules, EMA, checkpoints, sampler, and end-to-end runs of `xmkd train` (resume after
+kill -9, Ctrl-C, NaN guard, DDP under torchrun, `xmkd eval --all`)."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from xmkd.config import ScheduleConfig
+from xmkd.data.index import prepare
+from xmkd.data.synthetic.synth import SynthOptions, synthesize
+from xmkd.engine import checkpoint
+from xmkd.engine.data import ResumableSampler
+from xmkd.engine.ema import EMA
+from xmkd.engine.schedules import lr_factor
+from xmkd.errors import XmkdConfigError, XmkdError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def schedule(**kw):
+    return OmegaConf.structured(ScheduleConfig(**kw))
+
+
+def test_schedules():
+    f = lr_factor(schedule(name="cosine", warmup_iters=10, warmup_start_ratio=0.0), 110)
+    assert f(0) == 0.0 and math.isclose(f(5), 0.5) and math.isclose(f(10), 1.0)
+    assert math.isclose(f(60), 0.5, abs_tol=1e-9) and math.isclose(f(110), 0.0, abs_tol=1e-12)
+    f = lr_factor(schedule(name="multistep", milestones=[3, 6], gamma=0.1), 10)
+    assert [round(f(s), 6) for s in (0, 3, 5, 6, 9)] == [1.0, 0.1, 0.1, 0.01, 0.01]
+    f = lr_factor(schedule(name="onecycle", pct_start=0.5, warmup_start_ratio=0.1), 10)
+    assert math.isclose(f(0), 0.1) and math.isclose(f(5), 1.0) and f(9) < 0.1 and math.isclose(f(10), 1e-4)
+    assert lr_factor(schedule(name="constant"), 5)(3) == 1.0
+    with pytest.raises(XmkdConfigError, match="unknown schedule"):
+        lr_factor(schedule(name="linear"), 5)
+
+
+def test_ema_update_formula():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.9)
+    expected = 1.0
+    for step, value in enumerate([2.0, 4.0, 8.0, 16.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        alpha = min(1 - 1 / (step + 1), 0.9)
+        assert math.isclose(ema.alpha(), alpha)
+        ema.update(model)
+        expected = alpha * expected + (1 - alpha) * value
+        assert torch.allclose(ema.module.weight, torch.full((1, 2), expected))
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_load_weights_lists_mismatched_keys(tmp_path):
+    a = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 2), torch.nn.ReLU())
+    checkpoint.save(tmp_path / "a.pt", {"models": {"net": a.state_dict()}})
+    with pytest.raises(XmkdError) as err:
+        checkpoint.load_module_from_file(b, tmp_path / "a.pt", key="net")
+    msg = str(err.value)
+    assert "a.pt" in msg and "0.weight: checkpoint (4, 3) vs model (5, 3)" in msg and "1.weight" in msg
+    c = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    with pytest.raises(XmkdError, match="not in model: 1.bias, 1.weight"):
+        checkpoint.load_weights(c, a.state_dict(), "a.pt")
+    with pytest.raises(XmkdError, match="not a readable checkpoint"):
+        (tmp_path / "bad.pt").write_bytes(b"garbage")
+        checkpoint.load(tmp_path / "bad.pt")
+
+
+def test_sampler_shards_and_resumes():
+    single = [i for _, i in ResumableSampler(20, seed=3, world=1)]
+    shards = [[i for _, i in ResumableSampler(20, seed=3, rank=r, world=2)] for r in range(2)]
+    assert sorted(single) == list(range(20)) and sorted(shards[0] + shards[1]) == list(range(20))
+    # batch t of 2 ranks x 2 samples == batch t of 1 process x 4 samples
+    for t in range(5):
+        assert set(single[4 * t: 4 * t + 4]) == set(shards[0][2 * t: 2 * t + 2] + shards[1][2 * t: 2 * t + 2])
+    s = ResumableSampler(20, seed=3)
+    s.set_position(epoch=0, start=8)
+    assert [i for _, i in s] == single[8:] and len(s) == 12
+    s.set_position(epoch=1)
+    assert [i for _, i in s] != single
+    # Streaming across epochs: whole batches per epoch (20 // 3 = 6 batches = 18 samples), then the next epoch.
+    s = ResumableSampler(20, seed=3, batch_size=3)
+    s.set_position(epoch=0, start=15, limit=9)
+    stream = list(s)
+    assert len(stream) == 9 and [e for e, _ in stream] == [0, 0, 0] + [1] * 6
+    assert [i for _, i in stream[:3]] == single[15:18]
+
+
+# -- end-to-end runs --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine") / "nus"
+    synthesize(SynthOptions(out=str(root), frames=8, frames_per_scene=2, image_size=(64, 36), sweeps=False,
+                            cameras=("CAM_FRONT",)), progress=False)
+    prepare("nuscenes", root, root / "xmkd_index", progress=False)
+    return root
+
+
+def train_cmd(dataset, out, *overrides, launcher=None):
+    base = [sys.executable, "-m", "xmkd", "train", str(REPO / "configs" / "point_mlp" / "synthetic.yaml"),
+            f"data.root={dataset}", f"output_dir={out}", "data.num_workers=0", "train.log_every=1",
+            "model.max_points=4000", *overrides, "--quiet"]
+    return (launcher + base[3:]) if launcher else base
+
+
+def run(cmd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600, **kw)
+
+
+def final_weights(out, name="point_mlp_synthetic"):
+    return checkpoint.load(Path(out) / name / "checkpoints" / "last.pt")["models"]["net"]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(dataset, tmp_path):
+    common = ["train.max_iters=60", "train.ckpt_every=5", "train.val_every=30", "model.hidden=[256,256,256]"]
+    ref = run(train_cmd(dataset, tmp_path / "a", *common))
+    assert ref.returncode == 0, ref.stderr
+    cmd = train_cmd(dataset, tmp_path / "b", *common)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    last = tmp_path / "b" / "point_mlp_synthetic" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and checkpoint.load(last)["step"] >= 15:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint.load(last)["step"]
+    assert killed_at < 60, "the run finished before it could be killed"
+    resumed = run(cmd + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    val = [json.loads(x) for x in (tmp_path / "a" / "point_mlp_synthetic" / "metrics.jsonl").read_text().splitlines()]
+    val_b = [json.loads(x) for x in (tmp_path / "b" / "point_mlp_synthetic" / "metrics.jsonl").read_text().splitlines()]
+    last_a = [r for r in val if r["kind"] == "val"][-1]
+    last_b = [r for r in val_b if r["kind"] == "val"][-1]
+    assert last_a["miou"] == last_b["miou"] and last_a["step"] == last_b["step"] == 60
+    # A second start without --resume refuses to overwrite the run.
+    again = run(cmd)
+    assert again.returncode == 1 and "--resume" in again.stderr
+
+
+def test_ctrl_c_writes_a_checkpoint(dataset, tmp_path):
+    cmd = train_cmd(dataset, tmp_path, "train.max_iters=100000", "train.ckpt_every=100000", "train.val_every=100000")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    metrics = tmp_path / "point_mlp_synthetic" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    state = checkpoint.load(tmp_path / "point_mlp_synthetic" / "checkpoints" / "last.pt")
+    assert state["step"] >= 3 and "interrupted at iteration" in out
+
+
+def test_diverging_run_stops_with_the_loss_name(dataset, tmp_path):
+    res = run(train_cmd(dataset, tmp_path, "train.max_iters=50", "train.ckpt_every=1", "train.val_every=1000",
+                        "train.optimizer.name=sgd", "train.optimizer.lr=1e12", "train.schedule.name=constant"))
+    assert res.returncode == 1
+    assert "loss term 'ce' is" in res.stderr and "at iteration" in res.stderr and "untouched" in res.stderr
+    state = checkpoint.load(tmp_path / "point_mlp_synthetic" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["models"]["net"].values())
+
+
+def test_ddp_two_processes_match_one_process(dataset, tmp_path):
+    common = ["train.max_iters=6", "train.val_every=6", "train.ckpt_every=6", "train.optimizer.name=sgd",
+              "train.optimizer.lr=0.1", "train.schedule.name=constant"]
+    single = run(train_cmd(dataset, tmp_path / "one", "data.batch_size=4", *common))
+    assert single.returncode == 0, single.stderr
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
+                "xmkd"]
+    ddp = run(train_cmd(dataset, tmp_path / "two", "data.batch_size=2", *common, launcher=launcher))
+    assert ddp.returncode == 0, ddp.stderr
+
+    def losses(out):
+        rows = [json.loads(x) for x in (out / "point_mlp_synthetic" / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if r["kind"] == "train"]
+
+    one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one) == len(two) == 6
+    assert all(math.isclose(a, b, rel_tol=2e-3) for a, b in zip(one, two)), (one, two)
+    assert one[-1] < one[0]
+
+
+def test_eval_every_checkpoint_with_curve(dataset, tmp_path, capsys):
+    from xmkd.cli import main
+
+    res = run(train_cmd(dataset, tmp_path, "train.max_iters=6", "train.ckpt_every=2", "train.val_every=6",
+                        "train.keep_snapshots=true"))
+    assert res.returncode == 0, res.stderr
+    run_dir = tmp_path / "point_mlp_synthetic"
+    assert main(["eval", str(run_dir), "--all", "--json", str(tmp_path / "all.json"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "all.json").read_text())
+    assert sorted(r["step"] for r in results.values()) == [2, 4, 6]
+    assert (run_dir / "eval_curve.png").is_file() and "miou" in capsys.readouterr().out
+    assert main(["eval", str(run_dir), "--json", str(tmp_path / "best.json"), "--quiet"]) == 0
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert list(best) == ["best.pt"]
+    # the metrics of the step-6 snapshot equal those logged at the end of training
+    logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert math.isclose(results["step_0000006.pt"]["miou"], [r for r in logged if r["kind"] == "val"][-1]["miou"])
+    assert (run_dir / "config.yaml").is_file() and any((run_dir / "tensorboard").iterdir())

@@ -1,0 +1,30 @@
+"""Torch datasets over prepared frames: `FrameSamples` turns each `Frame` into a recipe's training sample."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from xmkd.data.frame import Frame
+from xmkd.data.index import IndexedFrames
+from xmkd.engine.data import sample_rng
+
+
+class FrameSamples(Dataset):
+    """`dataset[(epoch, i)]` = `make_sample(frame_i, rng)` with rng = sample_rng(seed, epoch, i) when `train`,
+    else None (no augmentation). Indexing by an int means epoch 0."""
+
+    def __init__(self, frames: IndexedFrames, make_sample: Callable[[Frame, np.random.Generator | None], Any],
+                 seed: int, train: bool):
+        self.frames, self.make_sample, self.seed, self.train = frames, make_sample, seed, train
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = sample_rng(self.seed, epoch, index) if self.train else None
+        return self.make_sample(self.frames[index], rng)

@@ -1,0 +1,72 @@
+"""The contract between a recipe (a method) and the engine (the loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from xmkd.config import ExperimentConfig
+from xmkd.engine.ema import EMA
+
+
+class Recipe:
+    """Subclasses set `name` and `schema` (their config dataclass) and implement the methods below.
+
+    Models live in `self.nets` (name -> module). The engine may replace an entry with its
+    DistributedDataParallel wrapper, so recipes call `self.nets[name](...)` and never keep other references.
+    Names in `frozen()` are teachers: kept in eval mode with gradients off, never wrapped, never optimised.
+    """
+
+    name = ""
+    schema: type = ExperimentConfig
+
+    def __init__(self, cfg: Any, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+        self.nets: dict[str, nn.Module] = {}
+
+    # -- models and optimisation ------------------------------------------------------------------------
+    def build(self) -> None:
+        """Create `self.nets` (on `self.device`) and load any pretrained/teacher weights."""
+        raise NotImplementedError
+
+    def frozen(self) -> set[str]:
+        return set()
+
+    def param_groups(self) -> dict[str, list[dict[str, Any]]]:
+        """Optimizer name -> torch param groups; one optimizer over every trainable module by default."""
+        params = [p for n, m in self.nets.items() if n not in self.frozen() for p in m.parameters() if p.requires_grad]
+        return {"main": [{"params": params}]}
+
+    def emas(self) -> dict[str, EMA]:
+        """EMA copies the engine updates after every step and checkpoints (mean teachers)."""
+        return {}
+
+    # -- data -------------------------------------------------------------------------------------------
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def collate(self, samples: list[Any]) -> Any:
+        raise NotImplementedError
+
+    # -- steps ------------------------------------------------------------------------------------------
+    def training_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        """Named, already weighted loss terms; the engine back-propagates their sum."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[Any]) -> dict[str, float]:
+        """Metrics over this process's share of the validation set, reduced over all processes."""
+        raise NotImplementedError
+
+    def visualize(self, batch: Any) -> dict[str, np.ndarray]:
+        """A few (H, W, 3) uint8 images for TensorBoard (optional)."""
+        return {}

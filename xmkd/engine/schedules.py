@@ -1,0 +1,54 @@
+"""Learning-rate schedules as multiplicative factors of the step (one step = one optimizer update)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from xmkd.errors import XmkdConfigError
+
+
+def lr_factor(cfg, total_steps: int) -> Callable[[int], float]:
+    """Factor of the base lr at step s for `cfg.train.schedule` (cosine with linear warm-up per iteration,
+    multistep, onecycle, constant)."""
+    name = cfg.name
+    warm = int(cfg.warmup_iters)
+    start = float(cfg.warmup_start_ratio)
+    total = max(total_steps, 1)
+
+    def warmup(s: int) -> float | None:
+        if warm and s < warm:
+            return start + (1.0 - start) * s / warm
+        return None
+
+    if name == "cosine":
+        floor = float(cfg.min_lr_ratio)
+
+        def f(s: int) -> float:
+            w = warmup(s)
+            if w is not None:
+                return w
+            progress = min(1.0, (s - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif name == "multistep":
+        milestones = sorted(int(m) for m in cfg.milestones)
+
+        def f(s: int) -> float:
+            w = warmup(s)
+            return w if w is not None else float(cfg.gamma) ** sum(s >= m for m in milestones)
+    elif name == "onecycle":
+        peak = max(1, int(float(cfg.pct_start) * total))
+
+        def f(s: int) -> float:
+            if s < peak:
+                return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * s / peak))
+            progress = min(1.0, (s - peak) / max(1, total - peak))
+            return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif name == "constant":
+        def f(s: int) -> float:
+            w = warmup(s)
+            return 1.0 if w is None else w
+    else:
+        raise XmkdConfigError(f"train.schedule.name: unknown schedule {name!r} (cosine, multistep, onecycle, "
+                              "constant)")
+    return f

@@ -1,0 +1,296 @@
+"""The training loop shared by every recipe.
+
+One step: load a batch -> recipe.training_step -> check every loss term is finite -> backward (AMP on CUDA)
+-> clip -> step every optimizer and its schedule -> update EMAs. Around it: periodic validation, `last`
+and `best` checkpoints written atomically, resume that restores everything (models, optimizers, schedules,
+scaler, EMAs, RNG states, data position), Ctrl-C that checkpoints before exiting, and DDP under torchrun.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from xmkd import __version__
+from xmkd.config import save_config, to_yaml
+from xmkd.engine import checkpoint, distributed
+from xmkd.engine.data import EvalSampler, ResumableSampler, make_loader, to_device
+from xmkd.engine.logging import RunLogger, summary_table
+from xmkd.engine.recipe import Recipe
+from xmkd.engine.schedules import lr_factor
+from xmkd.errors import XmkdConfigError, XmkdError
+
+
+class NonFiniteLossError(XmkdError):
+    """A loss term became NaN or Inf; the run stops and the last good checkpoint stays as it is."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_optimizer(cfg, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    o = cfg.train.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    raise XmkdConfigError(f"train.optimizer.name: unknown optimizer {o.name!r} (sgd, adam, adamw)")
+
+
+class Trainer:
+    def __init__(self, cfg, recipe_cls: type[Recipe], resume: bool = False, progress: bool = True):
+        self.cfg = cfg
+        self.device = distributed.init(cfg.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        self.progress = progress and self.main
+        self.run_dir = Path(cfg.output_dir) / cfg.name
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if self.main:
+            if (self.ckpt_dir / "last.pt").exists() and not resume:
+                raise XmkdError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
+                                "another name (name=...)")
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir)
+        distributed.barrier()
+        seed_everything(cfg.seed)
+        self.recipe = recipe_cls(cfg, self.device)
+        self.recipe.build()
+        frozen = self.recipe.frozen()
+        for name in frozen:
+            net = self.recipe.nets[name]
+            net.eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+        for name, net in self.recipe.nets.items():
+            if name in frozen or not any(p.requires_grad for p in net.parameters()):
+                continue
+            if cfg.train.sync_bn and self.world > 1:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                self.recipe.nets[name] = net
+            if self.world > 1:
+                self.recipe.nets[name] = nn.parallel.DistributedDataParallel(
+                    net, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    find_unused_parameters=True)
+        self.optimizers = {k: make_optimizer(cfg, g) for k, g in self.recipe.param_groups().items()}
+        self.emas = self.recipe.emas()
+
+        self.train_set = self.recipe.train_dataset()
+        bs = cfg.data.batch_size
+        self.sampler = ResumableSampler(len(self.train_set), cfg.seed, True, self.rank, self.world, bs)
+        self.steps_per_epoch = self.sampler.per_rank() // bs
+        if self.steps_per_epoch == 0:
+            raise XmkdConfigError(f"data.batch_size {bs} x {self.world} process(es) is larger than the "
+                                  f"{len(self.train_set)} training samples")
+        self.iteration_based = cfg.train.max_iters > 0
+        self.total_steps = cfg.train.max_iters if self.iteration_based else cfg.train.epochs * self.steps_per_epoch
+        self.schedules = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_factor(cfg.train.schedule, self.total_steps))
+                          for k, o in self.optimizers.items()}
+        self.amp = bool(cfg.train.amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = 0
+        self.best: dict[str, Any] = {"value": None, "step": None}
+        self.data_wait = 0.0
+        self.step_time = 0.0
+        if resume:
+            self._resume()
+        self.logger = RunLogger(self.run_dir, enabled=self.main)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "xmkd_version": __version__, "config": to_yaml(self.cfg), "step": self.step,
+            "models": {k: checkpoint.unwrap(m).state_dict() for k, m in self.recipe.nets.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
+            "scaler": self.scaler.state_dict(), "emas": {k: e.state_dict() for k, e in self.emas.items()},
+            "rng": rng_state(), "best": dict(self.best),
+        }
+
+    def save(self, best: bool = False) -> None:
+        if not self.main:
+            return
+        state = self.state()
+        checkpoint.save(self.ckpt_dir / "last.pt", state)
+        if self.cfg.train.keep_snapshots:
+            shutil.copyfile(self.ckpt_dir / "last.pt", self.ckpt_dir / f"step_{self.step:07d}.pt")
+        if best:
+            shutil.copyfile(self.ckpt_dir / "last.pt", self.ckpt_dir / "best.pt")
+
+    def _resume(self) -> None:
+        path = self.ckpt_dir / "last.pt"
+        state = checkpoint.load(path, map_location=self.device)
+        for k, m in self.recipe.nets.items():
+            checkpoint.load_weights(m, state["models"][k], f"{path} [{k}]")
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedules.items():
+            s.load_state_dict(state["schedules"][k])
+        self.scaler.load_state_dict(state["scaler"])
+        for k, e in self.emas.items():
+            e.load_state_dict(state["emas"][k])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best = state["best"]
+
+    # -- the loop --------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        cfg = self.cfg
+        bs = cfg.data.batch_size
+        last_metrics: dict[str, float] = {}
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="it", disable=not self.progress,
+                   dynamic_ncols=True)
+        try:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_position(epoch, in_epoch * bs, limit=(self.total_steps - self.step) * bs)
+            # one loader (and one set of workers) for the rest of the run; the sampler streams the epochs
+            loader = make_loader(self.train_set, self.sampler, bs, self.recipe.collate, cfg.data.num_workers,
+                                 self.device.type == "cuda", drop_last=True)
+            for name, net in self.recipe.nets.items():
+                net.train(name not in self.recipe.frozen())
+            it = iter(loader)
+            while self.step < self.total_steps:
+                t0 = time.perf_counter()
+                batch = next(it)
+                t1 = time.perf_counter()
+                losses = self._train_step(to_device(batch, self.device))
+                t2 = time.perf_counter()
+                self.step += 1
+                self.data_wait += t1 - t0
+                self.step_time += t2 - t0
+                bar.update(1)
+                if self.step % cfg.train.log_every == 0 or self.step == self.total_steps:
+                    self._log_train(losses, bar)
+                end_of_epoch = self.step % self.steps_per_epoch == 0
+                unit_done = self.step if self.iteration_based else self.step // self.steps_per_epoch
+                boundary = self.iteration_based or end_of_epoch
+                final = self.step == self.total_steps
+                is_best = False
+                if boundary and (final or unit_done % cfg.train.val_every == 0):
+                    last_metrics = self.validate()
+                    is_best = self._is_best(last_metrics)
+                if boundary and (final or unit_done % cfg.train.ckpt_every == 0 or is_best):
+                    self.save(best=is_best)
+        except KeyboardInterrupt:
+            self.save()
+            if self.main:
+                print(f"\ninterrupted at iteration {self.step}: checkpoint {self.ckpt_dir / 'last.pt'}; "
+                      "continue with --resume")
+            raise
+        finally:
+            bar.close()
+        if self.main:
+            self._summary(last_metrics)
+        self.logger.close()
+        return last_metrics
+
+    def _train_step(self, batch: Any) -> dict[str, float]:
+        cfg = self.cfg
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            losses = self.recipe.training_step(batch, self.step)
+        if not losses:
+            raise XmkdError(f"recipe {self.recipe.name} returned no loss at iteration {self.step}")
+        values = {k: v.detach() for k, v in losses.items()}
+        for k, v in values.items():
+            if not torch.isfinite(v).all():
+                last = self.ckpt_dir / "last.pt"
+                kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written"
+                raise NonFiniteLossError(f"loss term '{k}' is {v.item()} at iteration {self.step + 1}; stopping "
+                                         f"({kept})")
+        total = sum(losses.values())
+        for o in self.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if cfg.train.grad_clip > 0:
+            for o in self.optimizers.values():
+                self.scaler.unscale_(o)
+            params = [p for o in self.optimizers.values() for g in o.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        for o in self.optimizers.values():
+            self.scaler.step(o)
+        self.scaler.update()
+        for s in self.schedules.values():
+            s.step()
+        for name, ema in self.emas.items():
+            ema.update(checkpoint.unwrap(self.recipe.nets[name]))
+        out = {k: float(v) for k, v in values.items()}
+        out["loss"] = float(total.detach())
+        return out
+
+    def _log_train(self, losses: dict[str, float], bar: tqdm) -> None:
+        losses = distributed.all_reduce_mean(losses)
+        lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
+        wait = self.data_wait / max(self.step_time, 1e-9)
+        self.logger.log(self.step, "train", {**losses, **lrs, "data_wait_share": wait})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:4]})
+
+    def validate(self) -> dict[str, float]:
+        val_set = self.recipe.val_dataset()
+        loader = make_loader(val_set, EvalSampler(len(val_set), self.rank, self.world), self.cfg.data.batch_size,
+                             self.recipe.collate, self.cfg.data.num_workers, self.device.type == "cuda", False)
+        modes = {k: m.training for k, m in self.recipe.nets.items()}
+        for m in self.recipe.nets.values():
+            m.eval()
+        with torch.no_grad():
+            metrics = self.recipe.validate(to_device(b, self.device) for b in loader)
+        for k, m in self.recipe.nets.items():
+            m.train(modes[k])
+        self.logger.log(self.step, "val", metrics)
+        if self.main:
+            self.logger.images(self.step, self._pictures(val_set))
+        return metrics
+
+    def _pictures(self, val_set) -> dict[str, np.ndarray]:
+        if len(val_set) == 0:
+            return {}
+        batch = to_device(self.recipe.collate([val_set[(0, 0)]]), self.device)
+        with torch.no_grad():
+            return self.recipe.visualize(batch)
+
+    def _is_best(self, metrics: dict[str, float]) -> bool:
+        key = self.cfg.train.best_metric
+        if key not in metrics:
+            return False
+        value = metrics[key]
+        better = self.best["value"] is None or (value > self.best["value"] if self.cfg.train.best_mode == "max"
+                                                else value < self.best["value"])
+        if better:
+            self.best = {"value": value, "step": self.step, "metric": key}
+        return better
+
+    def _summary(self, metrics: dict[str, float]) -> None:
+        wait = 100 * self.data_wait / max(self.step_time, 1e-9)
+        print(summary_table({"final": metrics} if metrics else {}, title=f"\n{self.cfg.name}: {self.step} iterations, "
+                            f"data wait {wait:.1f}% of step time"))
+        if self.best["value"] is not None:
+            print(f"best {self.best['metric']} = {self.best['value']:.4f} at iteration {self.best['step']}")
+        print(f"run directory: {self.run_dir}")

@@ -1,0 +1,24 @@
+"""Recipes (methods) by name. A config's `recipe:` is a name in `RECIPES`, or `package.module:Class` for a
+recipe that lives outside xmkd. Modules are imported only when their recipe is asked for."""
+
+from __future__ import annotations
+
+import importlib
+
+from xmkd.errors import XmkdConfigError
+
+RECIPES: dict[str, str] = {
+    "point_mlp": "xmkd.recipes.point_mlp:PointMLPRecipe",
+}
+
+
+def get_recipe(name: str):
+    target = RECIPES.get(name, name if ":" in name else None)
+    if target is None:
+        raise XmkdConfigError(f"recipe: unknown recipe {name!r}; known: {', '.join(RECIPES)} "
+                              "(or package.module:Class)")
+    module, cls = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as err:
+        raise XmkdConfigError(f"recipe: cannot import {target}: {err}") from None
