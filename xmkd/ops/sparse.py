@@ -42,3 +42,25 @@ def sparse_tensor(features: torch.Tensor, coords: torch.Tensor, spatial_shape: A
     if coords.ndim != 2 or coords.shape[1] != 4:
         raise ValueError(f"coords must be (M, 4) = (batch, x, y, z), got {tuple(coords.shape)}")
     return sp.SparseConvTensor(features, coords.int().contiguous(), [int(s) for s in spatial_shape], batch_size)
+
+
+def lookup(query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Row of `table` (M, 4) int coordinates equal to each `query` (P, 4) row, -1 where there is none.
+
+    Coordinates are (batch, x, y, z) >= 0; rows are linearised into int64 keys and found by binary search.
+    """
+    if len(table) == 0:
+        return torch.full((len(query),), -1, dtype=torch.long, device=query.device)
+    q, t = query.long(), table.long()
+    dims = (torch.maximum(q.max(0).values, t.max(0).values) + 1).tolist()
+
+    def key(c: torch.Tensor) -> torch.Tensor:
+        return ((c[:, 0] * dims[1] + c[:, 1]) * dims[2] + c[:, 2]) * dims[3] + c[:, 3]
+
+    tk = key(t)
+    order = torch.argsort(tk)
+    sorted_keys = tk[order]
+    qk = key(q)
+    pos = torch.searchsorted(sorted_keys, qk).clamp(max=len(sorted_keys) - 1)
+    found = sorted_keys[pos] == qk
+    return torch.where(found, order[pos], torch.full_like(pos, -1))

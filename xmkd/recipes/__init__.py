@@ -9,6 +9,7 @@ from xmkd.errors import XmkdConfigError
 
 RECIPES: dict[str, str] = {
     "point_mlp": "xmkd.recipes.point_mlp:PointMLPRecipe",
+    "lidar_seg": "xmkd.recipes.lidar_seg:LidarSegRecipe",
 }
 
 

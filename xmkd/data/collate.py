@@ -1,0 +1,56 @@
+"""Frames -> batches: voxelization with the point -> voxel map, concatenated per-point arrays.
+
+Every array is concatenated once and wrapped with `torch.from_numpy` (no second copy). Voxel coordinates
+are (batch, x, y, z) at stride 1 on a fixed grid over `point_range`; points outside the range are dropped
+by the sample builder before collation, so every point has a voxel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from xmkd.geometry.voxel import voxelize
+
+
+def in_range(xyz: np.ndarray, point_range: Sequence[float]) -> np.ndarray:
+    lo, hi = np.asarray(point_range[:3]), np.asarray(point_range[3:])
+    return np.all((xyz >= lo) & (xyz < hi), axis=1)
+
+
+def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], voxel_size: float,
+                point_range: Sequence[float], multiple: int = 16) -> dict[str, torch.Tensor | int]:
+    """Per sample: xyz (N_i, 3) inside the range and features (N_i, C) -> the sparse-network batch dict.
+
+    The grid's spatial shape is rounded up to a `multiple` of the network's total stride, so that every
+    stride-2 convolution halves it exactly and no voxel falls off the grid's far edge."""
+    coords, feats, pv, pbatch = [], [], [], []
+    offset = 0
+    grid = None
+    for b, (xyz, f) in enumerate(zip(points_xyz, point_features)):
+        v = voxelize(xyz, voxel_size, point_range)
+        if (v.inverse < 0).any():
+            raise ValueError("points outside point_range reached the collate function")
+        grid = v.grid_shape
+        coords.append(np.column_stack([np.full(v.num_voxels, b), v.coords]))
+        # voxel feature = mean of its points' features
+        sums = np.zeros((v.num_voxels, f.shape[1]), np.float64)
+        for c in range(f.shape[1]):
+            sums[:, c] = np.bincount(v.inverse, weights=f[:, c], minlength=v.num_voxels)
+        feats.append((sums / v.counts[:, None]).astype(np.float32))
+        pv.append(v.inverse + offset)
+        pbatch.append(np.full(len(xyz), b))
+        offset += v.num_voxels
+    origin = np.asarray(point_range[:3], np.float32)
+    return {
+        "voxel_coords": torch.from_numpy(np.concatenate(coords).astype(np.int32)),
+        "voxel_features": torch.from_numpy(np.concatenate(feats)),
+        "point_voxel": torch.from_numpy(np.concatenate(pv).astype(np.int64)),
+        "point_batch": torch.from_numpy(np.concatenate(pbatch).astype(np.int64)),
+        "spatial_shape": torch.as_tensor(-(-np.asarray(grid) // multiple) * multiple, dtype=torch.int64),
+        "batch_size": len(points_xyz),
+        "origin": torch.from_numpy(origin),
+        "voxel_size": torch.tensor(float(voxel_size)),
+    }

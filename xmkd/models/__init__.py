@@ -1,0 +1,1 @@
+"""Networks: image backbones and decoders (`image/`), sparse point backbones (`point/`), fusion and heads."""

@@ -1,0 +1,1 @@
+"""Image networks: ResNets with torchvision's parameter names, SwiftNet, UNet-ResNet, DeepLab features."""

@@ -1,0 +1,79 @@
+"""SwiftNet (Orsic et al., CVPR 2019), single scale: a ResNet-18 encoder, spatial pyramid pooling on the last
+stage (grids 8, 4, 2 and global), and a ladder decoder of `width` channels that adds a lateral 1x1 projection
+of each encoder stage while upsampling. `encode` and `decode` are separate so that fusion blocks (U2MKD's
+L2C) can replace the stage features in between.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xmkd.models.image.resnet import ResNet
+
+
+def bn_relu_conv(cin: int, cout: int, k: int) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, k, padding=k // 2,
+                                                                               bias=False))
+
+
+class SPP(nn.Module):
+    def __init__(self, cin: int, width: int, grids: tuple[int, ...] = (8, 4, 2, 1), bottleneck: int = 128):
+        super().__init__()
+        self.grids = grids
+        self.reduce = bn_relu_conv(cin, bottleneck, 1)
+        level = bottleneck // len(grids)
+        self.levels = nn.ModuleList(bn_relu_conv(bottleneck, level, 1) for _ in grids)
+        self.fuse = bn_relu_conv(bottleneck + level * len(grids), width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.reduce(x)
+        h, w = x.shape[-2:]
+        pooled = [x]
+        for g, conv in zip(self.grids, self.levels):
+            # grids relative to the aspect ratio (SwiftNet): g cells along the short side
+            gh, gw = (g, max(1, round(g * w / h))) if h <= w else (max(1, round(g * h / w)), g)
+            p = conv(F.adaptive_avg_pool2d(x, (min(gh, h), min(gw, w))))
+            pooled.append(F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False))
+        return self.fuse(torch.cat(pooled, 1))
+
+
+class Upsample(nn.Module):
+    """x <- blend(upsample(x) + lateral(skip))."""
+
+    def __init__(self, skip_channels: int, width: int):
+        super().__init__()
+        self.lateral = bn_relu_conv(skip_channels, width, 1)
+        self.blend = bn_relu_conv(width, width, 3)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.blend(x + self.lateral(skip))
+
+
+class SwiftNet(nn.Module):
+    def __init__(self, num_classes: int, width: int = 128, depth: str = "resnet18", stem_stride: int = 2):
+        super().__init__()
+        self.backbone = ResNet(depth, stem_stride=stem_stride)
+        ch = self.backbone.channels
+        self.spp = SPP(ch[4], width)
+        self.up = nn.ModuleList([Upsample(ch[3], width), Upsample(ch[2], width), Upsample(ch[1], width)])
+        self.head = bn_relu_conv(width, num_classes, 1)
+        self.width = width
+
+    def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """ResNet stage features [stem, layer1, layer2, layer3, layer4]."""
+        return self.backbone(images)
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """`width`-channel features at layer1's resolution."""
+        x = self.spp(feats[4])
+        for up, skip in zip(self.up, (feats[3], feats[2], feats[1])):
+            x = up(x, skip)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-pixel logits at the input resolution."""
+        logits = self.head(self.decode(self.encode(images)))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,0 +1,127 @@
+"""`lidar_seg`: LiDAR-only semantic segmentation with the SPVCNN-style sparse U-Net and SphereFormer blocks —
+U2MKD's teacher (cr = 2, keyframe + 4 sweeps) and its LiDAR-only baseline student (cr = 1, single sweep).
+
+Input features per point: x, y, z, intensity (scaled to [0, 1]) and, with sweeps, the time lag. Sweep points
+carry label ignore, so only keyframe points are trained on and scored. Loss: cross-entropy + Lovasz-softmax.
+Validation: point mIoU (nuScenes convention) and accuracy over the keyframe points inside `data.point_range`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from xmkd.config import ExperimentConfig
+from xmkd.data.collate import in_range, voxel_batch
+from xmkd.data.dataset import FrameSamples
+from xmkd.data.frame import Frame
+from xmkd.data.index import IndexedFrames
+from xmkd.data.labels import get_label_space
+from xmkd.engine.recipe import Recipe
+from xmkd.eval.segmentation import ConfusionMatrix
+from xmkd.models.losses import seg_loss
+from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
+from xmkd.recipes.point_mlp import index_path
+
+
+@dataclass
+class Augment:
+    rotate: bool = True  # uniform rotation about z
+    flip: bool = True  # mirror y
+    scale: list[float] = field(default_factory=lambda: [0.95, 1.05])
+    jitter: float = 0.0  # metres (sigma)
+
+
+@dataclass
+class LidarSegModel:
+    backbone: SparseUNetConfig = field(default_factory=SparseUNetConfig)
+    lovasz_weight: float = 1.0
+    max_points: int = 0  # training: subsample each frame to this many points (0 = all)
+    augment: Augment = field(default_factory=Augment)
+
+
+@dataclass
+class LidarSegConfig(ExperimentConfig):
+    recipe: str = "lidar_seg"
+    model: LidarSegModel = field(default_factory=LidarSegModel)
+
+
+def scaled_intensity(frame: Frame) -> np.ndarray:
+    if "intensity" not in frame.point_fields:
+        return np.zeros(frame.num_points, np.float32)
+    i = frame.field("intensity")
+    return (i / 255.0 if i.size and i.max() > 1.5 else i).astype(np.float32)
+
+
+def augment_points(xyz: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    """Rotation about z, y-flip, scale and jitter of (N, 3) points (the sensor stays at the origin)."""
+    out = xyz.astype(np.float64)
+    if aug.rotate:
+        a = rng.uniform(-np.pi, np.pi)
+        c, s = np.cos(a), np.sin(a)
+        out[:, :2] = out[:, :2] @ np.array([[c, s], [-s, c]])
+    if aug.flip and rng.random() < 0.5:
+        out[:, 1] = -out[:, 1]
+    out *= rng.uniform(*aug.scale)
+    if aug.jitter:
+        out += rng.normal(0, aug.jitter, out.shape)
+    return out.astype(np.float32)
+
+
+class LidarSegRecipe(Recipe):
+    name = "lidar_seg"
+    schema = LidarSegConfig
+
+    def build(self) -> None:
+        self.space = get_label_space(self.cfg.data.label_space)
+        in_ch = 5 if self.cfg.data.sweeps else 4
+        self.nets["net"] = SparseUNet(in_ch, self.space.num_classes, self.cfg.model.backbone).to(self.device)
+
+    def _frames(self, split: str) -> IndexedFrames:
+        d = self.cfg.data
+        return IndexedFrames(index_path(self.cfg), split, d.label_space, cameras=(), sweeps=d.sweeps, root=d.root)
+
+    def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        if frame.labels is None:
+            raise ValueError(f"{frame.source}: lidar_seg needs labelled frames")
+        xyz = frame.points[:, :3]
+        if rng is not None:
+            xyz = augment_points(xyz, rng, self.cfg.model.augment)
+        keep = in_range(xyz, self.cfg.data.point_range)
+        if rng is not None and self.cfg.model.max_points and keep.sum() > self.cfg.model.max_points:
+            idx = np.nonzero(keep)[0]
+            keep = np.zeros_like(keep)
+            keep[rng.choice(idx, self.cfg.model.max_points, replace=False)] = True
+        feats = [xyz[keep], scaled_intensity(frame)[keep, None]]
+        if self.cfg.data.sweeps:
+            lag = frame.field("time_lag") if "time_lag" in frame.point_fields else np.zeros(frame.num_points)
+            feats.append(lag[keep, None].astype(np.float32))
+        return {"xyz": xyz[keep], "features": np.concatenate(feats, 1).astype(np.float32),
+                "labels": frame.labels[keep]}
+
+    def train_dataset(self) -> FrameSamples:
+        return FrameSamples(self._frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+
+    def val_dataset(self) -> FrameSamples:
+        return FrameSamples(self._frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+
+    def collate(self, samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        batch = voxel_batch([s["xyz"] for s in samples], [s["features"] for s in samples], self.cfg.data.voxel_size,
+                            self.cfg.data.point_range)
+        batch["labels"] = torch.from_numpy(np.concatenate([s["labels"] for s in samples]))
+        return batch
+
+    def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        logits = self.nets["net"](batch)["logits"]
+        return seg_loss(logits, batch["labels"], self.space.ignore_index, self.cfg.model.lovasz_weight)
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
+        cm = ConfusionMatrix(self.space.num_classes, self.space.ignore_index, self.space.class_names)
+        for batch in batches:
+            cm.update(self.nets["net"](batch)["logits"].argmax(1), batch["labels"])
+        cm.all_reduce()
+        return {"miou": cm.miou("nuscenes"), "accuracy": cm.accuracy("nuscenes")}
