@@ -10,6 +10,7 @@ from xmkd.errors import XmkdConfigError
 RECIPES: dict[str, str] = {
     "point_mlp": "xmkd.recipes.point_mlp:PointMLPRecipe",
     "lidar_seg": "xmkd.recipes.lidar_seg:LidarSegRecipe",
+    "u2mkd": "xmkd.recipes.u2mkd:U2MKDRecipe",
 }
 
 

@@ -1,0 +1,1 @@
+"""Distillation losses shared by the recipes: logit KL, feature imitation, relations."""

@@ -1,0 +1,259 @@
+"""`u2mkd`: the LiDAR + camera student of U2MKD, distilled from a frozen LiDAR teacher (a `lidar_seg` run).
+
+Losses (METHODS.md section 1): Seg(point logits) + Seg(pixel logits at in-view points) [Seg = CE + Lovasz]
++ w_kl KL(teacher || student) over every student point the teacher also sees + the C2L imputation learners'
+MSE + w_feat MSE(adapter(student bottleneck), sg(teacher bottleneck)). `model.kd=false` gives the LC student
+without distillation (same code, no teacher). Teacher and student see independently augmented copies of the
+same scan, joined by raw point index (the teacher may add sweeps and heavier augmentation); the student's
+rotation / flip / scale is applied after projection, so point <-> pixel pairs stay exact. During training
+`model.camera_drop` cameras of every frame are dropped at random (their points count as outside every camera).
+
+Validation: point mIoU over the keyframe points in range, pixel mIoU of the camera head at the projected
+in-view points, and (with `model.eval_camera_drop = k`) the point mIoU with the last k cameras dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from xmkd.config import ExperimentConfig
+from xmkd.data.collate import in_range, voxel_batch
+from xmkd.data.dataset import FrameSamples
+from xmkd.data.frame import Frame
+from xmkd.data.index import IndexedFrames
+from xmkd.data.labels import get_label_space
+from xmkd.distill.losses import feature_mse, kl_logits
+from xmkd.engine.checkpoint import load_module_from_file
+from xmkd.engine.recipe import Recipe
+from xmkd.errors import XmkdConfigError
+from xmkd.eval.segmentation import ConfusionMatrix
+from xmkd.geometry.camera import project_points
+from xmkd.models.image.resnet import normalize_images
+from xmkd.models.losses import seg_loss
+from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
+from xmkd.models.u2mkd import U2MKDStudent, pixel_logits_at_points
+from xmkd.recipes.lidar_seg import Augment, augment_points, scaled_intensity
+from xmkd.recipes.point_mlp import index_path
+
+
+@dataclass
+class TeacherConfig:
+    checkpoint: str = ""  # a lidar_seg run's checkpoint (its `net` weights)
+    backbone: SparseUNetConfig = field(default_factory=lambda: SparseUNetConfig(cr=2.0))
+    augment: Augment = field(default_factory=Augment)
+
+
+@dataclass
+class U2MKDModel:
+    backbone: SparseUNetConfig = field(default_factory=SparseUNetConfig)
+    image_depth: str = "resnet18"
+    image_stem_stride: int = 2  # the release uses 1 (full-resolution conv1)
+    image_pretrained: str = ""  # ImageNet state dict file for the ResNet (torchvision/timm names)
+    decoder_width: int = 128
+    kd: bool = True
+    w_kl: float = 1.0
+    w_feat: float = 1.0
+    w_pixel: float = 1.0
+    w_imputation: float = 1.0
+    lovasz_weight: float = 1.0
+    temperature: float = 1.0
+    camera_drop: int = 3  # cameras dropped at random per training frame
+    eval_camera_drop: int = 0  # also report the point mIoU with this many cameras dropped
+    max_points: int = 0
+    augment: Augment = field(default_factory=Augment)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+@dataclass
+class U2MKDConfig(ExperimentConfig):
+    recipe: str = "u2mkd"
+    model: U2MKDModel = field(default_factory=U2MKDModel)
+
+
+def resize_camera(image: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an image to (W, H) and scale its intrinsics to match."""
+    h, w = image.shape[:2]
+    if (w, h) == tuple(size):
+        return image, K
+    out = np.asarray(Image.fromarray(image).resize(tuple(size), Image.BILINEAR))
+    S = np.diag([size[0] / w, size[1] / h, 1.0])
+    return out, S @ K
+
+
+class U2MKDRecipe(Recipe):
+    name = "u2mkd"
+    schema = U2MKDConfig
+
+    def build(self) -> None:
+        m = self.cfg.model
+        self.space = get_label_space(self.cfg.data.label_space)
+        student = U2MKDStudent(4, self.space.num_classes, m.backbone, m.image_depth, m.image_stem_stride,
+                               m.decoder_width)
+        if m.image_pretrained:
+            student.camera.backbone.load_pretrained(m.image_pretrained)
+        self.nets["student"] = student.to(self.device)
+        if m.kd:
+            if not m.teacher.checkpoint:
+                raise XmkdConfigError("model.teacher.checkpoint: a trained lidar_seg checkpoint is required when "
+                                      "model.kd=true")
+            teacher = SparseUNet(5 if self.cfg.data.sweeps else 4, self.space.num_classes, m.teacher.backbone)
+            load_module_from_file(teacher, m.teacher.checkpoint, key="net")
+            self.nets["teacher"] = teacher.to(self.device)
+            self.nets["adapter"] = nn.Sequential(
+                nn.Linear(student.lidar.widths[4], teacher.widths[4]), nn.BatchNorm1d(teacher.widths[4]),
+                nn.ReLU(inplace=True)).to(self.device)
+
+    def frozen(self) -> set[str]:
+        return {"teacher"} if "teacher" in self.nets else set()
+
+    # -- data -----------------------------------------------------------------------------------------------
+    def _frames(self, split: str) -> IndexedFrames:
+        d = self.cfg.data
+        return IndexedFrames(index_path(self.cfg), split, d.label_space, cameras=list(d.cameras) or None,
+                             sweeps=d.sweeps if self.cfg.model.kd else 0, root=d.root)
+
+    def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
+        if frame.labels is None or not frame.cameras:
+            raise ValueError(f"{frame.source}: u2mkd needs labelled frames with cameras")
+        m, d = self.cfg.model, self.cfg.data
+        n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
+        key_xyz = frame.points[:n_key, :3]
+        names = sorted(frame.cameras)
+        if rng is not None and m.camera_drop:
+            kept = sorted(rng.choice(len(names), max(1, len(names) - m.camera_drop), replace=False).tolist())
+            names = [names[i] for i in kept]
+        images, point_cam, point_uv = [], np.full(n_key, -1, np.int64), np.zeros((n_key, 2), np.float32)
+        for j, name in enumerate(names):
+            cam = frame.cameras[name]
+            size = tuple(d.image_size) if d.image_size else cam.image_size
+            image, K = resize_camera(cam.image, cam.K, size)
+            proj = project_points(key_xyz, K, cam.T_cam_lidar, size)
+            new = proj.visible & (point_cam < 0)  # a point seen by several cameras uses the first
+            point_cam[new] = j
+            point_uv[new] = proj.uv[new]
+            images.append(image)
+        xyz = augment_points(key_xyz, rng, m.augment) if rng is not None else key_xyz
+        keep = in_range(xyz, d.point_range)
+        if rng is not None and m.max_points and keep.sum() > m.max_points:
+            idx = np.nonzero(keep)[0]
+            keep = np.zeros_like(keep)
+            keep[rng.choice(idx, m.max_points, replace=False)] = True
+        intensity = scaled_intensity(frame)
+        sample = {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], intensity[:n_key][keep]]),
+                  "labels": frame.labels[:n_key][keep], "raw": np.nonzero(keep)[0], "images": np.stack(images),
+                  "point_cam": point_cam[keep], "point_uv": point_uv[keep]}
+        if m.kd:
+            t_rng = np.random.default_rng(rng.integers(1 << 62)) if rng is not None else None
+            t_xyz = augment_points(frame.points[:, :3], t_rng, m.teacher.augment) if t_rng is not None else \
+                frame.points[:, :3]
+            t_keep = in_range(t_xyz, d.point_range)
+            feats = [t_xyz[t_keep], intensity[t_keep, None]]
+            if d.sweeps:
+                lag = frame.field("time_lag") if "time_lag" in frame.point_fields else np.zeros(frame.num_points)
+                feats.append(lag[t_keep, None])
+            raw = np.arange(frame.num_points)
+            raw[n_key:] = -1
+            sample.update(t_xyz=t_xyz[t_keep], t_features=np.column_stack(feats).astype(np.float32), t_raw=raw[t_keep])
+        return sample
+
+    def train_dataset(self) -> FrameSamples:
+        return FrameSamples(self._frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+
+    def val_dataset(self) -> FrameSamples:
+        return FrameSamples(self._frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+
+    def collate(self, samples: list[dict]) -> dict:
+        d = self.cfg.data
+        student = voxel_batch([s["xyz"] for s in samples], [s["features"].astype(np.float32) for s in samples],
+                              d.voxel_size, d.point_range)
+        offsets = np.cumsum([0] + [len(s["images"]) for s in samples[:-1]])
+        student["images"] = torch.from_numpy(np.concatenate([s["images"] for s in samples])).permute(0, 3, 1, 2)
+        student["point_image"] = torch.from_numpy(np.concatenate(
+            [np.where(s["point_cam"] >= 0, s["point_cam"] + o, -1) for s, o in zip(samples, offsets)]))
+        student["point_uv"] = torch.from_numpy(np.concatenate([s["point_uv"] for s in samples]))
+        student["image_slot"] = torch.from_numpy(np.concatenate([np.arange(len(s["images"])) for s in samples]))
+        student["image_sample"] = torch.from_numpy(np.concatenate([np.full(len(s["images"]), i)
+                                                                   for i, s in enumerate(samples)]))
+        batch = {"student": student, "labels": torch.from_numpy(np.concatenate([s["labels"] for s in samples]))}
+        if "t_xyz" in samples[0]:
+            batch["teacher"] = voxel_batch([s["t_xyz"] for s in samples], [s["t_features"] for s in samples],
+                                           d.voxel_size, d.point_range)
+            kd_index, t_offset = [], 0
+            for s in samples:
+                lookup = np.full(int(max(s["raw"].max(initial=0), s["t_raw"].max(initial=0))) + 1, -1, np.int64)
+                key = s["t_raw"] >= 0
+                lookup[s["t_raw"][key]] = np.nonzero(key)[0] + t_offset
+                kd_index.append(lookup[s["raw"]])
+                t_offset += len(s["t_xyz"])
+            batch["kd_index"] = torch.from_numpy(np.concatenate(kd_index))
+        return batch
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def _forward(self, student_batch: dict) -> dict:
+        sb = dict(student_batch)
+        sb["images"] = normalize_images(sb["images"])
+        return self.nets["student"](sb)
+
+    def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        m = self.cfg.model
+        ignore = self.space.ignore_index
+        out = self._forward(batch["student"])
+        labels = batch["labels"]
+        losses = seg_loss(out["point_logits"], labels, ignore, m.lovasz_weight)
+        pix, vis = pixel_logits_at_points(out["pixel_logits"], batch["student"]["point_image"],
+                                          batch["student"]["point_uv"])
+        for k, v in seg_loss(pix, labels[vis], ignore, m.lovasz_weight).items():
+            losses[f"pixel_{k}"] = m.w_pixel * v
+        losses["imputation"] = m.w_imputation * out["imputation"]
+        if m.kd:
+            with torch.no_grad():
+                t_out = self.nets["teacher"](batch["teacher"])
+            idx = batch["kd_index"]
+            sel = idx >= 0
+            losses["kl"] = m.w_kl * kl_logits(out["point_logits"][sel], t_out["logits"][idx[sel]], m.temperature)
+            losses["feat"] = m.w_feat * feature_mse(self.nets["adapter"](out["bottleneck"][sel]),
+                                                    t_out["bottleneck"][idx[sel]])
+        return losses
+
+    @staticmethod
+    def drop_cameras(student: dict, k: int) -> dict:
+        """The batch with the last k cameras of every sample removed (their points: in no camera)."""
+        slot, sample = student["image_slot"], student["image_sample"]
+        per_sample = torch.bincount(sample)
+        keep = slot < (per_sample[sample] - k).clamp(min=1)
+        new_index = torch.cumsum(keep.long(), 0) - 1
+        pim = student["point_image"]
+        visible = pim >= 0
+        remapped = torch.full_like(pim, -1)
+        remapped[visible] = torch.where(keep[pim[visible]], new_index[pim[visible]], torch.full_like(pim[visible], -1))
+        out = dict(student)
+        out.update(images=student["images"][keep], point_image=remapped, image_slot=slot[keep],
+                   image_sample=sample[keep])
+        return out
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[dict]) -> dict[str, float]:
+        n, ig, names = self.space.num_classes, self.space.ignore_index, self.space.class_names
+        point_cm, pixel_cm, drop_cm = ConfusionMatrix(n, ig, names), ConfusionMatrix(n, ig, names), \
+            ConfusionMatrix(n, ig, names)
+        k = self.cfg.model.eval_camera_drop
+        for batch in batches:
+            out = self._forward(batch["student"])
+            point_cm.update(out["point_logits"].argmax(1), batch["labels"])
+            pix, vis = pixel_logits_at_points(out["pixel_logits"], batch["student"]["point_image"],
+                                              batch["student"]["point_uv"])
+            pixel_cm.update(pix.argmax(1), batch["labels"][vis])
+            if k:
+                dropped = self._forward(self.drop_cameras(batch["student"], k))
+                drop_cm.update(dropped["point_logits"].argmax(1), batch["labels"])
+        metrics = {"miou": point_cm.all_reduce().miou(), "accuracy": point_cm.accuracy(),
+                   "pixel_miou": pixel_cm.all_reduce().miou()}
+        if k:
+            metrics[f"miou_drop{k}"] = drop_cm.all_reduce().miou()
+        return metrics
