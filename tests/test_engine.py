@@ -216,3 +216,92 @@ def test_eval_every_checkpoint_with_curve(dataset, tmp_path, capsys):
     logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert math.isclose(results["step_0000006.pt"]["miou"], [r for r in logged if r["kind"] == "val"][-1]["miou"])
     assert (run_dir / "config.yaml").is_file() and any((run_dir / "tensorboard").iterdir())
+
+
+class TwoOptimizerRecipe:
+    """A recipe with two trainable modules on separate optimizers, a frozen teacher and an EMA: the engine's
+    generic paths that the shipped single-optimizer recipes do not exercise."""
+
+    name = "two_opt"
+
+    def __init__(self, cfg, device):
+        from xmkd.engine.ema import EMA
+
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(0)
+        self.nets = {"a": torch.nn.Linear(3, 3), "b": torch.nn.Linear(3, 1), "teacher": torch.nn.Sequential(
+            torch.nn.Linear(3, 1), torch.nn.Dropout(0.5))}
+        self._ema = {"a": EMA(self.nets["a"], 0.9)}
+        self.teacher_modes = []
+
+    def build(self):
+        pass
+
+    def frozen(self):
+        return {"teacher"}
+
+    def param_groups(self):
+        return {"first": [{"params": self.nets["a"].parameters()}], "second": [{"params": self.nets["b"].parameters()}]}
+
+    def emas(self):
+        return self._ema
+
+    def train_dataset(self):
+        g = torch.Generator().manual_seed(1)
+        return [(torch.randn(3, generator=g), torch.randn(1, generator=g)) for _ in range(16)]
+
+    def val_dataset(self):
+        return self.train_dataset()[:4]
+
+    def collate(self, samples):
+        return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])
+
+    def training_step(self, batch, step):
+        x, y = batch
+        self.teacher_modes.append(self.nets["teacher"].training)
+        with torch.no_grad():
+            target = self.nets["teacher"](x)
+        pred = self.nets["b"](torch.relu(self.nets["a"](x)))
+        return {"mse": ((pred - y) ** 2).mean(), "distill": ((pred - target) ** 2).mean() * 0.1}
+
+    def validate(self, batches):
+        errs = [((self.nets["b"](torch.relu(self.nets["a"](x))) - y) ** 2).mean() for x, y in batches]
+        return {"mse": float(torch.stack(errs).mean())}
+
+    def visualize(self, batch):
+        return {}
+
+
+class _ListDataset(list):
+    def __getitem__(self, key):
+        return super().__getitem__(key[1] if isinstance(key, tuple) else key)
+
+
+def test_two_optimizers_clipping_frozen_teacher_and_ema(tmp_path):
+    from xmkd.config import ExperimentConfig, load_config
+    from xmkd.engine.trainer import Trainer
+
+    class Recipe(TwoOptimizerRecipe):
+        def train_dataset(self):
+            return _ListDataset(super().train_dataset())
+
+        def val_dataset(self):
+            return _ListDataset(super().val_dataset())
+
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=two", "data.batch_size=4", "data.num_workers=0",
+                             "train.max_iters=8", "train.val_every=4", "train.ckpt_every=4", "train.grad_clip=0.01",
+                             "train.optimizer.name=sgd", "train.optimizer.lr=0.5", "train.best_metric=mse",
+                             "train.best_mode=min"], schema=ExperimentConfig)
+    trainer = Trainer(cfg, Recipe, progress=False)
+    teacher_before = {k: v.clone() for k, v in trainer.recipe.nets["teacher"].state_dict().items()}
+    a_before = trainer.recipe.nets["a"].weight.detach().clone()
+    trainer.fit()
+    recipe = trainer.recipe
+    assert set(trainer.optimizers) == {"first", "second"}
+    assert not any(recipe.teacher_modes)  # the teacher stayed in eval mode at every step
+    assert all(torch.equal(v, recipe.nets["teacher"].state_dict()[k]) for k, v in teacher_before.items())
+    # clipping: 8 SGD steps of lr 0.5 with gradient norm <= 0.01 move the weights by at most 8 * 0.5 * 0.01
+    assert (recipe.nets["a"].weight.detach() - a_before).norm() <= 8 * 0.5 * 0.01 + 1e-6
+    state = checkpoint.load(tmp_path / "two" / "checkpoints" / "last.pt")
+    assert set(state["optimizers"]) == {"first", "second"} and state["emas"]["a"]["step"] == 8
+    assert (tmp_path / "two" / "checkpoints" / "best.pt").exists() and state["best"]["metric"] == "mse"
