@@ -9,6 +9,7 @@ BENCHMARKS = {
     "synth": "benchmarks.bench_synth",
     "prepare": "benchmarks.bench_prepare",
     "engine": "benchmarks.bench_engine",
+    "kitti_eval": "benchmarks.bench_kitti_eval",
 }
 
 

@@ -86,6 +86,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_kitti(args: argparse.Namespace) -> int:
+    from xmkd.eval.kitti import evaluate_folders, format_table, write_json
+
+    results = evaluate_folders(args.gt, args.pred, args.split)
+    print(format_table(results, "strict"))
+    print(format_table(results, "loose"))
+    if args.json:
+        write_json(results, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from xmkd.data.index import prepare
 
@@ -224,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, help="folder of prediction files in KITTI format")
     p.add_argument("--split", help="file listing the frame ids to evaluate")
     p.add_argument("--json", help="write the AP table to this JSON file")
-    p.set_defaults(handler=_not_available("the KITTI evaluator"))
+    p.set_defaults(handler=_cmd_eval_kitti)
 
     p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
     p.add_argument("run_dir")

@@ -1,0 +1,162 @@
+"""The KITTI evaluator: hand-built cases of the official protocol, and agreement with an independent
+reference implementation (tests/kitti_reference.py) on random prediction sets."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kitti_reference import average_precisions  # tests/ is on sys.path under pytest
+
+from xmkd.cli import main
+from xmkd.eval.kitti import evaluate_folders
+
+
+def line(name, bbox, loc=(0.0, 1.6, 20.0), dims=(1.5, 1.6, 3.9), ry=0.0, alpha=0.0, trunc=0.0, occ=0, score=None):
+    s = (f"{name} {trunc:.2f} {occ} {alpha:.2f} {bbox[0]:.2f} {bbox[1]:.2f} {bbox[2]:.2f} {bbox[3]:.2f} "
+         f"{dims[0]:.2f} {dims[1]:.2f} {dims[2]:.2f} {loc[0]:.2f} {loc[1]:.2f} {loc[2]:.2f} {ry:.2f}")
+    return s + (f" {score:.4f}" if score is not None else "")
+
+
+def write(folder: Path, frames: dict[str, list[str]]):
+    folder.mkdir(parents=True, exist_ok=True)
+    for fid, lines in frames.items():
+        (folder / f"{fid}.txt").write_text("".join(x + "\n" for x in lines))
+
+
+def perfect_set(tmp_path, n=50):
+    gt, dt = {}, {}
+    for i in range(n):
+        box = (100.0 + i, 150.0, 180.0 + i, 210.0)
+        gt[f"{i:06d}"] = [line("Car", box, loc=(i * 0.1, 1.6, 20.0))]
+        dt[f"{i:06d}"] = [line("Car", box, loc=(i * 0.1, 1.6, 20.0), score=1.0 - i / 100)]
+    return gt, dt
+
+
+def test_perfect_detections_give_100(tmp_path):
+    gt, dt = perfect_set(tmp_path)
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    r = evaluate_folders(tmp_path / "gt", tmp_path / "dt")
+    for metric in ("bbox", "bev", "3d", "aos"):
+        for rp in ("R11", "R40"):
+            for diff in ("easy", "moderate", "hard"):
+                assert r[f"Car/{metric}/{rp}/strict/{diff}"] == pytest.approx(100.0)
+    assert r["Pedestrian/3d/R40/strict/easy"] == 0.0
+
+
+def test_single_detection_follows_the_official_sampling(tmp_path):
+    # With one ground-truth box the official code samples one threshold: precision 1 at recall index 0 only.
+    write(tmp_path / "gt", {"000000": [line("Car", (100, 150, 180, 210))]})
+    write(tmp_path / "dt", {"000000": [line("Car", (100, 150, 180, 210), score=0.9)]})
+    r = evaluate_folders(tmp_path / "gt", tmp_path / "dt")
+    assert r["Car/bbox/R11/strict/easy"] == pytest.approx(100 / 11) and r["Car/bbox/R40/strict/easy"] == 0.0
+
+
+def test_dontcare_van_and_difficulty_rules(tmp_path):
+    gt, dt = perfect_set(tmp_path)
+    # a false detection inside a DontCare region is not a false positive (2D metric)...
+    gt["000000"].append(line("DontCare", (600, 100, 700, 200), loc=(-1000, -1000, -1000), dims=(-1, -1, -1), ry=-10))
+    dt["000000"].append(line("Car", (610, 110, 690, 190), loc=(5.0, 1.6, 30.0), score=0.999))
+    # ...a Car detection on a Van is ignored (neighbouring class)...
+    gt["000001"].append(line("Van", (300, 150, 380, 215), loc=(-4.0, 1.6, 25.0)))
+    dt["000001"].append(line("Car", (300, 150, 380, 215), loc=(-4.0, 1.6, 25.0), score=0.998))
+    # ...and a car 30 px tall is ignored for easy but a miss for moderate.
+    gt["000002"].append(line("Car", (800, 150, 860, 180), loc=(8.0, 1.6, 40.0)))
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    r = evaluate_folders(tmp_path / "gt", tmp_path / "dt")
+    assert r["Car/bbox/R40/strict/easy"] == pytest.approx(100.0)
+    assert r["Car/bbox/R40/strict/moderate"] < 100.0  # the small car is missed
+    # Without the DontCare region the stray detection is a false positive.
+    gt["000000"] = gt["000000"][:1]
+    write(tmp_path / "gt2", gt)
+    r2 = evaluate_folders(tmp_path / "gt2", tmp_path / "dt")
+    assert r2["Car/bbox/R40/strict/easy"] < 100.0
+    assert r2["Car/3d/R40/strict/easy"] < 100.0  # (3D never used DontCare: the stray box was an FP there too)
+    assert r["Car/3d/R40/strict/easy"] == r2["Car/3d/R40/strict/easy"]
+
+
+def random_frames(rng, n):
+    names = ["Car", "Car", "Pedestrian", "Cyclist", "Van", "Person_sitting", "DontCare", "Truck"]
+    gt, dt = {}, {}
+    for f in range(n):
+        g, d = [], []
+        for _ in range(rng.integers(0, 6)):
+            name = names[rng.integers(len(names))]
+            x1, y1 = rng.uniform(0, 1000), rng.uniform(100, 300)
+            w, h = rng.uniform(15, 120), rng.uniform(15, 100)
+            loc = (rng.uniform(-10, 10), rng.uniform(1.2, 2.0), rng.uniform(5, 50))
+            dims = (rng.uniform(1.3, 1.9), rng.uniform(0.5, 1.9), rng.uniform(0.6, 4.5))
+            ry = rng.uniform(-np.pi, np.pi)
+            g.append(line(name, (x1, y1, x1 + w, y1 + h), loc, dims, ry, ry + 0.1, rng.choice([0.0, 0.2, 0.4]),
+                          int(rng.integers(0, 3))))
+            if name != "DontCare" and rng.random() < 0.8:
+                jit = rng.normal(0, 0.4, 3)
+                d.append(line(name if rng.random() < 0.85 else "Car",
+                              (x1 + rng.normal(0, 6), y1 + rng.normal(0, 6), x1 + w + rng.normal(0, 6),
+                               y1 + h + rng.normal(0, 6)), tuple(np.add(loc, jit)), dims, ry + rng.normal(0, 0.3),
+                              ry + rng.normal(0, 0.5), score=rng.uniform()))
+        for _ in range(rng.integers(0, 3)):
+            x1, y1 = rng.uniform(0, 1000), rng.uniform(100, 300)
+            d.append(line(["Car", "Pedestrian", "Cyclist"][rng.integers(3)], (x1, y1, x1 + 60, y1 + 45),
+                          (rng.uniform(-10, 10), 1.6, rng.uniform(5, 50)), (1.5, 1.6, 3.9), 0.4, 0.2,
+                          score=rng.uniform()))
+        gt[f"{f:06d}"], dt[f"{f:06d}"] = g, d
+    return gt, dt
+
+
+def parse(lines):
+    out = []
+    for s in lines:
+        p = s.split()
+        v = [float(x) for x in p[1:]]
+        out.append({"name": p[0], "trunc": v[0], "occ": int(v[1]), "alpha": v[2], "bbox": v[3:7], "dims": v[7:10],
+                    "loc": v[10:13], "ry": v[13], "score": v[14] if len(v) > 14 else None})
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_agrees_with_independent_reference(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    gt, dt = random_frames(rng, 25)
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    ours = evaluate_folders(tmp_path / "gt", tmp_path / "dt")
+    frames = [(parse(gt[k]), parse(dt[k])) for k in sorted(gt)]
+    thresholds = {"strict": {"bbox": 0.7, "bev": 0.7, "3d": 0.7}, "loose": {"bbox": 0.7, "bev": 0.5, "3d": 0.5}}
+    ped = {"strict": 0.5, "loose": {"bbox": 0.5, "bev": 0.25, "3d": 0.25}}
+    checked = 0
+    for cls in ("Car", "Pedestrian", "Cyclist"):
+        for setting in ("strict", "loose"):
+            for metric in ("bbox", "bev", "3d"):
+                for d, diff in enumerate(("easy", "moderate", "hard")):
+                    if cls == "Car":
+                        min_ov = thresholds[setting][metric]
+                    else:
+                        min_ov = 0.5 if setting == "strict" else ped["loose"][metric]
+                    r11, r40, a11, a40 = average_precisions(frames, cls.lower(), metric, d, min_ov)
+                    key = f"{cls}/{metric}/{{}}/{setting}/{diff}"
+                    assert ours[key.format("R11")] == pytest.approx(r11, abs=1e-6)
+                    assert ours[key.format("R40")] == pytest.approx(r40, abs=1e-6)
+                    if metric == "bbox":
+                        assert ours[f"{cls}/aos/R11/{setting}/{diff}"] == pytest.approx(a11, abs=1e-6)
+                        assert ours[f"{cls}/aos/R40/{setting}/{diff}"] == pytest.approx(a40, abs=1e-6)
+                    checked += r40 > 0
+    assert checked > 10  # the random sets are not degenerate
+
+
+def test_cli_eval_kitti(tmp_path, capsys):
+    gt, dt = perfect_set(tmp_path, 10)
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    (tmp_path / "split.txt").write_text("000000\n000003\n")
+    assert main(["eval-kitti", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "dt"), "--split",
+                 str(tmp_path / "split.txt"), "--json", str(tmp_path / "ap.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Car AP@0.70, 0.70, 0.70" in out and "bbox AP_R40" in out
+    ap = json.loads((tmp_path / "ap.json").read_text())
+    assert len(ap) == 3 * 4 * 2 * 2 * 3 and "Cyclist/aos/R11/loose/hard" in ap
+    (tmp_path / "dt" / "000003.txt").write_text("Car 0 0 0 1 2 3\n")
+    assert main(["eval-kitti", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "dt")]) == 1
+    assert "000003.txt: line 1: expected 16 (with a score) columns" in capsys.readouterr().err

@@ -1,0 +1,404 @@
+"""KITTI 3D object evaluation, exactly the official protocol, on CPU and fast.
+
+AP with 11 and 40 recall points for 2D boxes (bbox), bird's-eye view (bev), 3D and orientation (aos); Car,
+Pedestrian, Cyclist; easy / moderate / hard (minimum box height 40 / 25 / 25 px, maximum occlusion 0 / 1 / 2,
+maximum truncation 0.15 / 0.3 / 0.5); strict overlaps (0.7, 0.5, 0.5 for every metric) and loose ones (Car
+0.7 / 0.5 / 0.5 for bbox / bev / 3d, Pedestrian and Cyclist 0.5 / 0.25 / 0.25). As the official code
+(devkit `evaluate_object.cpp`, its Python port in OpenPCDet / second.pytorch): neighbouring classes are
+ignored (Van for Car, Person_sitting for Pedestrian), detections inside DontCare regions are not false
+positives (2D metric), ground-truth boxes too small, occluded or truncated for a difficulty are ignored, and
+precision is sampled at up to 41 score thresholds chosen from the true positives' scores.
+
+Speed: rotated BEV / 3D overlaps are computed for every frame at once with the vectorised exact polygon
+intersection of `xmkd.geometry.iou`, and the matching runs in numba-compiled loops over all frames and
+thresholds (compiled once, cached on disk).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+
+from xmkd.errors import XmkdDataError
+from xmkd.geometry.iou import convex_intersection_area
+from xmkd.io import atomic_write_text
+
+CLASSES = ("Car", "Pedestrian", "Cyclist")
+NAMES = {"car": 0, "pedestrian": 1, "cyclist": 2, "van": 3, "person_sitting": 4, "truck": 5, "tram": 6, "misc": 7,
+         "dontcare": 8}
+NEIGHBOUR = {0: 3, 1: 4, 2: -1}  # class -> the class whose boxes are ignored, not counted as misses
+DONTCARE = 8
+MIN_HEIGHT = (40.0, 25.0, 25.0)
+MAX_OCCLUSION = (0, 1, 2)
+MAX_TRUNCATION = (0.15, 0.3, 0.5)
+DIFFICULTIES = ("easy", "moderate", "hard")
+METRICS = ("bbox", "bev", "3d")
+# min overlap [setting][metric][class]
+MIN_OVERLAP = {"strict": ((0.7, 0.5, 0.5), (0.7, 0.5, 0.5), (0.7, 0.5, 0.5)),
+               "loose": ((0.7, 0.5, 0.5), (0.5, 0.25, 0.25), (0.5, 0.25, 0.25))}
+N_SAMPLE = 41
+
+
+@dataclass
+class Annotations:
+    """All frames' objects, concatenated; frame f owns rows offsets[f]:offsets[f + 1]."""
+
+    offsets: np.ndarray
+    name: np.ndarray  # int codes (NAMES; 9 = other)
+    truncation: np.ndarray
+    occlusion: np.ndarray
+    alpha: np.ndarray
+    bbox: np.ndarray  # (N, 4)
+    dims: np.ndarray  # (N, 3) h, w, l
+    loc: np.ndarray  # (N, 3) x, y, z (camera, bottom centre)
+    ry: np.ndarray
+    score: np.ndarray
+
+
+def read_annotations(folder: str | Path, ids: list[str], is_prediction: bool) -> Annotations:
+    """Parse `<folder>/<id>.txt` for every id (a missing prediction file means no detections)."""
+    rows, counts = [], []
+    folder = Path(folder)
+    for fid in ids:
+        path = folder / f"{fid}.txt"
+        if not path.is_file():
+            if is_prediction:
+                counts.append(0)
+                continue
+            raise XmkdDataError("ground-truth label file is missing", source=str(path))
+        n = 0
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) not in (15, 16) or (is_prediction and len(parts) != 16):
+                want = "16 (with a score)" if is_prediction else "15"
+                raise XmkdDataError(f"line {lineno}: expected {want} columns, got {len(parts)}", source=str(path))
+            try:
+                values = [float(v) for v in parts[1:]]
+            except ValueError as err:
+                raise XmkdDataError(f"line {lineno}: {err}", source=str(path)) from None
+            rows.append((NAMES.get(parts[0].lower(), 9), *values, *([0.0] if len(parts) == 15 else [])))
+            n += 1
+        counts.append(n)
+    a = np.array(rows, dtype=np.float64).reshape(-1, 16)
+    return Annotations(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), a[:, 0].astype(np.int64),
+                       a[:, 1], a[:, 2].astype(np.int64), a[:, 3], np.ascontiguousarray(a[:, 4:8]),
+                       np.ascontiguousarray(a[:, 8:11]), np.ascontiguousarray(a[:, 11:14]), a[:, 14], a[:, 15])
+
+
+def _pairs(dt: Annotations, gt: Annotations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (detection, ground truth) pair within a frame: global indices and the per-frame pair offsets."""
+    nd, ng = np.diff(dt.offsets), np.diff(gt.offsets)
+    sizes = nd * ng
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    frame = np.repeat(np.arange(len(nd)), sizes)
+    local = np.arange(offsets[-1]) - offsets[frame]
+    ngf = ng[frame]
+    di = dt.offsets[frame] + local // np.maximum(ngf, 1)
+    gi = gt.offsets[frame] + local % np.maximum(ngf, 1)
+    return di, gi, offsets
+
+
+def _iou_2d(a: np.ndarray, b: np.ndarray, criterion: int = -1) -> np.ndarray:
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    union = area_a if criterion == 0 else area_a + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _bev_corners(loc: np.ndarray, dims: np.ndarray, ry: np.ndarray) -> np.ndarray:
+    """Footprints in the camera's (x, z) plane, counter-clockwise: (N, 4, 2)."""
+    l, w = dims[:, 2], dims[:, 1]
+    c, s = np.cos(-ry), np.sin(-ry)  # heading (cos ry, -sin ry) in (x, z)
+    signs = np.array([[1, -1], [1, 1], [-1, 1], [-1, -1]], dtype=np.float64) * 0.5
+    lx = signs[None, :, 0] * l[:, None]
+    lz = signs[None, :, 1] * w[:, None]
+    return np.stack([loc[:, 0:1] + lx * c[:, None] - lz * s[:, None], loc[:, 2:3] + lx * s[:, None] + lz * c[:, None]],
+                    -1)
+
+
+def _rotated_overlaps(dt: Annotations, gt: Annotations, di: np.ndarray, gi: np.ndarray, three_d: bool) -> np.ndarray:
+    out = np.zeros(len(di))
+    # only pairs whose circumscribed circles meet can overlap
+    rd = 0.5 * np.hypot(dt.dims[di, 2], dt.dims[di, 1])
+    rg = 0.5 * np.hypot(gt.dims[gi, 2], gt.dims[gi, 1])
+    near = np.hypot(dt.loc[di, 0] - gt.loc[gi, 0], dt.loc[di, 2] - gt.loc[gi, 2]) <= rd + rg
+    idx = np.nonzero(near)[0]
+    if len(idx) == 0:
+        return out
+    a = torch.from_numpy(_bev_corners(dt.loc[di[idx]], dt.dims[di[idx]], dt.ry[di[idx]]))
+    b = torch.from_numpy(_bev_corners(gt.loc[gi[idx]], gt.dims[gi[idx]], gt.ry[gi[idx]]))
+    inter = convex_intersection_area(a, b).numpy()
+    area_d = dt.dims[di[idx], 2] * dt.dims[di[idx], 1]
+    area_g = gt.dims[gi[idx], 2] * gt.dims[gi[idx], 1]
+    if three_d:  # y points down and locations are bottom centres: a box spans [y - h, y]
+        yd, yg = dt.loc[di[idx], 1], gt.loc[gi[idx], 1]
+        hd, hg = dt.dims[di[idx], 0], gt.dims[gi[idx], 0]
+        overlap_h = np.clip(np.minimum(yd, yg) - np.maximum(yd - hd, yg - hg), 0, None)
+        inter = inter * overlap_h
+        area_d, area_g = area_d * hd, area_g * hg
+    union = area_d + area_g - inter
+    out[idx] = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return out
+
+
+# -- numba kernels ----------------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True)
+def _clean(gt_name, gt_h, gt_occ, gt_trunc, dt_name, dt_h, cls, neighbour, max_occ, max_trunc, min_h):
+    ng, nd = len(gt_name), len(dt_name)
+    ignored_gt = np.empty(ng, np.int64)
+    n_valid = 0
+    for i in range(ng):
+        valid = 1 if gt_name[i] == cls else (0 if gt_name[i] == neighbour else -1)
+        ignore = gt_occ[i] > max_occ or gt_trunc[i] > max_trunc or gt_h[i] <= min_h
+        if valid == 1 and not ignore:
+            ignored_gt[i] = 0
+            n_valid += 1
+        elif valid == 0 or (ignore and valid == 1):
+            ignored_gt[i] = 1
+        else:
+            ignored_gt[i] = -1
+    ignored_dt = np.empty(nd, np.int64)
+    for j in range(nd):
+        if dt_h[j] < min_h:
+            ignored_dt[j] = 1
+        elif dt_name[j] == cls:
+            ignored_dt[j] = 0
+        else:
+            ignored_dt[j] = -1
+    return ignored_gt, ignored_dt, n_valid
+
+
+@numba.njit(cache=True)
+def _statistics(ov, ng, nd, dt_score, gt_alpha, dt_alpha, ignored_gt, ignored_dt, dc_ov, gt_is_dc, use_dc,
+                min_overlap, thresh, compute_fp, compute_aos, tp_scores):
+    """One frame at one score threshold: (tp, fp, fn, similarity, number of tp scores written)."""
+    assigned = np.zeros(nd, np.bool_)
+    below = np.zeros(nd, np.bool_)
+    if compute_fp:
+        for j in range(nd):
+            below[j] = dt_score[j] < thresh
+    tp = fp = fn = 0
+    n_tp = 0
+    delta = np.empty(ng)
+    n_delta = 0
+    no_detection = -10000000.0
+    for i in range(ng):
+        if ignored_gt[i] == -1:
+            continue
+        det_idx = -1
+        valid_detection = no_detection
+        max_overlap = 0.0
+        assigned_ignored = False
+        for j in range(nd):
+            if ignored_dt[j] == -1 or assigned[j] or below[j]:
+                continue
+            o = ov[j * ng + i]
+            if not compute_fp and o > min_overlap and dt_score[j] > valid_detection:
+                det_idx = j
+                valid_detection = dt_score[j]
+            elif compute_fp and o > min_overlap and (o > max_overlap or assigned_ignored) and ignored_dt[j] == 0:
+                max_overlap = o
+                det_idx = j
+                valid_detection = 1.0
+                assigned_ignored = False
+            elif compute_fp and o > min_overlap and valid_detection == no_detection and ignored_dt[j] == 1:
+                det_idx = j
+                valid_detection = 1.0
+                assigned_ignored = True
+        if valid_detection == no_detection and ignored_gt[i] == 0:
+            fn += 1
+        elif valid_detection != no_detection and (ignored_gt[i] == 1 or ignored_dt[det_idx] == 1):
+            assigned[det_idx] = True
+        elif valid_detection != no_detection:
+            tp += 1
+            tp_scores[n_tp] = dt_score[det_idx]
+            n_tp += 1
+            if compute_aos:
+                delta[n_delta] = gt_alpha[i] - dt_alpha[det_idx]
+                n_delta += 1
+            assigned[det_idx] = True
+    similarity = 0.0
+    if compute_fp:
+        for j in range(nd):
+            if not (assigned[j] or ignored_dt[j] == -1 or ignored_dt[j] == 1 or below[j]):
+                fp += 1
+        n_stuff = 0
+        if use_dc:  # detections inside DontCare regions are not false positives (2D metric only)
+            for k in range(ng):
+                if not gt_is_dc[k]:
+                    continue
+                for j in range(nd):
+                    if assigned[j] or ignored_dt[j] == -1 or ignored_dt[j] == 1 or below[j]:
+                        continue
+                    if dc_ov[j * ng + k] > min_overlap:
+                        assigned[j] = True
+                        n_stuff += 1
+        fp -= n_stuff
+        if compute_aos:
+            if tp > 0 or fp > 0:
+                for d in range(n_delta):
+                    similarity += (1.0 + np.cos(delta[d])) / 2.0
+            else:
+                similarity = -1.0
+    return tp, fp, fn, similarity, n_tp
+
+
+@numba.njit(cache=True)
+def _eval_frames(gt_off, dt_off, pair_off, ov, dc_ov, gt_name, gt_h, gt_occ, gt_trunc, gt_alpha, dt_name, dt_h,
+                 dt_score, dt_alpha, cls, neighbour, max_occ, max_trunc, min_h, min_overlap, compute_aos, use_dc,
+                 thresholds, first_pass):
+    """First pass: the true positives' scores at threshold 0 and the number of valid ground-truth boxes.
+    Second pass: (tp, fp, fn, similarity) summed over frames for every threshold."""
+    n_frames = len(gt_off) - 1
+    tp_all = np.empty(len(dt_name))
+    n_tp_all = 0
+    n_valid_all = 0
+    pr = np.zeros((len(thresholds), 4))
+    scratch = np.empty(max(1, len(dt_name)))
+    for f in range(n_frames):
+        g0, g1, d0, d1, p0 = gt_off[f], gt_off[f + 1], dt_off[f], dt_off[f + 1], pair_off[f]
+        ng, nd = g1 - g0, d1 - d0
+        ignored_gt, ignored_dt, n_valid = _clean(gt_name[g0:g1], gt_h[g0:g1], gt_occ[g0:g1], gt_trunc[g0:g1],
+                                                 dt_name[d0:d1], dt_h[d0:d1], cls, neighbour, max_occ, max_trunc,
+                                                 min_h)
+        n_valid_all += n_valid
+        ov_f = ov[p0:p0 + nd * ng]
+        dc_f = dc_ov[p0:p0 + nd * ng]
+        is_dc = gt_name[g0:g1] == 8
+        if first_pass:
+            tp, fp, fn, sim, n_tp = _statistics(ov_f, ng, nd, dt_score[d0:d1], gt_alpha[g0:g1], dt_alpha[d0:d1],
+                                                ignored_gt, ignored_dt, dc_f, is_dc, use_dc, min_overlap, 0.0,
+                                                False, False, scratch)
+            tp_all[n_tp_all:n_tp_all + n_tp] = scratch[:n_tp]
+            n_tp_all += n_tp
+        else:
+            for t in range(len(thresholds)):
+                tp, fp, fn, sim, n_tp = _statistics(ov_f, ng, nd, dt_score[d0:d1], gt_alpha[g0:g1],
+                                                    dt_alpha[d0:d1], ignored_gt, ignored_dt, dc_f, is_dc, use_dc,
+                                                    min_overlap, thresholds[t], True, compute_aos, scratch)
+                pr[t, 0] += tp
+                pr[t, 1] += fp
+                pr[t, 2] += fn
+                if sim != -1.0:  # frames with neither tp nor fp do not count for aos
+                    pr[t, 3] += sim
+    return tp_all[:n_tp_all], n_valid_all, pr
+
+
+def score_thresholds(scores: np.ndarray, num_gt: int, num_sample_pts: int = N_SAMPLE) -> np.ndarray:
+    """The official choice of up to 41 thresholds, evenly spaced in recall, from the true positives' scores."""
+    scores = np.sort(scores)[::-1]
+    current_recall = 0.0
+    out = []
+    for i, score in enumerate(scores):
+        l_recall = (i + 1) / num_gt
+        r_recall = (i + 2) / num_gt if i < len(scores) - 1 else l_recall
+        if (r_recall - current_recall) < (current_recall - l_recall) and i < len(scores) - 1:
+            continue
+        out.append(score)
+        current_recall += 1 / (num_sample_pts - 1.0)
+    return np.asarray(out, dtype=np.float64)
+
+
+def average_precision(precision: np.ndarray, recall_points: int) -> float:
+    """R11: mean of precision at recall 0, 0.1, ..., 1 (every 4th of 41 samples); R40: the 40 samples after 0."""
+    if recall_points == 11:
+        return float(precision[0::4].sum() / 11 * 100)
+    return float(precision[1:].sum() / 40 * 100)
+
+
+@dataclass
+class KittiOverlaps:
+    pair_off: np.ndarray
+    by_metric: dict[str, np.ndarray]
+    dontcare: np.ndarray
+
+
+def compute_overlaps(dt: Annotations, gt: Annotations) -> KittiOverlaps:
+    di, gi, off = _pairs(dt, gt)
+    return KittiOverlaps(off, {"bbox": _iou_2d(dt.bbox[di], gt.bbox[gi]),
+                               "bev": _rotated_overlaps(dt, gt, di, gi, False),
+                               "3d": _rotated_overlaps(dt, gt, di, gi, True)},
+                         _iou_2d(dt.bbox[di], gt.bbox[gi], criterion=0))
+
+
+def evaluate(gt: Annotations, dt: Annotations) -> dict[str, float]:
+    """AP in percent for every class / metric (+ aos) / R11, R40 / strict, loose / difficulty."""
+    ov = compute_overlaps(dt, gt)
+    gt_h = gt.bbox[:, 3] - gt.bbox[:, 1]
+    dt_h = np.abs(dt.bbox[:, 3] - dt.bbox[:, 1])
+    results: dict[str, float] = {}
+    for setting, table in MIN_OVERLAP.items():
+        for m, metric in enumerate(METRICS):
+            aos = metric == "bbox"
+            for c, cls in enumerate(CLASSES):
+                min_overlap = table[m][c]
+                for d, diff in enumerate(DIFFICULTIES):
+                    args = (gt.offsets, dt.offsets, ov.pair_off, ov.by_metric[metric], ov.dontcare, gt.name, gt_h,
+                            gt.occlusion, gt.truncation, gt.alpha, dt.name, dt_h, dt.score, dt.alpha, c,
+                            NEIGHBOUR[c], MAX_OCCLUSION[d], MAX_TRUNCATION[d], MIN_HEIGHT[d], min_overlap, aos,
+                            metric == "bbox")
+                    scores, n_valid, _ = _eval_frames(*args, np.zeros(0), True)
+                    precision = np.zeros(N_SAMPLE)
+                    orientation = np.zeros(N_SAMPLE)
+                    if n_valid > 0:
+                        thresholds = score_thresholds(scores, n_valid)
+                        _, _, pr = _eval_frames(*args, thresholds, False)
+                        with np.errstate(divide="ignore", invalid="ignore"):
+                            prec = pr[:, 0] / (pr[:, 0] + pr[:, 1])
+                            aos_v = pr[:, 3] / (pr[:, 0] + pr[:, 1])
+                        prec = np.nan_to_num(prec)
+                        aos_v = np.nan_to_num(aos_v)
+                        for i in range(len(thresholds)):  # interpolate: best precision at this recall or higher
+                            precision[i] = prec[i:].max()
+                            orientation[i] = aos_v[i:].max()
+                    for rp in (11, 40):
+                        results[f"{cls}/{metric}/R{rp}/{setting}/{diff}"] = average_precision(precision, rp)
+                        if aos:
+                            results[f"{cls}/aos/R{rp}/{setting}/{diff}"] = average_precision(orientation, rp)
+    return results
+
+
+def frame_ids(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | None) -> list[str]:
+    if split:
+        try:
+            return Path(split).read_text().split()
+        except FileNotFoundError:
+            raise XmkdDataError("split file is missing", source=str(split)) from None
+    ids = sorted(p.stem for p in Path(gt_dir).glob("*.txt"))
+    if not ids:
+        raise XmkdDataError("no label files (*.txt)", source=str(gt_dir))
+    return ids
+
+
+def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | None = None) -> dict[str, float]:
+    ids = frame_ids(gt_dir, pred_dir, split)
+    return evaluate(read_annotations(gt_dir, ids, False), read_annotations(pred_dir, ids, True))
+
+
+def format_table(results: dict[str, float], setting: str = "strict") -> str:
+    """The familiar console table: per class, R40 and R11 rows of bbox / bev / 3d / aos, easy / moderate / hard."""
+    lines = []
+    for cls in CLASSES:
+        thr = MIN_OVERLAP[setting]
+        c = CLASSES.index(cls)
+        lines.append(f"{cls} AP@{thr[0][c]:.2f}, {thr[1][c]:.2f}, {thr[2][c]:.2f} ({setting}):")
+        for rp in (40, 11):
+            for metric in ("bbox", "bev", "3d", "aos"):
+                vals = ", ".join(f"{results[f'{cls}/{metric}/R{rp}/{setting}/{d}']:.4f}" for d in DIFFICULTIES)
+                lines.append(f"  {metric:<4} AP_R{rp}: {vals}")
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, float], path: str | Path) -> None:
+    atomic_write_text(path, json.dumps(results, indent=1, sort_keys=True))
