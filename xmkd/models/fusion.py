@@ -76,9 +76,12 @@ class LidarToCamera(nn.Module):
 
 
 class CameraToLidar(nn.Module):
-    def __init__(self, c_pts: int, c_img: int):
+    def __init__(self, c_pts: int, c_img: int, learner_hidden: int | None = None):
         super().__init__()
-        self.learner = nn.Sequential(nn.Linear(c_pts, c_img), nn.ReLU(inplace=True), nn.Linear(c_img, c_img))
+        # A small learner: its hidden width stays near the point width (a c_img x c_img layer on every point
+        # of a frame would dominate the step's cost at ResNet's 512 channels).
+        hidden = learner_hidden or min(c_img, 2 * c_pts)
+        self.learner = nn.Sequential(nn.Linear(c_pts, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, c_img))
         self.fc_img = nn.Linear(c_img, c_pts)
         self.fc_pts = nn.Linear(c_pts, c_pts)
         self.fc_att = nn.Linear(c_pts, 1)
