@@ -20,15 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Until the U2MKD demo (`xmkd demo`) exists, the demo is the richest job there is: render a small synthetic
-# nuScenes-format dataset (day and night) and draw pictures of it.
-DEMO_OUT ?= outputs/demo
+# The main job: U2MKD on the synthetic world (dataset, teacher, students, table, report) under outputs/demo.
 demo: setup
-	$(VENV)/bin/xmkd synth --preset day --format nuscenes --frames 10 --workers 2 --out $(DEMO_OUT)/nuscenes-day
-	$(VENV)/bin/xmkd synth --preset night,city-b --format nuscenes --frames 10 --workers 2 --out $(DEMO_OUT)/nuscenes-night
-	$(VENV)/bin/xmkd viz synthetic --preset day --out $(DEMO_OUT)/viz
-	$(VENV)/bin/xmkd viz synthetic --preset night,rig-b --out $(DEMO_OUT)/viz
-	@echo "demo outputs: $(DEMO_OUT)/ (datasets nuscenes-day, nuscenes-night; pictures in viz/)"
+	$(VENV)/bin/xmkd demo --out outputs/demo
 
 test: setup
 	$(VENV)/bin/ruff check xmkd tests benchmarks

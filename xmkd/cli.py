@@ -86,6 +86,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from xmkd.demo import run_demo
+
+    run_demo(args.out, args.seed, args.budget)
+    return 0
+
+
 def _cmd_eval_kitti(args: argparse.Namespace) -> int:
     from xmkd.eval.kitti import evaluate_folders, format_table, write_json
 
@@ -259,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: synthetic data, U2MKD teacher and students, results table")
     p.add_argument("--out", default="outputs/demo")
-    p.set_defaults(handler=_not_available("the U2MKD demo"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", choices=["demo", "tiny"], default="demo", help="tiny: a smoke test of the pipeline")
+    p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("config", help="print (or save) a fully resolved, validated config")
     p.add_argument("config", nargs="?", help="YAML config file (default: the built-in defaults)")

@@ -289,7 +289,8 @@ class Trainer:
 
     def _summary(self, metrics: dict[str, float]) -> None:
         wait = 100 * self.data_wait / max(self.step_time, 1e-9)
-        print(summary_table({"final": metrics} if metrics else {}, title=f"\n{self.cfg.name}: {self.step} iterations, "
+        shown = {k: v for k, v in metrics.items() if not k.startswith("iou_")}  # per-class IoU: metrics.jsonl
+        print(summary_table({"final": shown} if shown else {}, title=f"\n{self.cfg.name}: {self.step} iterations, "
                             f"data wait {wait:.1f}% of step time"))
         if self.best["value"] is not None:
             print(f"best {self.best['metric']} = {self.best['value']:.4f} at iteration {self.best['step']}")

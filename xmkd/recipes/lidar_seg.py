@@ -71,6 +71,11 @@ def augment_points(xyz: np.ndarray, rng: np.random.Generator, aug: Augment) -> n
     return out.astype(np.float32)
 
 
+def per_class_iou(cm: ConfusionMatrix) -> dict[str, float]:
+    """`iou_<class>` for the classes present in ground truth or prediction (nuScenes convention)."""
+    return {f"iou_{n}": float(v) for n, v in zip(cm.class_names, cm.iou("nuscenes")) if v == v}
+
+
 class LidarSegRecipe(Recipe):
     name = "lidar_seg"
     schema = LidarSegConfig
@@ -124,4 +129,4 @@ class LidarSegRecipe(Recipe):
         for batch in batches:
             cm.update(self.nets["net"](batch)["logits"].argmax(1), batch["labels"])
         cm.all_reduce()
-        return {"miou": cm.miou("nuscenes"), "accuracy": cm.accuracy("nuscenes")}
+        return {"miou": cm.miou("nuscenes"), "accuracy": cm.accuracy("nuscenes"), **per_class_iou(cm)}

@@ -38,7 +38,7 @@ from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 from xmkd.models.u2mkd import U2MKDStudent, pixel_logits_at_points
-from xmkd.recipes.lidar_seg import Augment, augment_points, scaled_intensity
+from xmkd.recipes.lidar_seg import Augment, augment_points, per_class_iou, scaled_intensity
 from xmkd.recipes.point_mlp import index_path
 
 
@@ -253,7 +253,7 @@ class U2MKDRecipe(Recipe):
                 dropped = self._forward(self.drop_cameras(batch["student"], k))
                 drop_cm.update(dropped["point_logits"].argmax(1), batch["labels"])
         metrics = {"miou": point_cm.all_reduce().miou(), "accuracy": point_cm.accuracy(),
-                   "pixel_miou": pixel_cm.all_reduce().miou()}
+                   "pixel_miou": pixel_cm.all_reduce().miou(), **per_class_iou(point_cm)}
         if k:
             metrics[f"miou_drop{k}"] = drop_cm.all_reduce().miou()
         return metrics

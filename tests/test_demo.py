@@ -1,0 +1,22 @@
+"""`xmkd demo` end to end at the smoke-test budget: every stage runs and every promised output exists."""
+
+import json
+
+from xmkd.cli import main
+
+
+def test_demo_tiny_budget(tmp_path, capsys):
+    assert main(["demo", "--budget", "tiny", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "point_miou" in out and "results:" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["rows"]
+    assert set(rows) == {"teacher", "student_lidar_only", "student_nokd", "student_kd"}
+    assert all("point_miou" in r for r in rows.values())
+    assert "pixel_miou" in rows["student_kd"] and "pixel_miou" in rows["student_nokd"]
+    assert "point_miou_drop2" in rows["student_kd"]
+    assert "KD" in results["verdict"]
+    for name in ("training_curves.png", "point_miou.png", "per_class_iou.png", "table.txt"):
+        assert (tmp_path / "report" / name).is_file()
+    # a second run reuses the dataset and the finished runs
+    assert main(["demo", "--budget", "tiny", "--out", str(tmp_path)]) == 0
