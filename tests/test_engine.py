@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_nuscenes
 from omegaconf import OmegaConf
 
 from xmkd.config import ScheduleConfig
-from xmkd.data.index import prepare
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
 from xmkd.engine import checkpoint
 from xmkd.engine.data import ResumableSampler
 from xmkd.engine.ema import EMA
@@ -101,11 +100,7 @@ def test_sampler_shards_and_resumes():
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("engine") / "nus"
-    synthesize(SynthOptions(out=str(root), frames=8, frames_per_scene=2, image_size=(64, 36), sweeps=False,
-                            cameras=("CAM_FRONT",)), progress=False)
-    prepare("nuscenes", root, root / "xmkd_index", progress=False)
-    return root
+    return tiny_nuscenes(tmp_path_factory.mktemp("engine") / "nus", frames=8, frames_per_scene=2)
 
 
 def train_cmd(dataset, out, *overrides, launcher=None):

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import pytest
+from conftest import tiny_nuscenes
 
 from xmkd.config import load_config
-from xmkd.data.index import prepare
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
 from xmkd.engine.trainer import Trainer
 from xmkd.errors import XmkdConfigError
 from xmkd.recipes import RECIPES, get_recipe
@@ -16,11 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def two_frames(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recipes") / "nus"
-    synthesize(SynthOptions(out=str(root), frames=2, frames_per_scene=2, image_size=(64, 36), sweeps=False,
-                            cameras=("CAM_FRONT",)), progress=False)
-    prepare("nuscenes", root, root / "xmkd_index", progress=False)
-    return root
+    return tiny_nuscenes(tmp_path_factory.mktemp("recipes") / "nus", frames=2, frames_per_scene=2)
 
 
 def test_lidar_seg_overfits_two_frames(two_frames, tmp_path):

@@ -5,10 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_nuscenes
 
 from xmkd.config import load_config
-from xmkd.data.index import prepare
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
 from xmkd.distill.losses import feature_mse, kl_logits
 from xmkd.engine.checkpoint import save
 from xmkd.errors import XmkdConfigError
@@ -51,11 +50,8 @@ def test_imputation_loss_does_not_reach_image_features():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("u2mkd") / "nus"
-    synthesize(SynthOptions(out=str(root), frames=2, frames_per_scene=2, image_size=(96, 54), sweeps=False,
-                            cameras=("CAM_FRONT", "CAM_BACK", "CAM_FRONT_LEFT")), progress=False)
-    prepare("nuscenes", root, root / "xmkd_index", progress=False)
-    return root
+    return tiny_nuscenes(tmp_path_factory.mktemp("u2mkd") / "nus", frames=2, frames_per_scene=2, image_size=(96, 54),
+                         cameras=("CAM_FRONT", "CAM_BACK", "CAM_FRONT_LEFT"))
 
 
 @pytest.fixture(scope="module")
