@@ -7,7 +7,6 @@ them everything runs as a single process. gloo on CPU, NCCL on CUDA. No home-mad
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -74,17 +73,3 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     t /= world_size()
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
-
-def all_reduce_sum_tensor(t: torch.Tensor) -> torch.Tensor:
-    if is_distributed():
-        t = t.to(_reduce_device())
-        dist.all_reduce(t)
-    return t
-
-
-def broadcast_object(obj: Any) -> Any:
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

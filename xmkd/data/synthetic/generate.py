@@ -29,7 +29,6 @@ from xmkd.data.synthetic.sensors import (
 )
 from xmkd.data.synthetic.surfaces import SURFACES
 from xmkd.data.synthetic.world import Domain, Scene, generate_scene
-from xmkd.geometry.boxes import points_in_boxes
 from xmkd.geometry.transforms import invert_transform
 
 SURFACE_TO_NUSCENES = np.array([NUSCENES_FINE_INDEX[s.nuscenes] for s in SURFACES])
@@ -168,11 +167,6 @@ def keyframe_to_frame(kf: Keyframe, label_space: LabelSpace, frame_id: str | Non
         cams, boxes, kf.sweep.T_world_ego @ kf.T_ego_lidar, kf.timestamp,
         {"domain": kf.scene.domain.name, "scene": kf.scene.index},
     )
-
-
-def lidar_points_in_objects(kf: Keyframe) -> np.ndarray:
-    """(M,) number of keyframe LiDAR points inside each object's box (geometric count)."""
-    return points_in_boxes(kf.sweep.scan.points[:, :3], kf.boxes_lidar()).sum(0)
 
 
 @dataclass
