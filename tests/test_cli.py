@@ -1,12 +1,15 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from xmkd import __version__
 from xmkd.cli import main
 
-SUBCOMMANDS = ["synth", "prepare", "inspect", "train", "eval", "eval-kitti", "pseudo-label", "viz", "demo"]
+REPO = Path(__file__).resolve().parents[1]
+
+SUBCOMMANDS = ["synth", "prepare", "inspect", "train", "eval", "eval-kitti", "predict", "pseudo-label", "viz", "demo"]
 
 
 def test_help_lists_every_subcommand():
@@ -37,3 +40,6 @@ def test_config_command_prints_and_reports_errors(tmp_path, capsys):
     assert "data.batch_siz" in err and "Traceback" not in err
     assert main(["config", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "config.yaml").is_file()
+    # a recipe's config is validated against that recipe's schema
+    assert main(["config", str(REPO / "configs" / "u2mkd" / "nuscenes.yaml"), "model.w_kl=2"]) == 0
+    assert "w_kl: 2" in capsys.readouterr().out

@@ -11,12 +11,14 @@ def test_demo_tiny_budget(tmp_path, capsys):
     assert "point_miou" in out and "results:" in out
     results = json.loads((tmp_path / "results.json").read_text())
     rows = results["rows"]
-    assert set(rows) == {"teacher", "student_lidar_only", "student_nokd", "student_kd"}
+    assert set(rows) == {"teacher", "student_lidar_only", "camera_only", "student_nokd", "student_kd"}
     assert all("point_miou" in r for r in rows.values())
-    assert "pixel_miou" in rows["student_kd"] and "pixel_miou" in rows["student_nokd"]
+    assert all("pixel_miou" in rows[k] for k in ("student_kd", "student_nokd", "camera_only"))
+    assert 0 < rows["camera_only"]["coverage"] < 100
     assert "point_miou_drop2" in rows["student_kd"]
     assert "KD" in results["verdict"]
-    for name in ("training_curves.png", "point_miou.png", "per_class_iou.png", "table.txt"):
+    for name in ("training_curves.png", "point_miou.png", "per_class_iou.png", "table.txt", "predictions_0.png",
+                 "predictions_1.png"):
         assert (tmp_path / "report" / name).is_file()
     # a second run reuses the dataset and the finished runs
     assert main(["demo", "--budget", "tiny", "--out", str(tmp_path)]) == 0

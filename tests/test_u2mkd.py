@@ -63,9 +63,9 @@ def teacher_ckpt(tmp_path_factory):
     return path
 
 
-def make_recipe(data, tmp_path, *extra):
-    recipe_cls = get_recipe("u2mkd")
-    cfg = load_config(REPO / "configs" / "u2mkd" / "synthetic.yaml",
+def make_recipe(data, tmp_path, *extra, name="u2mkd"):
+    recipe_cls = get_recipe(name)
+    cfg = load_config(REPO / "configs" / name / "synthetic.yaml",
                       [f"data.root={data}", f"output_dir={tmp_path}", "data.train_split=mini_train",
                        "data.val_split=mini_train", *SMALL, *extra], schema=recipe_cls.schema)
     recipe = recipe_cls(cfg, torch.device("cpu"))
@@ -75,7 +75,7 @@ def make_recipe(data, tmp_path, *extra):
 
 def test_point_pixel_pairs_survive_the_student_augmentation(data, tmp_path):
     recipe = make_recipe(data, tmp_path, "model.kd=false", "model.camera_drop=1")
-    frames = recipe._frames("mini_train")
+    frames = recipe.frames("mini_train")
     frame = frames[0]
     sample = recipe.make_sample(frame, np.random.default_rng(3))
     assert len(sample["images"]) == 2  # 3 cameras, 1 dropped
@@ -131,3 +131,22 @@ def test_drop_cameras_and_kd_without_teacher(data, tmp_path):
     assert torch.equal(dropped["images"][dropped["point_image"][kept]], student["images"][student["point_image"][kept]])
     with pytest.raises(XmkdConfigError, match="teacher.checkpoint"):
         make_recipe(data, tmp_path, "model.kd=true")
+
+
+def test_camera_only_baseline_trains_and_cannot_label_points_outside_the_cameras(data, tmp_path):
+    recipe = make_recipe(data, tmp_path, "model.camera_drop=1", name="camera_seg")
+    assert set(recipe.nets) == {"camera"}
+    ds = recipe.train_dataset()
+    batch = recipe.collate([ds[(0, 0)], ds[(0, 1)]])
+    losses = recipe.training_step(batch, 0)
+    assert set(losses) == {"ce", "lovasz"}
+    sum(losses.values()).backward()
+    assert recipe.nets["camera"].backbone.conv1.weight.grad.abs().sum() > 0
+    recipe.nets["camera"].eval()
+    val = recipe.collate([recipe.val_dataset()[0]])
+    pred = recipe.predict(val)
+    outside = val["student"]["point_image"] < 0
+    assert outside.any() and (pred[outside] == recipe.space.ignore_index).all()
+    assert (pred[~outside] < recipe.space.num_classes).all()
+    metrics = recipe.validate([val])
+    assert 0 < metrics["coverage"] < 1 and metrics["miou"] <= metrics["pixel_miou"] + 1e-6

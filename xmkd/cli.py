@@ -28,12 +28,14 @@ def _not_available(issue: str) -> Callable[[argparse.Namespace], int]:
 def _cmd_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from xmkd.config import load_config, save_config, to_yaml
+    from xmkd.config import load_config, peek_recipe, save_config, to_yaml
+    from xmkd.recipes import get_recipe
 
     path, overrides = args.config, list(args.overrides)
     if path is not None and "=" in path and not Path(path).exists():  # `xmkd config key=value ...`
         path, overrides = None, [path, *overrides]
-    cfg = load_config(path, overrides)
+    name = peek_recipe(path, overrides)
+    cfg = load_config(path, overrides, **({"schema": get_recipe(name).schema} if name else {}))
     if args.out:
         print(f"wrote {save_config(cfg, args.out)}")
     else:
@@ -83,6 +85,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from xmkd.engine.evaluate import evaluate_run
 
     evaluate_run(args.run_dir, ckpt=args.ckpt, every=args.all, json_out=args.json, progress=not args.quiet)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from xmkd.engine.predict import predict_split
+
+    report = predict_split(args.run_dir, args.split, args.out, ckpt=args.ckpt, eval_set=args.eval_set,
+                           device=args.device, workers=args.workers, progress=not args.quiet)
+    print(f"predicted {report['written']} frames ({report['skipped']} already done) of {args.split} -> {args.out}")
     return 0
 
 
@@ -237,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_eval)
+
+    p = sub.add_parser("predict", help="write a segmentation run's point predictions in the submission format")
+    p.add_argument("run_dir")
+    p.add_argument("--split", required=True, help="split of the run's dataset index, e.g. val or test")
+    p.add_argument("--out", required=True, help="results folder (nuScenes: lidarseg/<set>/*.bin; "
+                   "SemanticKITTI: sequences/*/predictions/*.label)")
+    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
+    p.add_argument("--eval-set", help="nuScenes eval set name for the folder (default: the split)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_predict)
 
     p = sub.add_parser("eval-kitti", help="KITTI 3D object AP (R11/R40; bbox, BEV, 3D, AOS) on CPU")
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")

@@ -2,7 +2,8 @@
 
 Every array is concatenated once and wrapped with `torch.from_numpy` (no second copy). Voxel coordinates
 are (batch, x, y, z) at stride 1 on a fixed grid over `point_range`; points outside the range are dropped
-by the sample builder before collation, so every point has a voxel.
+by the sample builder before collation (training) or clipped onto the boundary voxels (evaluation, so that
+every point of a scan is scored), so every point has a voxel.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from xmkd.geometry.voxel import voxelize
 def in_range(xyz: np.ndarray, point_range: Sequence[float]) -> np.ndarray:
     lo, hi = np.asarray(point_range[:3]), np.asarray(point_range[3:])
     return np.all((xyz >= lo) & (xyz < hi), axis=1)
+
+
+def clip_to_range(xyz: np.ndarray, point_range: Sequence[float], voxel_size: float) -> np.ndarray:
+    """Points moved onto the range's boundary voxels, so that evaluation can score every point of a scan."""
+    lo, hi = np.asarray(point_range[:3], np.float64), np.asarray(point_range[3:], np.float64)
+    # half a voxel inside on both sides, so float32 rounding cannot push a point back out
+    return np.clip(xyz, lo + voxel_size / 2, hi - voxel_size / 2).astype(np.float32)
 
 
 def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], voxel_size: float,

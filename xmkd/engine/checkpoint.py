@@ -65,3 +65,14 @@ def load_module_from_file(model: nn.Module, path: str | Path, key: str | None = 
     elif "state_dict" in state:
         state = state["state_dict"]
     load_weights(model, state, str(path), strict)
+
+
+def restore_nets(nets: dict[str, nn.Module], path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load every named net from an xmkd checkpoint and put it in eval mode; returns the checkpoint."""
+    state = load(path, map_location=map_location)
+    for name, net in nets.items():
+        if name not in state.get("models", {}):
+            raise XmkdError(f"{path}: checkpoint has no weights for {name!r} (has {sorted(state.get('models', {}))})")
+        load_weights(net, state["models"][name], f"{path} [{name}]")
+        net.eval()
+    return state

@@ -46,10 +46,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str | None = None, every: bool = Fal
     val_set = recipe.val_dataset()
     results: dict[str, dict[str, Any]] = {}
     for path in tqdm(_checkpoints(run_dir, ckpt, every), desc="eval", disable=not progress):
-        state = checkpoint.load(path, map_location=device)
-        for name, net in recipe.nets.items():
-            checkpoint.load_weights(net, state["models"][name], f"{path} [{name}]")
-            net.eval()
+        state = checkpoint.restore_nets(recipe.nets, path, device)
         loader = make_loader(val_set, EvalSampler(len(val_set), distributed.rank(), distributed.world_size()),
                              cfg.data.batch_size, recipe.collate, cfg.data.num_workers, device.type == "cuda", False)
         with torch.no_grad():

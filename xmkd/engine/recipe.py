@@ -57,6 +57,14 @@ class Recipe:
     def collate(self, samples: list[Any]) -> Any:
         raise NotImplementedError
 
+    def frames(self, split: str) -> Any:
+        """The frames of a split (an `IndexedFrames`); `xmkd predict` reads samples from it."""
+        raise NotImplementedError(f"recipe {self.name!r} does not read frames by split")
+
+    def make_sample(self, frame: Any, rng: np.random.Generator | None) -> Any:
+        """One frame -> one sample; rng None = evaluation (no augmentation, every keyframe point first)."""
+        raise NotImplementedError(f"recipe {self.name!r} has no per-frame samples")
+
     # -- steps ------------------------------------------------------------------------------------------
     def training_step(self, batch: Any, step: int) -> dict[str, torch.Tensor]:
         """Named, already weighted loss terms; the engine back-propagates their sum."""
@@ -66,6 +74,11 @@ class Recipe:
     def validate(self, batches: Iterable[Any]) -> dict[str, float]:
         """Metrics over this process's share of the validation set, reduced over all processes."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, batch: Any) -> torch.Tensor:
+        """Class id per point of an evaluation batch, in sample order (segmentation recipes)."""
+        raise NotImplementedError(f"recipe {self.name!r} does not predict point labels")
 
     def visualize(self, batch: Any) -> dict[str, np.ndarray]:
         """A few (H, W, 3) uint8 images for TensorBoard (optional)."""

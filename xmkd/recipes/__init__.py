@@ -11,6 +11,7 @@ RECIPES: dict[str, str] = {
     "point_mlp": "xmkd.recipes.point_mlp:PointMLPRecipe",
     "lidar_seg": "xmkd.recipes.lidar_seg:LidarSegRecipe",
     "u2mkd": "xmkd.recipes.u2mkd:U2MKDRecipe",
+    "camera_seg": "xmkd.recipes.camera_seg:CameraSegRecipe",
 }
 
 

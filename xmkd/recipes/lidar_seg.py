@@ -3,7 +3,8 @@ U2MKD's teacher (cr = 2, keyframe + 4 sweeps) and its LiDAR-only baseline studen
 
 Input features per point: x, y, z, intensity (scaled to [0, 1]) and, with sweeps, the time lag. Sweep points
 carry label ignore, so only keyframe points are trained on and scored. Loss: cross-entropy + Lovasz-softmax.
-Validation: point mIoU (nuScenes convention) and accuracy over the keyframe points inside `data.point_range`.
+Validation: point mIoU (nuScenes convention) and accuracy over every keyframe point (points beyond
+`data.point_range` are clipped onto its boundary voxels, so the whole scan is scored and can be submitted).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from xmkd.config import ExperimentConfig
-from xmkd.data.collate import in_range, voxel_batch
+from xmkd.data.collate import clip_to_range, in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames
@@ -71,6 +72,15 @@ def augment_points(xyz: np.ndarray, rng: np.random.Generator, aug: Augment) -> n
     return out.astype(np.float32)
 
 
+def subsample(keep: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
+    """`keep` reduced to at most `max_points` True entries chosen at random (0 = no limit)."""
+    if not max_points or keep.sum() <= max_points:
+        return keep
+    out = np.zeros_like(keep)
+    out[rng.choice(np.nonzero(keep)[0], max_points, replace=False)] = True
+    return out
+
+
 def per_class_iou(cm: ConfusionMatrix) -> dict[str, float]:
     """`iou_<class>` for the classes present in ground truth or prediction (nuScenes convention)."""
     return {f"iou_{n}": float(v) for n, v in zip(cm.class_names, cm.iou("nuscenes")) if v == v}
@@ -85,7 +95,7 @@ class LidarSegRecipe(Recipe):
         in_ch = 5 if self.cfg.data.sweeps else 4
         self.nets["net"] = SparseUNet(in_ch, self.space.num_classes, self.cfg.model.backbone).to(self.device)
 
-    def _frames(self, split: str) -> IndexedFrames:
+    def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
         return IndexedFrames(index_path(self.cfg), split, d.label_space, cameras=(), sweeps=d.sweeps, root=d.root)
 
@@ -93,13 +103,13 @@ class LidarSegRecipe(Recipe):
         if frame.labels is None:
             raise ValueError(f"{frame.source}: lidar_seg needs labelled frames")
         xyz = frame.points[:, :3]
-        if rng is not None:
+        d = self.cfg.data
+        if rng is None:  # evaluation: every point, far ones on the boundary voxels
+            xyz = clip_to_range(xyz, d.point_range, d.voxel_size)
+            keep = np.ones(len(xyz), bool)
+        else:
             xyz = augment_points(xyz, rng, self.cfg.model.augment)
-        keep = in_range(xyz, self.cfg.data.point_range)
-        if rng is not None and self.cfg.model.max_points and keep.sum() > self.cfg.model.max_points:
-            idx = np.nonzero(keep)[0]
-            keep = np.zeros_like(keep)
-            keep[rng.choice(idx, self.cfg.model.max_points, replace=False)] = True
+            keep = subsample(in_range(xyz, d.point_range), self.cfg.model.max_points, rng)
         feats = [xyz[keep], scaled_intensity(frame)[keep, None]]
         if self.cfg.data.sweeps:
             lag = frame.field("time_lag") if "time_lag" in frame.point_fields else np.zeros(frame.num_points)
@@ -108,10 +118,10 @@ class LidarSegRecipe(Recipe):
                 "labels": frame.labels[keep]}
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self._frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self._frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         batch = voxel_batch([s["xyz"] for s in samples], [s["features"] for s in samples], self.cfg.data.voxel_size,
@@ -122,6 +132,10 @@ class LidarSegRecipe(Recipe):
     def training_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
         logits = self.nets["net"](batch)["logits"]
         return seg_loss(logits, batch["labels"], self.space.ignore_index, self.cfg.model.lovasz_weight)
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.nets["net"](batch)["logits"].argmax(1)
 
     @torch.no_grad()
     def validate(self, batches: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:

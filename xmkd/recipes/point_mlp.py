@@ -76,11 +76,11 @@ class PointMLPRecipe(Recipe):
         m = self.cfg.model
         self.nets["net"] = PointMLP(5, list(m.hidden), self.space.num_classes, m.dropout).to(self.device)
 
-    def _frames(self, split: str) -> IndexedFrames:
+    def frames(self, split: str) -> IndexedFrames:
         return IndexedFrames(index_path(self.cfg), split, self.cfg.data.label_space, cameras=(),
                              root=self.cfg.data.root)
 
-    def _sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+    def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         pts, labels = frame.points, frame.labels
         if labels is None:
             raise ValueError(f"{frame.source}: point_mlp needs labelled frames")
@@ -97,10 +97,10 @@ class PointMLPRecipe(Recipe):
         return {"features": point_features(pts, frame.point_fields), "labels": labels.astype(np.int64)}
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self._frames(self.cfg.data.train_split), self._sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self._frames(self.cfg.data.val_split), self._sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         return {"features": torch.from_numpy(np.concatenate([s["features"] for s in samples])),

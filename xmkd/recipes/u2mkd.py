@@ -8,8 +8,9 @@ same scan, joined by raw point index (the teacher may add sweeps and heavier aug
 rotation / flip / scale is applied after projection, so point <-> pixel pairs stay exact. During training
 `model.camera_drop` cameras of every frame are dropped at random (their points count as outside every camera).
 
-Validation: point mIoU over the keyframe points in range, pixel mIoU of the camera head at the projected
-in-view points, and (with `model.eval_camera_drop = k`) the point mIoU with the last k cameras dropped.
+Validation: point mIoU over every keyframe point (far ones clipped onto the boundary voxels), pixel mIoU of
+the camera head at the projected in-view points, and (with `model.eval_camera_drop = k`) the point mIoU with
+the last k cameras dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from xmkd.config import ExperimentConfig
-from xmkd.data.collate import in_range, voxel_batch
+from xmkd.data.collate import clip_to_range, in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames
@@ -38,7 +39,7 @@ from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 from xmkd.models.u2mkd import U2MKDStudent, pixel_logits_at_points
-from xmkd.recipes.lidar_seg import Augment, augment_points, per_class_iou, scaled_intensity
+from xmkd.recipes.lidar_seg import Augment, augment_points, per_class_iou, scaled_intensity, subsample
 from xmkd.recipes.point_mlp import index_path
 
 
@@ -90,6 +91,11 @@ class U2MKDRecipe(Recipe):
     name = "u2mkd"
     schema = U2MKDConfig
 
+    @property
+    def distill(self) -> bool:
+        """Whether a teacher takes part (it then needs its own sample of every frame)."""
+        return bool(self.cfg.model.kd)
+
     def build(self) -> None:
         m = self.cfg.model
         self.space = get_label_space(self.cfg.data.label_space)
@@ -98,7 +104,7 @@ class U2MKDRecipe(Recipe):
         if m.image_pretrained:
             student.camera.backbone.load_pretrained(m.image_pretrained)
         self.nets["student"] = student.to(self.device)
-        if m.kd:
+        if self.distill:
             if not m.teacher.checkpoint:
                 raise XmkdConfigError("model.teacher.checkpoint: a trained lidar_seg checkpoint is required when "
                                       "model.kd=true")
@@ -113,10 +119,10 @@ class U2MKDRecipe(Recipe):
         return {"teacher"} if "teacher" in self.nets else set()
 
     # -- data -----------------------------------------------------------------------------------------------
-    def _frames(self, split: str) -> IndexedFrames:
+    def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
         return IndexedFrames(index_path(self.cfg), split, d.label_space, cameras=list(d.cameras) or None,
-                             sweeps=d.sweeps if self.cfg.model.kd else 0, root=d.root)
+                             sweeps=d.sweeps if self.distill else 0, root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         if frame.labels is None or not frame.cameras:
@@ -138,17 +144,17 @@ class U2MKDRecipe(Recipe):
             point_cam[new] = j
             point_uv[new] = proj.uv[new]
             images.append(image)
-        xyz = augment_points(key_xyz, rng, m.augment) if rng is not None else key_xyz
-        keep = in_range(xyz, d.point_range)
-        if rng is not None and m.max_points and keep.sum() > m.max_points:
-            idx = np.nonzero(keep)[0]
-            keep = np.zeros_like(keep)
-            keep[rng.choice(idx, m.max_points, replace=False)] = True
+        if rng is None:  # evaluation: every keyframe point, far ones on the boundary voxels
+            xyz = clip_to_range(key_xyz, d.point_range, d.voxel_size)
+            keep = np.ones(n_key, bool)
+        else:
+            xyz = augment_points(key_xyz, rng, m.augment)
+            keep = subsample(in_range(xyz, d.point_range), m.max_points, rng)
         intensity = scaled_intensity(frame)
         sample = {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], intensity[:n_key][keep]]),
                   "labels": frame.labels[:n_key][keep], "raw": np.nonzero(keep)[0], "images": np.stack(images),
                   "point_cam": point_cam[keep], "point_uv": point_uv[keep]}
-        if m.kd:
+        if self.distill:
             t_rng = np.random.default_rng(rng.integers(1 << 62)) if rng is not None else None
             t_xyz = augment_points(frame.points[:, :3], t_rng, m.teacher.augment) if t_rng is not None else \
                 frame.points[:, :3]
@@ -163,10 +169,10 @@ class U2MKDRecipe(Recipe):
         return sample
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self._frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self._frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict]) -> dict:
         d = self.cfg.data
@@ -211,7 +217,7 @@ class U2MKDRecipe(Recipe):
         for k, v in seg_loss(pix, labels[vis], ignore, m.lovasz_weight).items():
             losses[f"pixel_{k}"] = m.w_pixel * v
         losses["imputation"] = m.w_imputation * out["imputation"]
-        if m.kd:
+        if self.distill:
             with torch.no_grad():
                 t_out = self.nets["teacher"](batch["teacher"])
             idx = batch["kd_index"]
@@ -236,6 +242,10 @@ class U2MKDRecipe(Recipe):
         out.update(images=student["images"][keep], point_image=remapped, image_slot=slot[keep],
                    image_sample=sample[keep])
         return out
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> torch.Tensor:
+        return self._forward(batch["student"])["point_logits"].argmax(1)
 
     @torch.no_grad()
     def validate(self, batches: Iterable[dict]) -> dict[str, float]:

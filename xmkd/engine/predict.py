@@ -1,0 +1,95 @@
+"""`xmkd predict RUN_DIR --split S --out DIR`: a trained segmentation run's point predictions for every frame of
+a split, written in the dataset's submission format (see `xmkd.eval.submission`). Frames whose file exists
+already are skipped, so an interrupted run resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from xmkd.config import load_config, peek_recipe
+from xmkd.data.labels import get_label_space
+from xmkd.engine import checkpoint
+from xmkd.engine.data import to_device
+from xmkd.engine.recipe import Recipe
+from xmkd.errors import XmkdError
+from xmkd.eval.submission import SubmissionWriter, keyframe_points
+from xmkd.recipes import get_recipe
+
+
+def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: str = "cpu") -> Recipe:
+    """The run's recipe with its nets built, loaded from `ckpt` (default: best.pt, else last.pt) and in eval mode."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        raise XmkdError(f"{run_dir}: not a run directory (no config.yaml)")
+    recipe_cls = get_recipe(peek_recipe(config))
+    cfg = load_config(config, schema=recipe_cls.schema)
+    if ckpt is None:
+        ckpt = next((p for p in (run_dir / "checkpoints" / n for n in ("best.pt", "last.pt")) if p.exists()), None)
+        if ckpt is None:
+            raise XmkdError(f"{run_dir / 'checkpoints'}: no best.pt or last.pt")
+    if getattr(cfg.model, "kd", False):  # predictions come from the student alone; the teacher is not needed
+        cfg = load_config(config, ["model.kd=false"], schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device(device))
+    recipe.build()
+    nets = {n: m for n, m in recipe.nets.items() if n not in recipe.frozen()}
+    checkpoint.restore_nets(nets, ckpt, device)
+    return recipe
+
+
+def predict_frame(recipe: Recipe, frame: Any) -> np.ndarray:
+    """Class id per keyframe point of one frame (ignore where the model makes no prediction)."""
+    batch = to_device(recipe.collate([recipe.make_sample(frame, None)]), recipe.device)
+    with torch.no_grad():
+        return recipe.predict(batch).cpu().numpy()[: keyframe_points(frame)].astype(np.int64)
+
+
+class _Frames(Dataset):
+    """(evaluation sample, frame info) for the frames of a split that still need predictions."""
+
+    def __init__(self, recipe: Recipe, frames: Any, indices: list[int]):
+        self.recipe, self.frames, self.indices = recipe, frames, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
+        frame = self.frames[self.indices[i]]
+        info = {"frame_id": frame.frame_id, "meta": frame.meta, "points": keyframe_points(frame),
+                "source": frame.source}
+        return self.recipe.make_sample(frame, None), info
+
+
+class _OneFrame:
+    def __init__(self, collate: Any):
+        self.collate = collate
+
+    def __call__(self, item: tuple[Any, dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
+        return self.collate([item[0]]), item[1]
+
+
+def predict_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | Path | None = None,
+                  eval_set: str | None = None, device: str = "cpu", workers: int = 1,
+                  progress: bool = True) -> dict[str, int]:
+    recipe = load_trained(run_dir, ckpt, device)
+    cfg = recipe.cfg
+    frames = recipe.frames(split)
+    dataset = frames.index["dataset"]
+    writer = SubmissionWriter(dataset, out, get_label_space(cfg.data.label_space), eval_set or split,
+                              use_camera=bool(getattr(cfg.data, "cameras", None)) and recipe.name != "lidar_seg")
+    todo = [i for i, r in enumerate(frames.records) if not writer.path(r["id"], r.get("meta", {})).exists()]
+    loader = DataLoader(_Frames(recipe, frames, todo), batch_size=None, num_workers=workers,
+                        collate_fn=_OneFrame(recipe.collate))
+    for batch, info in tqdm(loader, total=len(todo), desc=f"predict {split}", disable=not progress):
+        with torch.no_grad():
+            classes = recipe.predict(to_device(batch, recipe.device)).cpu().numpy()
+        writer.write_classes(info["frame_id"], info["meta"], classes[: info["points"]].astype(np.int64),
+                             info["points"], info["source"])
+    writer.finish()
+    return {"frames": len(frames), "written": len(todo), "skipped": len(frames) - len(todo)}
