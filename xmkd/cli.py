@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: synthetic data, U2MKD teacher and students, results table")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget", choices=["demo", "tiny"], default="demo", help="tiny: a smoke test of the pipeline")
+    p.add_argument("--budget", choices=["demo", "tiny", "bench"], default="demo",
+                   help="tiny: a smoke test of the pipeline; bench: the benchmark's larger budget (~25 min)")
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("config", help="print (or save) a fully resolved, validated config")
