@@ -9,7 +9,8 @@ from xmkd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-SUBCOMMANDS = ["synth", "prepare", "inspect", "train", "eval", "eval-kitti", "predict", "pseudo-label", "viz", "demo"]
+SUBCOMMANDS = ["synth", "prepare", "prepare-instances", "inspect", "train", "eval", "eval-kitti", "predict",
+               "pseudo-label", "viz", "demo"]
 
 
 def test_help_lists_every_subcommand():

@@ -132,6 +132,20 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare_instances(args: argparse.Namespace) -> int:
+    from xmkd.data.index import IndexedFrames
+    from xmkd.data.instances import build_database
+
+    frames = IndexedFrames(args.index, args.split, args.label_space, cameras=(), root=args.root)
+    summary = build_database(frames, args.out, args.label_space or frames.reader.label_space.name, args.min_points,
+                             progress=not args.quiet)
+    print(f"{summary['instances']} instances ({summary['points']} points) from {summary['frames']} frames -> "
+          f"{args.out}")
+    for name, count in summary["per_class"].items():
+        print(f"  {name:<24} {count:>8}")
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
@@ -223,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="only frames of these splits (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_prepare)
+
+    p = sub.add_parser("prepare-instances", help="cut thing instances out of a split into a paste database")
+    p.add_argument("--index", required=True, help="index folder or file written by `xmkd prepare`")
+    p.add_argument("--split", required=True, help="the training split, e.g. train")
+    p.add_argument("--out", required=True, help="database folder (then model.paste.database=<out>)")
+    p.add_argument("--root", help="dataset root (default: the one recorded in the index)")
+    p.add_argument("--label-space", help="default: the dataset's")
+    p.add_argument("--min-points", type=int, help="smallest instance kept (default: nuScenes 10, "
+                   "SemanticKITTI 40, Waymo 50)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_prepare_instances)
 
     p = sub.add_parser("inspect", help="summarise a dataset: frames, points, cameras, labels, boxes")
     p.add_argument("dataset", choices=datasets)

@@ -52,6 +52,7 @@ class CameraSegRecipe(U2MKDRecipe):
         if m.image_pretrained:
             net.backbone.load_pretrained(m.image_pretrained)
         self.nets["camera"] = net.to(self.device)
+        self.paste = None  # pasted LiDAR instances are invisible to the cameras
 
     def _pixel_logits(self, student_batch: dict) -> torch.Tensor:
         return self.nets["camera"](normalize_images(student_batch["images"]))

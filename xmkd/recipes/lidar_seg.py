@@ -20,6 +20,7 @@ from xmkd.data.collate import clip_to_range, in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames
+from xmkd.data.instances import InstancePaste, PasteOptions, paste_for
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe
 from xmkd.eval.segmentation import ConfusionMatrix
@@ -42,6 +43,7 @@ class LidarSegModel:
     lovasz_weight: float = 1.0
     max_points: int = 0  # training: subsample each frame to this many points (0 = all)
     augment: Augment = field(default_factory=Augment)
+    paste: PasteOptions = field(default_factory=PasteOptions)  # instance paste (training only)
 
 
 @dataclass
@@ -50,11 +52,35 @@ class LidarSegConfig(ExperimentConfig):
     model: LidarSegModel = field(default_factory=LidarSegModel)
 
 
+def intensity_scale(frame: Frame) -> float:
+    """Datasets store intensity in 0..255 (nuScenes) or 0..1 (SemanticKITTI); networks see 0..1."""
+    if "intensity" not in frame.point_fields:
+        return 0.0
+    i = frame.field("intensity")
+    return 1 / 255.0 if i.size and i.max() > 1.5 else 1.0
+
+
 def scaled_intensity(frame: Frame) -> np.ndarray:
     if "intensity" not in frame.point_fields:
         return np.zeros(frame.num_points, np.float32)
-    i = frame.field("intensity")
-    return (i / 255.0 if i.size and i.max() > 1.5 else i).astype(np.float32)
+    return (frame.field("intensity") * intensity_scale(frame)).astype(np.float32)
+
+
+def time_lag(frame: Frame) -> np.ndarray:
+    return frame.field("time_lag") if "time_lag" in frame.point_fields else np.zeros(frame.num_points, np.float32)
+
+
+def scan_with_pasted(frame: Frame, paste: InstancePaste | None, rng: np.random.Generator | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """xyz, scaled intensity, labels and time lag of every point of the frame, followed (in training, with an
+    instance database) by the pasted instances' points (time lag 0)."""
+    xyz, intensity, labels, lag = frame.points[:, :3], scaled_intensity(frame), frame.labels, time_lag(frame)
+    if paste is None or rng is None:
+        return xyz, intensity, labels, lag
+    n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
+    pts, lab, _ = paste(xyz[:n_key], labels[:n_key], rng)
+    return (np.concatenate([xyz, pts[:, :3]]), np.concatenate([intensity, pts[:, 3] * intensity_scale(frame)]),
+            np.concatenate([labels, lab]), np.concatenate([lag, np.zeros(len(pts), lag.dtype)]))
 
 
 def augment_points(xyz: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
@@ -94,6 +120,7 @@ class LidarSegRecipe(Recipe):
         self.space = get_label_space(self.cfg.data.label_space)
         in_ch = 5 if self.cfg.data.sweeps else 4
         self.nets["net"] = SparseUNet(in_ch, self.space.num_classes, self.cfg.model.backbone).to(self.device)
+        self.paste = paste_for(self.space, self.cfg.model.paste)
 
     def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
@@ -102,7 +129,7 @@ class LidarSegRecipe(Recipe):
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         if frame.labels is None:
             raise ValueError(f"{frame.source}: lidar_seg needs labelled frames")
-        xyz = frame.points[:, :3]
+        xyz, intensity, labels, lag = scan_with_pasted(frame, self.paste, rng)
         d = self.cfg.data
         if rng is None:  # evaluation: every point, far ones on the boundary voxels
             xyz = clip_to_range(xyz, d.point_range, d.voxel_size)
@@ -110,12 +137,10 @@ class LidarSegRecipe(Recipe):
         else:
             xyz = augment_points(xyz, rng, self.cfg.model.augment)
             keep = subsample(in_range(xyz, d.point_range), self.cfg.model.max_points, rng)
-        feats = [xyz[keep], scaled_intensity(frame)[keep, None]]
+        feats = [xyz[keep], intensity[keep, None]]
         if self.cfg.data.sweeps:
-            lag = frame.field("time_lag") if "time_lag" in frame.point_fields else np.zeros(frame.num_points)
             feats.append(lag[keep, None].astype(np.float32))
-        return {"xyz": xyz[keep], "features": np.concatenate(feats, 1).astype(np.float32),
-                "labels": frame.labels[keep]}
+        return {"xyz": xyz[keep], "features": np.concatenate(feats, 1).astype(np.float32), "labels": labels[keep]}
 
     def train_dataset(self) -> FrameSamples:
         return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)

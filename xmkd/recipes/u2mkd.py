@@ -28,6 +28,7 @@ from xmkd.data.collate import clip_to_range, in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames
+from xmkd.data.instances import PasteOptions, paste_for
 from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
 from xmkd.engine.checkpoint import load_module_from_file
@@ -39,7 +40,15 @@ from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 from xmkd.models.u2mkd import U2MKDStudent, pixel_logits_at_points
-from xmkd.recipes.lidar_seg import Augment, augment_points, per_class_iou, scaled_intensity, subsample
+from xmkd.recipes.lidar_seg import (
+    Augment,
+    augment_points,
+    intensity_scale,
+    per_class_iou,
+    scaled_intensity,
+    subsample,
+    time_lag,
+)
 from xmkd.recipes.point_mlp import index_path
 
 
@@ -68,6 +77,7 @@ class U2MKDModel:
     eval_camera_drop: int = 0  # also report the point mIoU with this many cameras dropped
     max_points: int = 0
     augment: Augment = field(default_factory=Augment)
+    paste: PasteOptions = field(default_factory=PasteOptions)  # instance paste into the student's scan
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
 
@@ -104,6 +114,7 @@ class U2MKDRecipe(Recipe):
         if m.image_pretrained:
             student.camera.backbone.load_pretrained(m.image_pretrained)
         self.nets["student"] = student.to(self.device)
+        self.paste = paste_for(self.space, m.paste)
         if self.distill:
             if not m.teacher.checkpoint:
                 raise XmkdConfigError("model.teacher.checkpoint: a trained lidar_seg checkpoint is required when "
@@ -144,16 +155,23 @@ class U2MKDRecipe(Recipe):
             point_cam[new] = j
             point_uv[new] = proj.uv[new]
             images.append(image)
+        intensity = scaled_intensity(frame)
+        key_i, labels = intensity[:n_key], frame.labels[:n_key]
+        if rng is not None and self.paste is not None:  # pasted instances lie outside every camera
+            pts, lab, _ = self.paste(key_xyz, labels, rng)
+            key_xyz, labels = np.concatenate([key_xyz, pts[:, :3]]), np.concatenate([labels, lab])
+            key_i = np.concatenate([key_i, pts[:, 3] * intensity_scale(frame)])
+            point_cam = np.concatenate([point_cam, np.full(len(pts), -1, np.int64)])
+            point_uv = np.concatenate([point_uv, np.zeros((len(pts), 2), np.float32)])
         if rng is None:  # evaluation: every keyframe point, far ones on the boundary voxels
             xyz = clip_to_range(key_xyz, d.point_range, d.voxel_size)
-            keep = np.ones(n_key, bool)
+            keep = np.ones(len(xyz), bool)
         else:
             xyz = augment_points(key_xyz, rng, m.augment)
             keep = subsample(in_range(xyz, d.point_range), m.max_points, rng)
-        intensity = scaled_intensity(frame)
-        sample = {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], intensity[:n_key][keep]]),
-                  "labels": frame.labels[:n_key][keep], "raw": np.nonzero(keep)[0], "images": np.stack(images),
-                  "point_cam": point_cam[keep], "point_uv": point_uv[keep]}
+        sample = {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], key_i[keep]]), "labels": labels[keep],
+                  "raw": np.nonzero(keep)[0], "images": np.stack(images), "point_cam": point_cam[keep],
+                  "point_uv": point_uv[keep]}
         if self.distill:
             t_rng = np.random.default_rng(rng.integers(1 << 62)) if rng is not None else None
             t_xyz = augment_points(frame.points[:, :3], t_rng, m.teacher.augment) if t_rng is not None else \
@@ -161,8 +179,7 @@ class U2MKDRecipe(Recipe):
             t_keep = in_range(t_xyz, d.point_range)
             feats = [t_xyz[t_keep], intensity[t_keep, None]]
             if d.sweeps:
-                lag = frame.field("time_lag") if "time_lag" in frame.point_fields else np.zeros(frame.num_points)
-                feats.append(lag[t_keep, None])
+                feats.append(time_lag(frame)[t_keep, None])
             raw = np.arange(frame.num_points)
             raw[n_key:] = -1
             sample.update(t_xyz=t_xyz[t_keep], t_features=np.column_stack(feats).astype(np.float32), t_raw=raw[t_keep])
