@@ -1,6 +1,6 @@
 """U2MKD on the synthetic world at the benchmark budget, 3 seeds: mean +- std of every row of the demo table.
 
-    python -m benchmarks u2mkd            # or: make bench-u2mkd; resumable (finished runs are reused)
+    python -m benchmarks u2mkd            # about an hour on 2 cores; resumable (finished runs are reused)
 
 Per seed: `xmkd demo --budget bench --seed S` (its own 40-keyframe dataset, a cr 0.5 teacher with 2 sweeps for
 240 steps, cr 0.25 students for 120 steps). Outputs in outputs/bench_u2mkd/seed<S>/; the aggregated table is
