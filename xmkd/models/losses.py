@@ -42,3 +42,10 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
     if lovasz_weight:
         out["lovasz"] = lovasz_weight * lovasz_softmax(logits, labels, ignore_index)
     return out
+
+
+def quality_focal_loss(logits: torch.Tensor, target: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+    """Quality focal loss (sum over elements): BCE against soft targets in [0, 1] (an IoU, or a teacher's score),
+    scaled by |target - sigmoid(logits)|^beta so that well-predicted elements fade out."""
+    scale = (target - logits.sigmoid()).abs().pow(beta)
+    return (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * scale).sum()

@@ -1,0 +1,127 @@
+"""HSRDN / CMKD building blocks: anchors and box coder, direction bins, rotated NMS, QFL, relation losses and the
+frustum-to-voxel lifting."""
+
+import math
+
+import numpy as np
+import torch
+
+from xmkd.distill.relations import cross_sample_nodes, relation_losses, within_sample_relations
+from xmkd.geometry.iou import bev_iou
+from xmkd.models.det.anchors import (
+    KITTI_ANCHORS,
+    anchor_classes,
+    apply_direction,
+    decode_boxes,
+    direction_target,
+    encode_boxes,
+    generate_anchors,
+    limit_period,
+)
+from xmkd.models.det.frustum import (
+    depth_bin_targets,
+    depth_to_lid,
+    frustum_to_voxels,
+    lid_to_depth,
+    voxel_centres,
+)
+from xmkd.models.det.nms import rotated_nms
+from xmkd.models.losses import quality_focal_loss
+
+RANGE = [0.0, -40.0, -3.0, 70.4, 40.0, 1.0]
+
+
+def test_anchors_lie_on_cell_centres_and_the_coder_round_trips():
+    anchors = generate_anchors(KITTI_ANCHORS, (200, 176), RANGE)
+    assert anchors.shape == (200, 176, 6, 7)
+    assert torch.allclose(anchors[0, 0, 0, :2], torch.tensor([0.2, -39.8]), atol=1e-5)
+    assert torch.allclose(anchors[0, 0, 0, 2], torch.tensor(-1.78 + 1.56 / 2))
+    assert anchor_classes(KITTI_ANCHORS).tolist() == [0, 0, 1, 1, 2, 2]
+    g = torch.Generator().manual_seed(0)
+    a = anchors.reshape(-1, 7)[torch.randint(0, 200 * 176 * 6, (500,), generator=g)]
+    boxes = a + torch.randn(500, 7, generator=g) * torch.tensor([1, 1, 0.3, 0, 0, 0, 1.0])
+    boxes[:, 3:6] = a[:, 3:6] * torch.exp(torch.randn(500, 3, generator=g) * 0.2)
+    assert torch.allclose(decode_boxes(encode_boxes(boxes, a), a), boxes, atol=1e-4)
+    assert torch.allclose(encode_boxes(a, a), torch.zeros(500, 7), atol=1e-6)
+
+
+def test_direction_bin_resolves_the_half_turn():
+    yaw = torch.linspace(-3 * math.pi, 3 * math.pi, 1001)
+    bins = direction_target(yaw)
+    assert set(bins.tolist()) == {0, 1}
+    ambiguous = yaw + math.pi * torch.randint(-2, 3, yaw.shape)  # what the residual coder alone can recover
+    fixed = apply_direction(ambiguous, bins)
+    err = limit_period(fixed - yaw, 0.5, 2 * math.pi).abs()
+    on_edge = limit_period(yaw - math.pi / 4, 0.5, math.pi).abs() < 1e-4  # on a bin boundary either bin is right
+    assert (err[~on_edge] < 1e-4).all() and on_edge.sum() < 10
+
+
+def test_rotated_nms_matches_a_brute_force_greedy_pass():
+    g = torch.Generator().manual_seed(1)
+    n = 120
+    boxes = torch.cat([torch.rand(n, 2, generator=g) * 20, torch.zeros(n, 1), 1 + 3 * torch.rand(n, 3, generator=g),
+                       torch.rand(n, 1, generator=g) * 6], 1)
+    scores = torch.rand(n, generator=g)
+    keep = rotated_nms(boxes, scores, 0.3)
+    iou = bev_iou(boxes.double().numpy(), boxes.double().numpy())
+    ref = []
+    for i in np.argsort(-scores.numpy(), kind="stable"):
+        if all(iou[i, j] <= 0.3 for j in ref):
+            ref.append(int(i))
+    assert keep.tolist() == ref
+    assert rotated_nms(boxes[:0], scores[:0], 0.3).numel() == 0
+
+
+def test_quality_focal_loss_vanishes_at_the_target():
+    target = torch.rand(10, 3)
+    exact = torch.logit(target.clamp(1e-4, 1 - 1e-4))
+    assert quality_focal_loss(exact, target) < 1e-6
+    logits = torch.zeros(10, 3, requires_grad=True)
+    quality_focal_loss(logits, target).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_relation_losses_train_the_student_not_the_teacher_at_batch_1_and_2():
+    for batch in (1, 2):
+        s = torch.randn(batch, 8, 10, 12, requires_grad=True)
+        t = torch.randn(batch, 8, 10, 12, requires_grad=True)
+        fg = (torch.rand(batch, 10, 12) > 0.6).float()
+        losses = within_sample_relations(s, t, fg, max_nodes=16)
+        assert losses["distance"] > 0 and losses["angle"] > 0
+        sum(losses.values()).backward()
+        assert s.grad.abs().sum() > 0 and t.grad is None
+    # identical nodes -> zero loss; the released cross-sample form is degenerate at batch 2 (fewer than 3 nodes)
+    x = torch.randn(20, 5)
+    assert all(v.abs() < 1e-8 for v in relation_losses(x.clone().requires_grad_(), x).values())
+    s2 = torch.randn(2, 4, 3, 3, requires_grad=True)
+    assert all(v == 0 for v in cross_sample_nodes(s2, torch.randn(2, 4, 3, 3)).values())
+
+
+def test_lid_bins_round_trip_and_out_of_range_bin():
+    d = torch.tensor([2.0, 5.0, 20.0, 46.79, 1.0, 50.0, 0.0])
+    idx = depth_to_lid(d[:4], 2.0, 46.8, 120)
+    assert torch.allclose(lid_to_depth(idx, 2.0, 46.8, 120), d[:4], atol=1e-3)
+    assert abs(float(depth_to_lid(torch.tensor(46.8), 2.0, 46.8, 120)) - 120) < 1e-3
+    bins = depth_bin_targets(d, 2.0, 46.8, 120)
+    assert bins[:4].tolist() == torch.floor(idx).long().tolist() and bins[4:].tolist() == [120, 120, 120]
+
+
+def test_frustum_to_voxel_maps_a_point_to_its_pixel_and_depth_bin():
+    # frustum features that are linear in (column, row, depth bin): trilinear sampling returns them exactly
+    d, h, w = 40, 60, 80
+    bins, rows, cols = torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij")
+    frustum = torch.stack([cols, rows, bins]).float()[None]  # (1, 3, D, H, W)
+    K = torch.tensor([[50.0, 0, 40], [0, 50.0, 30], [0, 0, 1]])
+    T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]])  # LiDAR x forward -> camera z
+    P = (K @ T)[None]
+    rng = [4.0, -4.0, -2.0, 20.0, 4.0, 2.0]
+    centres = voxel_centres(rng, (4, 8, 16))
+    out = frustum_to_voxels(frustum, centres, P, stride=1.0, depth_min=2.0, depth_max=30.0)
+    assert out.shape == (1, 3, 4, 8, 16)
+    x, y, z = centres[2, 5, 9]
+    u, v = 40 + 50 * (-y) / x, 30 + 50 * (-z) / x
+    k = depth_to_lid(torch.tensor(float(x)), 2.0, 30.0, d)
+    assert torch.allclose(out[0, :, 2, 5, 9], torch.stack([u, v, k]).float(), atol=1e-3)
+    # a voxel behind the camera gets nothing
+    behind = frustum_to_voxels(frustum, torch.tensor([[[[-5.0, 0.0, 0.0]]]]), P, 1.0, 2.0, 30.0)
+    assert behind.abs().sum() == 0

@@ -1,0 +1,63 @@
+"""HSRDN's high-order structural relations (RKD-style): 2nd-order pairwise distances ("lines") and 3rd-order
+triplet angles ("surfaces") between feature nodes, matched student -> teacher with smooth-L1.
+
+fix (METHODS.md section 3): the released code passes teacher and student the other way round, so these terms
+have no gradient, and it relates whole flattened BEV maps across a batch of 2, where they are identically zero.
+Here the teacher side is detached and the student side carries the gradient, and by default the nodes are taken
+**inside each sample** (foreground BEV cells, or per-object pooled features), so the terms work at any batch size.
+`cross_sample_nodes` keeps the released variant (one node per sample) for comparison.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def distance_relation(nodes: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N, N) pairwise distances divided by their mean over distinct pairs."""
+    d = torch.cdist(nodes, nodes)
+    n = nodes.shape[0]
+    mean = d.sum() / max(n * (n - 1), 1)
+    return d / mean.clamp(min=1e-6)
+
+
+def angle_relation(nodes: torch.Tensor) -> torch.Tensor:
+    """(N, C) -> (N, N, N): cosine of the angle at node j between the directions to nodes i and k."""
+    diff = F.normalize(nodes[None, :, :] - nodes[:, None, :], p=2, dim=-1)  # diff[j, i] = unit(i - j)
+    return torch.bmm(diff, diff.transpose(1, 2))
+
+
+def relation_losses(student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Smooth-L1 between the relations of paired nodes (N, C) of student and teacher (teacher detached)."""
+    t = teacher.detach()
+    if student.shape[0] < 3:
+        zero = student.sum() * 0
+        return {"distance": zero, "angle": zero}
+    return {"distance": F.smooth_l1_loss(distance_relation(student), distance_relation(t)),
+            "angle": F.smooth_l1_loss(angle_relation(student), angle_relation(t))}
+
+
+def bev_nodes(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, max_nodes: int = 64
+              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per sample, the features (N, C) of the `max_nodes` BEV cells with the highest `weight` (B, H, W) among
+    those with weight > 0 (e.g. the teacher's foreground score), from maps (B, C, H, W)."""
+    out = []
+    for b in range(student.shape[0]):
+        w = weight[b].reshape(-1)
+        k = int(min(max_nodes, int((w > 0).sum())))
+        idx = torch.topk(w, k).indices if k else w.new_zeros(0, dtype=torch.long)
+        out.append((student[b].flatten(1)[:, idx].T, teacher[b].flatten(1)[:, idx].T))
+    return out
+
+
+def within_sample_relations(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor,
+                            max_nodes: int = 64) -> dict[str, torch.Tensor]:
+    """Relation losses averaged over the samples of a batch, nodes = top foreground cells of each sample."""
+    terms = [relation_losses(s, t) for s, t in bev_nodes(student, teacher, weight, max_nodes)]
+    return {k: torch.stack([t[k] for t in terms]).mean() for k in ("distance", "angle")}
+
+
+def cross_sample_nodes(student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The released variant: one node per sample (its flattened map); needs a batch of at least 3 to be non-zero."""
+    return relation_losses(student.flatten(1), teacher.flatten(1))

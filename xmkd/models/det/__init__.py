@@ -1,0 +1,1 @@
+"""3D detection parts shared by the SECOND teacher and the monocular student (HSRDN / CMKD)."""
