@@ -125,3 +125,41 @@ def test_frustum_to_voxel_maps_a_point_to_its_pixel_and_depth_bin():
     # a voxel behind the camera gets nothing
     behind = frustum_to_voxels(frustum, torch.tensor([[[[-5.0, 0.0, 0.0]]]]), P, 1.0, 2.0, 30.0)
     assert behind.abs().sum() == 0
+
+
+def test_second_forward_backward_and_grid_arithmetic():
+    from xmkd.data.collate import voxel_batch
+    from xmkd.models.det.second import Second, SecondConfig
+
+    rng = np.random.default_rng(0)
+    point_range = [0.0, -12.8, -3.0, 25.6, 12.8, 1.0]
+    voxel = [0.2, 0.2, 0.1]  # grid 128 x 128 x 40
+    xyz = [np.column_stack([rng.uniform(0, 25.6, 3000), rng.uniform(-12.8, 12.8, 3000), rng.uniform(-3, 1, 3000)])
+           .astype(np.float32) for _ in range(2)]
+    batch = voxel_batch(xyz, [np.column_stack([p, rng.random(len(p))]).astype(np.float32) for p in xyz], voxel,
+                        point_range, multiple=8)
+    assert batch["spatial_shape"].tolist() == [128, 128, 40]
+    cfg = SecondConfig(widths=[8, 16, 16, 16], out_channels=32, bev_channels=32, bev_layers=[1, 1],
+                       bev_filters=[32, 64], up_filters=[32, 32])
+    model = Second(4, 6, 3, grid_z=40, cfg=cfg)
+    assert model.bev_height == 1 and isinstance(model.compress, torch.nn.Identity)
+    out = model(batch)
+    assert out["bev"].shape == (2, 32, 16, 16)
+    assert out["cls"].shape == (2, 16, 16, 6, 3) and out["box"].shape == (2, 16, 16, 6, 7)
+    assert out["dir"].shape == (2, 16, 16, 6, 2)
+    (out["cls"].sum() + out["box"].sum() + out["dir"].sum()).backward()
+    assert model.sparse.stages[0][0].weight.grad.abs().sum() > 0
+    assert Second(4, 6, 3, grid_z=41).bev_height == 2  # OpenPCDet's 41-voxel grid: two heights, 1x1 conv to 128
+
+
+def test_height_compression_stacks_channels_per_height():
+    from xmkd.models.det.second import height_compression
+    from xmkd.ops.sparse import sparse_tensor
+
+    coords = torch.tensor([[0, 3, 1, 0], [0, 3, 1, 1], [1, 0, 2, 1]])  # (batch, x, y, z)
+    feats = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    bev = height_compression(sparse_tensor(feats, coords, [4, 3, 2], 2))
+    assert bev.shape == (2, 4, 3, 4)  # (B, C * Z, Y, X)
+    assert bev[0, :, 1, 3].tolist() == [1.0, 3.0, 2.0, 4.0]  # channel c, height z -> c * Z + z
+    assert bev[1, :, 2, 0].tolist() == [0.0, 5.0, 0.0, 6.0]
+    assert bev.abs().sum() == feats.sum()

@@ -28,7 +28,7 @@ def clip_to_range(xyz: np.ndarray, point_range: Sequence[float], voxel_size: flo
     return np.clip(xyz, lo + voxel_size / 2, hi - voxel_size / 2).astype(np.float32)
 
 
-def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], voxel_size: float,
+def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], voxel_size: float | Sequence[float],
                 point_range: Sequence[float], multiple: int = 16) -> dict[str, torch.Tensor | int]:
     """Per sample: xyz (N_i, 3) inside the range and features (N_i, C) -> the sparse-network batch dict.
 
@@ -60,5 +60,5 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
         "spatial_shape": torch.as_tensor(-(-np.asarray(grid) // multiple) * multiple, dtype=torch.int64),
         "batch_size": len(points_xyz),
         "origin": torch.from_numpy(origin),
-        "voxel_size": torch.tensor(float(voxel_size)),
+        "voxel_size": torch.tensor(voxel_size, dtype=torch.float32),  # scalar, or (3,) per axis
     }
