@@ -3,8 +3,8 @@
     python -m benchmarks u2mkd            # about an hour on 2 cores; resumable (finished runs are reused)
 
 Per seed: `xmkd demo --budget bench --seed S` (its own 40-keyframe dataset, a cr 0.5 teacher with 2 sweeps for
-240 steps, cr 0.25 students for 120 steps). Outputs in outputs/bench_u2mkd/seed<S>/; the aggregated table is
-printed and written to outputs/bench_u2mkd/table.md.
+240 steps, cr 0.25 students for 120 steps, plus two KD ablations: KL only, feature imitation only). Outputs in
+outputs/bench_u2mkd/seed<S>/; the aggregated table is printed and written to outputs/bench_u2mkd/table.md.
 """
 
 from __future__ import annotations

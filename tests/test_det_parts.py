@@ -163,3 +163,37 @@ def test_height_compression_stacks_channels_per_height():
     assert bev[0, :, 1, 3].tolist() == [1.0, 3.0, 2.0, 4.0]  # channel c, height z -> c * Z + z
     assert bev[1, :, 2, 0].tolist() == [0.0, 5.0, 0.0, 6.0]
     assert bev.abs().sum() == feats.sum()
+
+
+def test_targets_losses_and_decoding_recover_the_boxes():
+    from xmkd.models.det.targets import assign, decode_predictions, detection_losses
+
+    rng = [0.0, -10.0, -3.0, 20.0, 10.0, 1.0]
+    anchors = generate_anchors(KITTI_ANCHORS, (25, 25), rng).reshape(-1, 7)
+    a_cls = anchor_classes(KITTI_ANCHORS).repeat(25 * 25)
+    gt = torch.tensor([[10.2, 2.1, -1.0, 4.0, 1.7, 1.5, 0.3], [5.0, -4.0, -0.8, 0.8, 0.6, 1.7, 2.0]])
+    gt_cls = torch.tensor([0, 1])
+    t = assign(anchors, a_cls, KITTI_ANCHORS, gt, gt_cls)
+    assert (t.labels == 0).sum() >= 1 and (t.labels == 1).sum() >= 1  # each box claims at least its best anchor
+    assert ((t.labels >= 0) & (a_cls != t.labels)).sum() == 0  # an anchor only matches boxes of its own class
+    fg = t.labels >= 0
+    assert torch.allclose(decode_boxes(t.codes[fg], anchors[fg]), t.boxes[fg], atol=1e-4)
+    # a perfect prediction: codes = targets, confident on foreground -> the decoded boxes are the ground truth
+    n = len(anchors)
+    cls = torch.full((n, 3), -8.0)
+    cls[fg, t.labels[fg]] = 8.0
+    box = t.codes.clone()
+    dirs = torch.zeros(n, 2)
+    dirs[torch.arange(n), t.direction] = 5.0
+    losses = detection_losses(cls, box, dirs, anchors, t, 3)
+    assert losses["box"] < 1e-6 and losses["dir"] < 0.01
+    out = decode_predictions(cls, box, dirs, anchors, nms_threshold=0.1)
+    assert len(out["boxes"]) == 2
+    order = torch.argsort(out["labels"])
+    assert torch.allclose(out["boxes"][order], gt, atol=1e-3) and out["labels"][order].tolist() == [0, 1]
+    # gradients reach every head from a random start
+    cls_r, box_r, dir_r = (torch.randn(n, 3, requires_grad=True), torch.randn(n, 7, requires_grad=True) * 0.1,
+                           torch.randn(n, 2, requires_grad=True))
+    losses = detection_losses(cls_r, box_r, dir_r, anchors, t, 3)
+    sum(losses.values()).backward()
+    assert cls_r.grad.abs().sum() > 0 and dir_r.grad.abs().sum() > 0
