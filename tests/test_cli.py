@@ -9,7 +9,7 @@ from xmkd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-SUBCOMMANDS = ["synth", "prepare", "prepare-instances", "inspect", "train", "eval", "eval-kitti", "predict",
+SUBCOMMANDS = ["synth", "prepare", "prepare-instances", "inspect", "train", "eval", "eval-kitti", "predict", "infer",
                "pseudo-label", "viz", "demo"]
 
 

@@ -97,6 +97,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from xmkd.engine.predict import infer_split
+
+    n = infer_split(args.run_dir, args.split, args.out, ckpt=args.ckpt, device=args.device, workers=args.workers,
+                    progress=not args.quiet)
+    print(f"wrote {n} KITTI prediction files to {args.out} (score them with `xmkd eval-kitti`)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xmkd.demo import run_demo
 
@@ -285,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_predict)
+
+    p = sub.add_parser("infer", help="write a detection run's boxes for a split as KITTI label files")
+    p.add_argument("run_dir")
+    p.add_argument("--split", required=True, help="split of the run's dataset index, e.g. val or test")
+    p.add_argument("--out", required=True, help="folder for <frame>.txt prediction files")
+    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_infer)
 
     p = sub.add_parser("eval-kitti", help="KITTI 3D object AP (R11/R40; bbox, BEV, 3D, AOS) on CPU")
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")

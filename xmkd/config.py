@@ -35,6 +35,7 @@ class DataConfig:
     cameras: list[str] = field(default_factory=list)  # camera names to load; empty = all the dataset has
     sweeps: int = 0  # extra LiDAR sweeps merged into each keyframe
     voxel_size: float = 0.05  # metres
+    voxel_z: float = 0.0  # metres along z when it differs from voxel_size (detection grids); 0 = voxel_size
     point_range: list[float] = field(default_factory=lambda: [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0])
     image_size: list[int] = field(default_factory=list)  # [W, H] to resize images to; empty = native
     batch_size: int = 2  # per process

@@ -7,6 +7,7 @@ them everything runs as a single process. gloo on CPU, NCCL on CUDA. No home-mad
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,3 +74,12 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     t /= world_size()
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """Every process's `value` (picklable), in rank order; `[value]` when not distributed."""
+    if not is_distributed():
+        return [value]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out

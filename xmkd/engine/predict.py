@@ -93,3 +93,24 @@ def predict_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | 
                              info["points"], info["source"])
     writer.finish()
     return {"frames": len(frames), "written": len(todo), "skipped": len(frames) - len(todo)}
+
+
+def infer_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | Path | None = None, device: str = "cpu",
+                workers: int = 1, progress: bool = True) -> int:
+    """A detection run's predictions for every frame of a split, as KITTI label files in `out`; returns the count."""
+    from xmkd.data.dataset import FrameSamples
+    from xmkd.engine.data import EvalSampler, make_loader
+
+    config = Path(run_dir) / "config.yaml"
+    name = peek_recipe(config) if config.exists() else ""
+    if name and not hasattr(get_recipe(name), "write_predictions"):
+        raise XmkdError(f"{run_dir}: recipe {name!r} does not predict boxes (use `xmkd predict` for "
+                        "segmentation runs)")
+    recipe = load_trained(run_dir, ckpt, device)
+    samples = FrameSamples(recipe.frames(split), recipe.make_sample, recipe.cfg.seed, train=False)
+    loader = make_loader(samples, EvalSampler(len(samples)), recipe.cfg.data.batch_size, recipe.collate, workers,
+                         False, False)
+    count = 0
+    for batch in tqdm(loader, desc=f"infer {split}", disable=not progress):
+        count += len(recipe.write_predictions(to_device(batch, recipe.device), Path(out)))
+    return count

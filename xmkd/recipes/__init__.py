@@ -12,6 +12,7 @@ RECIPES: dict[str, str] = {
     "lidar_seg": "xmkd.recipes.lidar_seg:LidarSegRecipe",
     "u2mkd": "xmkd.recipes.u2mkd:U2MKDRecipe",
     "camera_seg": "xmkd.recipes.camera_seg:CameraSegRecipe",
+    "lidar_det": "xmkd.recipes.lidar_det:LidarDetRecipe",
 }
 
 

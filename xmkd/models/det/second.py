@@ -32,14 +32,15 @@ class SecondConfig:
     bev_strides: list[int] = field(default_factory=lambda: [1, 2])
     up_filters: list[int] = field(default_factory=lambda: [256, 256])
     up_strides: list[int] = field(default_factory=lambda: [1, 2])
+    bn_momentum: float = 0.01  # OpenPCDet's; short CPU-scale runs use 0.1 so the running statistics catch up
 
 
 def _bn1d(c: int) -> nn.BatchNorm1d:
-    return nn.BatchNorm1d(c, eps=1e-3, momentum=0.01)
+    return nn.BatchNorm1d(c, eps=1e-3)
 
 
 def _bn2d(c: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)
+    return nn.BatchNorm2d(c, eps=1e-3)
 
 
 class SparseBackbone8x(nn.Module):
@@ -170,6 +171,9 @@ class Second(nn.Module):
         self.compress = nn.Identity() if flat == cfg.bev_channels else nn.Sequential(
             nn.Conv2d(flat, cfg.bev_channels, 1, bias=False), _bn2d(cfg.bev_channels), nn.ReLU())
         self.bev = BEVDetector(cfg, num_anchors, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = cfg.bn_momentum
 
     def bev_features(self, batch: dict[str, Any]) -> torch.Tensor:
         """The distilled feature: (B, bev_channels, ny / 8, nx / 8)."""

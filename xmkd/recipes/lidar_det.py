@@ -1,0 +1,245 @@
+"""`lidar_det`: SECOND on KITTI-format data — the LiDAR teacher of CMKD / HSRDN (METHODS.md section 3).
+
+Input: the points inside the front camera's view (KITTI convention), x, y, z, reflectance, voxelised on
+`data.voxel_size` x `data.voxel_size` x `data.voxel_z` over `data.point_range` (voxel feature = mean of its
+points). Training augmentation: y-flip, rotation about z, global scale. Loss: IoU-aware quality focal loss on
+the anchors' class logits, smooth-L1 box codes (angle through sin), direction bins. Validation writes KITTI
+prediction files (in the run folder) and scores them with xmkd's KITTI evaluator against the dataset's label
+files; `xmkd infer` writes them for any split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xmkd.config import ExperimentConfig
+from xmkd.data.collate import in_range, voxel_batch
+from xmkd.data.dataset import FrameSamples
+from xmkd.data.frame import Frame
+from xmkd.data.index import IndexedFrames
+from xmkd.engine import distributed
+from xmkd.engine.recipe import Recipe
+from xmkd.errors import XmkdConfigError
+from xmkd.eval.kitti import evaluate_folders
+from xmkd.geometry.boxes import lidar_to_kitti_camera, project_boxes_to_image, rotation_y_to_alpha
+from xmkd.geometry.camera import project_points
+from xmkd.io import atomic_write_text
+from xmkd.models.det.anchors import KITTI_ANCHORS, AnchorClass, anchor_classes, generate_anchors
+from xmkd.models.det.second import Second, SecondConfig
+from xmkd.models.det.targets import assign, decode_predictions, detection_losses
+from xmkd.recipes.lidar_seg import subsample
+from xmkd.recipes.point_mlp import index_path
+
+
+@dataclass
+class DetAugment:
+    flip: bool = True  # mirror y
+    rotate: float = math.pi / 4  # uniform rotation about z in [-rotate, rotate]
+    scale: list[float] = field(default_factory=lambda: [0.95, 1.05])
+
+
+@dataclass
+class LidarDetModel:
+    second: SecondConfig = field(default_factory=SecondConfig)
+    classes: list[AnchorClass] = field(default_factory=lambda: list(KITTI_ANCHORS))
+    fov_only: bool = True  # keep the points inside the front camera's image
+    camera: str = "image_2"
+    max_points: int = 0  # training: subsample to this many points (0 = all)
+    augment: DetAugment = field(default_factory=DetAugment)
+    box_weight: float = 2.0
+    dir_weight: float = 0.2
+    score_threshold: float = 0.1
+    nms_threshold: float = 0.01
+    max_detections: int = 100
+
+
+@dataclass
+class LidarDetConfig(ExperimentConfig):
+    recipe: str = "lidar_det"
+    model: LidarDetModel = field(default_factory=LidarDetModel)
+
+
+def augment_scene(xyz: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, aug: DetAugment
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The same global flip / rotation / scale applied to points (N, 3) and LiDAR boxes (M, 7)."""
+    xyz, boxes = xyz.astype(np.float64).copy(), boxes.astype(np.float64).copy()
+    if aug.flip and rng.random() < 0.5:
+        xyz[:, 1] *= -1
+        boxes[:, 1] *= -1
+        boxes[:, 6] *= -1
+    a = rng.uniform(-aug.rotate, aug.rotate)
+    c, s = math.cos(a), math.sin(a)
+    rot = np.array([[c, -s], [s, c]])
+    xyz[:, :2] = xyz[:, :2] @ rot.T
+    boxes[:, :2] = boxes[:, :2] @ rot.T
+    boxes[:, 6] += a
+    k = rng.uniform(*aug.scale)
+    xyz *= k
+    boxes[:, :6] *= k
+    return xyz.astype(np.float32), boxes.astype(np.float32)
+
+
+def kitti_lines(boxes: np.ndarray, scores: np.ndarray, names: list[str], meta: dict[str, Any]) -> list[str]:
+    """KITTI `label_2` prediction lines (16 columns, with the score) for LiDAR boxes; boxes whose centre falls
+    outside the image are dropped, as the benchmark only scores the camera's view."""
+    if len(boxes) == 0:
+        return []
+    cam = lidar_to_kitti_camera(boxes.astype(np.float64), meta["T_rect_lidar"])
+    bbox, front = project_boxes_to_image(boxes, meta["K"], meta["T_cam_lidar"], meta["image_size"])
+    centre = project_points(boxes[:, :3].astype(np.float64), meta["K"], meta["T_cam_lidar"], meta["image_size"])
+    lines = []
+    for i in np.nonzero(front & centre.visible)[0]:
+        x, y, z, h, w, l, ry = cam[i]
+        ry = math.atan2(math.sin(ry), math.cos(ry))
+        alpha = float(rotation_y_to_alpha(ry, x, z))
+        x1, y1, x2, y2 = bbox[i]
+        lines.append(f"{names[i]} -1 -1 {alpha:.4f} {x1:.2f} {y1:.2f} {x2:.2f} {y2:.2f} {h:.4f} {w:.4f} {l:.4f} "
+                     f"{x:.4f} {y:.4f} {z:.4f} {ry:.4f} {scores[i]:.4f}")
+    return lines
+
+
+class LidarDetRecipe(Recipe):
+    name = "lidar_det"
+    schema = LidarDetConfig
+
+    @property
+    def voxel(self) -> list[float]:
+        d = self.cfg.data
+        return [d.voxel_size, d.voxel_size, d.voxel_z or d.voxel_size]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.cfg.model.classes]
+
+    def build(self) -> None:
+        d, m = self.cfg.data, self.cfg.model
+        grid = [round((d.point_range[i + 3] - d.point_range[i]) / v) for i, v in enumerate(self.voxel)]
+        if any(g % 8 for g in grid[:2]):
+            raise XmkdConfigError(f"data.point_range / voxel size gives a {grid[0]} x {grid[1]} BEV grid; SECOND "
+                                  "needs multiples of 8")
+        self.grid = grid
+        num_anchors = sum(len(c.rotations) for c in m.classes)
+        self.nets["net"] = Second(4, num_anchors, len(m.classes), grid[2], m.second).to(self.device)
+        self._anchors: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def anchors(self, ny: int, nx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat anchors (ny * nx * A, 7) of a BEV map and each one's class."""
+        if (ny, nx) not in self._anchors:
+            m = self.cfg.model
+            a = generate_anchors(m.classes, (ny, nx), self.cfg.data.point_range, self.device).reshape(-1, 7)
+            self._anchors[(ny, nx)] = (a, anchor_classes(m.classes).to(self.device).repeat(ny * nx))
+        return self._anchors[(ny, nx)]
+
+    # -- data -----------------------------------------------------------------------------------------------
+    def frames(self, split: str) -> IndexedFrames:
+        d = self.cfg.data
+        return IndexedFrames(index_path(self.cfg), split, None, cameras=[self.cfg.model.camera], root=d.root)
+
+    def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
+        m, d = self.cfg.model, self.cfg.data
+        cam = frame.cameras.get(m.camera)
+        if cam is None:
+            raise ValueError(f"{frame.source}: lidar_det needs camera {m.camera!r} (for its view and the outputs)")
+        xyz, intensity = frame.points[:, :3], frame.field("intensity")
+        if m.fov_only:
+            seen = project_points(xyz, cam.K, cam.T_cam_lidar, cam.image_size).visible
+            xyz, intensity = xyz[seen], intensity[seen]
+        if frame.boxes is not None and len(frame.boxes):
+            known = np.isin(frame.boxes.names, self.class_names)
+            boxes = frame.boxes.boxes[known].astype(np.float32)
+            labels = np.array([self.class_names.index(n) for n in frame.boxes.names[known]], np.int64)
+        else:
+            boxes, labels = np.zeros((0, 7), np.float32), np.zeros(0, np.int64)
+        if rng is not None:
+            xyz, boxes = augment_scene(xyz, boxes, rng, m.augment)
+        keep = in_range(xyz, d.point_range)
+        if rng is not None:
+            keep = subsample(keep, m.max_points, rng)
+        inside = in_range(boxes[:, :3], d.point_range) if len(boxes) else np.zeros(0, bool)
+        meta = {"frame_id": frame.frame_id, "K": cam.K, "T_cam_lidar": cam.T_cam_lidar,
+                "T_rect_lidar": frame.meta.get("T_rect_lidar", cam.T_cam_lidar), "image_size": cam.image_size}
+        return {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], intensity[keep]]).astype(np.float32),
+                "boxes": boxes[inside], "labels": labels[inside], "meta": meta}
+
+    def train_dataset(self) -> FrameSamples:
+        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+
+    def val_dataset(self) -> FrameSamples:
+        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+
+    def collate(self, samples: list[dict]) -> dict:
+        batch = voxel_batch([s["xyz"] for s in samples], [s["features"] for s in samples], self.voxel,
+                            self.cfg.data.point_range, multiple=8)
+        batch["gt_boxes"] = [torch.from_numpy(s["boxes"]) for s in samples]
+        batch["gt_labels"] = [torch.from_numpy(s["labels"]) for s in samples]
+        batch["meta"] = [s["meta"] for s in samples]
+        return batch
+
+    # -- steps ----------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        m = self.cfg.model
+        out = self.nets["net"](batch)
+        b, ny, nx = out["cls"].shape[:3]
+        anchors, a_cls = self.anchors(ny, nx)
+        terms: dict[str, list[torch.Tensor]] = {}
+        for i in range(b):
+            t = assign(anchors, a_cls, m.classes, batch["gt_boxes"][i], batch["gt_labels"][i])
+            losses = detection_losses(out["cls"][i].reshape(-1, len(m.classes)), out["box"][i].reshape(-1, 7),
+                                      out["dir"][i].reshape(-1, out["dir"].shape[-1]), anchors, t, len(m.classes),
+                                      m.box_weight, m.dir_weight)
+            for k, v in losses.items():
+                terms.setdefault(k, []).append(v)
+        return {k: torch.stack(v).mean() for k, v in terms.items()}
+
+    @torch.no_grad()
+    def detect(self, batch: dict) -> list[dict[str, np.ndarray]]:
+        """Per sample: LiDAR boxes (K, 7), scores and class names after NMS."""
+        m = self.cfg.model
+        out = self.nets["net"](batch)
+        b, ny, nx = out["cls"].shape[:3]
+        anchors, _ = self.anchors(ny, nx)
+        dets = []
+        for i in range(b):
+            d = decode_predictions(out["cls"][i].reshape(-1, len(m.classes)), out["box"][i].reshape(-1, 7),
+                                   out["dir"][i].reshape(-1, out["dir"].shape[-1]), anchors, m.score_threshold,
+                                   m.nms_threshold, post_max=m.max_detections)
+            dets.append({"boxes": d["boxes"].cpu().numpy(), "scores": d["scores"].cpu().numpy(),
+                         "names": [self.class_names[j] for j in d["labels"].tolist()]})
+        return dets
+
+    def write_predictions(self, batch: dict, folder: Path) -> list[str]:
+        """KITTI prediction files for the batch's frames; returns their ids."""
+        ids = []
+        for det, meta in zip(self.detect(batch), batch["meta"]):
+            lines = kitti_lines(det["boxes"], det["scores"], det["names"], meta)
+            name = Path(meta["frame_id"]).name  # "testing/000123" -> 000123.txt, as the benchmark wants
+            atomic_write_text(folder / f"{name}.txt", "".join(line + "\n" for line in lines), fsync=False)
+            ids.append(name)
+        return ids
+
+    @torch.no_grad()
+    def validate(self, batches: Iterable[dict]) -> dict[str, float]:
+        folder = Path(self.cfg.output_dir) / self.cfg.name / "val_predictions"
+        ids = [fid for batch in batches for fid in self.write_predictions(batch, folder)]
+        all_ids = sorted({i for part in distributed.all_gather_object(ids) for i in part})
+        split = folder / "split.txt"
+        if distributed.is_main():
+            atomic_write_text(split, "\n".join(all_ids) + "\n", fsync=False)
+        distributed.barrier()
+        gt = Path(self.cfg.data.root) / "training" / "label_2"
+        ap = evaluate_folders(gt, folder, split)
+        metrics = {}
+        for cls in self.class_names:
+            for metric in ("3d", "bev"):
+                for diff in ("easy", "moderate", "hard"):
+                    key = f"{cls}/{metric}/R40/strict/{diff}"
+                    if key in ap:
+                        metrics[f"{cls.lower()}_{metric}_r40_{diff}"] = ap[key]
+        return metrics
