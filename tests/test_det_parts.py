@@ -197,3 +197,22 @@ def test_targets_losses_and_decoding_recover_the_boxes():
     losses = detection_losses(cls_r, box_r, dir_r, anchors, t, 3)
     sum(losses.values()).backward()
     assert cls_r.grad.abs().sum() > 0 and dir_r.grad.abs().sum() > 0
+
+
+def test_mono_detector_forward_backward_on_the_teacher_grid():
+    from xmkd.models.det.mono import MonoConfig, MonoDetector
+    from xmkd.models.det.second import SecondConfig
+
+    det = SecondConfig(bev_channels=32, bev_layers=[1, 1], bev_filters=[32, 64], up_filters=[32, 32])
+    model = MonoDetector(MonoConfig(depth="resnet18", depth_bins=20, frustum_channels=16, grid_z=4), det, 6, 3,
+                         [0.0, -12.8, -3.0, 25.6, 12.8, 1.0], (16, 16))
+    assert model.stride == 8
+    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 24], [0, 0, 1]])
+    T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]])
+    batch = {"images": torch.randint(0, 255, (2, 3, 48, 128), dtype=torch.uint8), "lidar_to_image": (K @ T)[None]
+             .repeat(2, 1, 1)}
+    out = model(batch)
+    assert out["bev"].shape == (2, 32, 16, 16) and out["cls"].shape == (2, 16, 16, 6, 3)
+    assert out["depth_logits"].shape == (2, 21, 6, 16)
+    (out["cls"].sum() + out["box"].sum() + out["bev"].sum()).backward()
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0 and model.depth_head[0].weight.grad.abs().sum() > 0

@@ -61,3 +61,86 @@ def test_infer_refuses_a_segmentation_run(tmp_path, capsys):
     (tmp_path / "checkpoints").mkdir()
     assert main(["infer", str(tmp_path), "--split", "val", "--out", str(tmp_path / "o")]) == 1
     assert "does not predict boxes" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def teacher_run(kitti, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    recipe = get_recipe("lidar_det")
+    cfg = load_config(REPO / "configs" / "lidar_det" / "synthetic.yaml", [
+        f"data.root={kitti}", f"output_dir={out}", "name=teacher", "data.num_workers=0", "train.max_iters=2",
+        "train.val_every=2", "train.ckpt_every=2"], schema=recipe.schema)
+    Trainer(cfg, recipe, progress=False).fit()
+    return out / "teacher"
+
+
+def hsrdn(kitti, tmp_path, *extra):
+    import torch
+
+    recipe_cls = get_recipe("hsrdn")
+    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic.yaml", [
+        f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0", "data.image_size=[160,48]", *extra],
+        schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    return recipe
+
+
+def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run, tmp_path):
+    import torch
+
+    ckpt = teacher_run / "checkpoints" / "last.pt"
+    recipe = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}")
+    teacher, student = recipe.nets["teacher"], recipe.nets["net"]
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    teacher.eval()
+    # the student's BEV backbone and head start from the teacher's
+    assert torch.equal(student.bev.head.cls.weight, teacher.bev.head.cls.weight)
+    ds = recipe.train_dataset()
+    sample = ds[(0, 0)]
+    assert (sample["depth"] > 0).sum() > 20  # projected LiDAR depth for the depth loss
+    for batch_size in (1, 2):
+        batch = recipe.collate([ds[(0, i)] for i in range(batch_size)])
+        losses = recipe.training_step(batch, 0)
+        assert {"bev", "distance", "angle", "resp_cls", "resp_box", "resp_dir", "depth"} <= set(losses)
+        assert losses["distance"] > 0 and losses["angle"] > 0
+        student.zero_grad()
+        losses["distance"].backward(retain_graph=True)  # the relation terms alone reach the image backbone
+        assert student.backbone.conv1.weight.grad.abs().sum() > 0
+        sum(v for k, v in losses.items() if k != "distance").backward()
+        assert all(p.grad is None for p in teacher.parameters())
+    bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev")
+    batch = bev_stage.collate([bev_stage.train_dataset()[(0, 0)]])
+    assert set(bev_stage.training_step(batch, 0)) == {"bev", "distance", "angle", "depth"}
+    cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.weights.distance=0",
+                 "model.weights.angle=0")
+    assert not {"distance", "angle"} & set(cmkd.training_step(batch, 0))
+
+
+def test_student_run_then_kitti_evaluation(kitti, teacher_run, tmp_path):
+    recipe = get_recipe("hsrdn")
+    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic.yaml", [
+        f"data.root={kitti}", f"output_dir={tmp_path}", "name=student", "data.num_workers=0",
+        "data.image_size=[160,48]", f"model.teacher_checkpoint={teacher_run / 'checkpoints' / 'last.pt'}",
+        "train.max_iters=2", "train.val_every=2", "train.ckpt_every=2"], schema=recipe.schema)
+    metrics = Trainer(cfg, recipe, progress=False).fit()
+    assert "car_3d_r40_moderate" in metrics
+    out = tmp_path / "pred"
+    assert main(["infer", str(tmp_path / "student"), "--split", "val", "--out", str(out), "--quiet",
+                 "--workers", "0"]) == 0
+    assert main(["eval-kitti", "--gt", str(kitti / "training" / "label_2"), "--pred", str(out), "--split",
+                 str(kitti / "ImageSets" / "val.txt")]) == 0
+
+
+def test_ground_truth_baseline_needs_no_teacher_and_distillation_does(kitti, tmp_path):
+    from xmkd.errors import XmkdConfigError
+
+    base = hsrdn(kitti, tmp_path, "model.teacher_checkpoint=''", "model.weights.bev=0", "model.weights.response_cls=0",
+                 "model.weights.response_box=0", "model.weights.response_dir=0", "model.weights.distance=0",
+                 "model.weights.angle=0", "model.weights.gt=1")
+    assert "teacher" not in base.nets
+    losses = base.training_step(base.collate([base.train_dataset()[(0, 0)]]), 0)
+    assert {"gt_cls", "gt_box", "gt_dir", "depth"} == set(losses)
+    with pytest.raises(XmkdConfigError, match="teacher_checkpoint"):
+        hsrdn(kitti, tmp_path, "model.teacher_checkpoint=''")

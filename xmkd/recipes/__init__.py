@@ -13,6 +13,7 @@ RECIPES: dict[str, str] = {
     "u2mkd": "xmkd.recipes.u2mkd:U2MKDRecipe",
     "camera_seg": "xmkd.recipes.camera_seg:CameraSegRecipe",
     "lidar_det": "xmkd.recipes.lidar_det:LidarDetRecipe",
+    "hsrdn": "xmkd.recipes.hsrdn:HSRDNRecipe",
 }
 
 

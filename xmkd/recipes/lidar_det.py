@@ -184,8 +184,11 @@ class LidarDetRecipe(Recipe):
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        return self.gt_losses(self.nets["net"](batch), batch)
+
+    def gt_losses(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        """Detection losses of a head's outputs against the ground-truth boxes, averaged over the batch."""
         m = self.cfg.model
-        out = self.nets["net"](batch)
         b, ny, nx = out["cls"].shape[:3]
         anchors, a_cls = self.anchors(ny, nx)
         terms: dict[str, list[torch.Tensor]] = {}
