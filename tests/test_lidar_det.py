@@ -54,6 +54,14 @@ def test_second_overfits_two_frames_and_writes_kitti_predictions(kitti, tmp_path
     assert main(["eval-kitti", "--gt", str(kitti / "training" / "label_2"), "--pred", str(out), "--split",
                  str(kitti / "ImageSets" / "train.txt"), "--json", str(tmp_path / "ap.json")]) == 0
     assert "Car/3d/R40/strict/moderate" in json.loads((tmp_path / "ap.json").read_text())
+    # predicted (red) and ground-truth (green) boxes drawn on the image and in the bird's-eye view
+    from PIL import Image
+
+    fid = files[0].stem
+    assert main(["viz", "kitti_object", "--root", str(kitti), "--frame", fid, "--pred", str(out), "--out",
+                 str(tmp_path / "viz")]) == 0
+    img = np.asarray(Image.open(tmp_path / "viz" / f"{fid}_image_2_boxes.png"))
+    assert (img == [235, 40, 40]).all(-1).sum() > 50 and (img == [40, 220, 40]).all(-1).sum() > 50
 
 
 def test_infer_refuses_a_segmentation_run(tmp_path, capsys):

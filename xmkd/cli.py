@@ -183,6 +183,20 @@ def _format_summary(info: dict) -> str:
     return "\n".join(lines)
 
 
+def _kitti_predictions(folder: str, frame):
+    """LiDAR boxes of the frame's KITTI prediction file `<folder>/<frame id>.txt`."""
+    from pathlib import Path
+
+    from xmkd.data.readers.kitti_files import read_label_file
+    from xmkd.geometry.boxes import kitti_camera_to_lidar
+
+    if "T_rect_lidar" not in frame.meta:
+        raise XmkdError("--pred reads KITTI prediction files: use it with kitti_object frames")
+    objs = read_label_file(Path(folder) / f"{Path(frame.frame_id).name}.txt")
+    care = objs.names != "DontCare"
+    return kitti_camera_to_lidar(objs.camera_boxes[care], frame.meta["T_rect_lidar"])
+
+
 def _cmd_viz(args: argparse.Namespace) -> int:
     from xmkd.data.labels import get_label_space
     from xmkd.viz.frame import save_frame_pictures
@@ -209,7 +223,8 @@ def _cmd_viz(args: argparse.Namespace) -> int:
             raise XmkdError(f"no frame {args.frame!r} in {args.source} under {args.root}")
         frame = reader.load(reader.check(rec))
     cameras = args.cameras.split(",") if args.cameras else None
-    for path in save_frame_pictures(frame, space, args.out, cameras):
+    pred = _kitti_predictions(args.pred, frame) if args.pred else None
+    for path in save_frame_pictures(frame, space, args.out, cameras, pred):
         print(path)
     return 0
 
@@ -328,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", type=int, default=0, help="synthetic: scene index")
     p.add_argument("--label-space", help="colour points and pixels in this label space (default nuscenes16)")
     p.add_argument("--cameras", help="comma-separated camera names (default: all)")
+    p.add_argument("--pred", help="kitti_object: folder of KITTI prediction files (`xmkd infer`) to draw in red")
     p.add_argument("--out", default="viz", help="output folder for the PNG files")
     p.set_defaults(handler=_cmd_viz)
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from xmkd.data.frame import CameraView, Frame
 from xmkd.data.labels import LabelSpace
-from xmkd.geometry.boxes import bev_corners
+from xmkd.geometry.boxes import bev_corners, box_corners
 from xmkd.geometry.camera import pixel_indices, project_points
 
 
@@ -87,9 +87,38 @@ def bev_figure(frame: Frame, space: LabelSpace | None, extent: float = 50.0, pre
     return image
 
 
+# box_corners index pairs of the 12 edges, and the front face's diagonals (to show the heading)
+_EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7), (0, 5),
+          (1, 4)]
+
+
+def boxes_overlay(cam: CameraView, boxes: np.ndarray, color: tuple[int, int, int], image: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """LiDAR boxes (M, 7) drawn as projected 3D wireframes (front face crossed) on the image; boxes with a
+    corner behind the camera are skipped."""
+    img = (cam.image if image is None else image).copy()
+    h, w = img.shape[:2]
+    if len(boxes) == 0:
+        return img
+    corners = box_corners(np.asarray(boxes, np.float64))
+    proj = project_points(corners.reshape(-1, 3), cam.K, cam.T_cam_lidar, cam.image_size, min_depth=0.1)
+    uv, depth = proj.uv.reshape(-1, 8, 2), proj.depth.reshape(-1, 8)
+    for box_uv, box_depth in zip(uv, depth):
+        if (box_depth <= 0.1).any():
+            continue
+        for a, b in _EDGES:
+            n = int(max(abs(box_uv[b] - box_uv[a]).max(), 1))
+            t = np.linspace(0, 1, n + 1)[:, None]
+            pts = np.round(box_uv[a] + t * (box_uv[b] - box_uv[a])).astype(np.int64)
+            ok = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+            img[pts[ok, 1], pts[ok, 0]] = color
+    return img
+
+
 def save_frame_pictures(frame: Frame, space: LabelSpace | None, out_dir: str | Path,
-                        cameras: list[str] | None = None) -> list[Path]:
-    """Write <frame>_<camera>_{image,labels,points}.png and <frame>_bev.png; returns the paths."""
+                        cameras: list[str] | None = None, pred_boxes: np.ndarray | None = None) -> list[Path]:
+    """Write <frame>_<camera>_{image,labels,points,boxes}.png and <frame>_bev.png; returns the paths. Ground-truth
+    boxes are drawn in green (black in the bird's-eye view), `pred_boxes` (M, 7, LiDAR frame) in red."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -107,5 +136,9 @@ def save_frame_pictures(frame: Frame, space: LabelSpace | None, out_dir: str | P
         if cam.labels is not None and space is not None:
             save(f"{name}_labels", label_overlay(cam, space))
         save(f"{name}_points", points_overlay(cam, frame.points, frame.labels, space))
-    save("bev", bev_figure(frame, space))
+        if (frame.boxes is not None and len(frame.boxes)) or pred_boxes is not None:
+            img = boxes_overlay(cam, frame.boxes.boxes if frame.boxes is not None else np.zeros((0, 7)), (40, 220, 40))
+            save(f"{name}_boxes", boxes_overlay(cam, np.zeros((0, 7)) if pred_boxes is None else pred_boxes,
+                                                (235, 40, 40), img))
+    save("bev", bev_figure(frame, space, pred_boxes=pred_boxes))
     return paths
