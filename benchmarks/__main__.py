@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m benchmarks [NAME ...]` (default: all but the hour-long u2mkd); each prints a table."""
+"""Run benchmarks: `python -m benchmarks [NAME ...]` (default: all but the training ones); each prints a table."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ BENCHMARKS = {
     "engine": "benchmarks.bench_engine",
     "kitti_eval": "benchmarks.bench_kitti_eval",
     "u2mkd": "benchmarks.bench_u2mkd",
+    "hsrdn": "benchmarks.bench_hsrdn",
 }
+SLOW = {"u2mkd", "hsrdn"}  # training benchmarks (about an hour each on 2 cores): run them by name
 
 
 def main(argv: list[str]) -> int:
-    names = argv or [n for n in BENCHMARKS if n != "u2mkd"]  # u2mkd trains for over an hour: ask for it
+    names = argv or [n for n in BENCHMARKS if n not in SLOW]
     for name in names:
         if name not in BENCHMARKS:
             print(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
