@@ -1,0 +1,43 @@
+"""Source-to-target stylisation for FtD++'s domain-preserving distillation (METHODS.md section 2).
+
+- `fda`: Fourier domain adaptation: the source image keeps its phase and takes the target's low-frequency
+  amplitude (a centred square of half-width L * min(H, W) in the shifted spectrum, L = 0.1).
+- `mixup`: a convex blend of the source image toward a target image.
+- `density_transfer`: rescales a source point cloud so its points-per-volume (bounding-box volume per point)
+  matches the target's: alpha = (v_s / v_t)^(-1/3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fda(source: np.ndarray, target: np.ndarray, L: float = 0.1) -> np.ndarray:
+    """(H, W, 3) uint8 images of the same size -> the stylised source, uint8."""
+    if source.shape != target.shape:
+        raise ValueError(f"fda needs images of one size, got {source.shape} and {target.shape}")
+    s = np.fft.fftshift(np.fft.fft2(source.astype(np.float64), axes=(0, 1)), axes=(0, 1))
+    t = np.fft.fftshift(np.fft.fft2(target.astype(np.float64), axes=(0, 1)), axes=(0, 1))
+    amp, phase = np.abs(s), np.angle(s)
+    h, w = source.shape[:2]
+    b = int(np.floor(min(h, w) * L))
+    ch, cw = h // 2, w // 2
+    amp[ch - b: ch + b + 1, cw - b: cw + b + 1] = np.abs(t)[ch - b: ch + b + 1, cw - b: cw + b + 1]
+    out = np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * phase), axes=(0, 1)), axes=(0, 1)).real
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def mixup(source: np.ndarray, target: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) * source + weight * target, uint8."""
+    return np.clip(np.round((1 - weight) * source.astype(np.float64) + weight * target), 0, 255).astype(np.uint8)
+
+
+def volume_per_point(xyz: np.ndarray) -> float:
+    extent = np.maximum(xyz.max(0) - xyz.min(0), 1e-6)
+    return float(np.prod(extent) / max(len(xyz), 1))
+
+
+def density_transfer(source_xyz: np.ndarray, target_xyz: np.ndarray) -> tuple[np.ndarray, float]:
+    """The source points scaled about the sensor by alpha = (v_s / v_t)^(-1/3), and alpha."""
+    alpha = (volume_per_point(source_xyz) / volume_per_point(target_xyz)) ** (-1 / 3)
+    return (source_xyz * alpha).astype(source_xyz.dtype), float(alpha)
