@@ -62,3 +62,62 @@ def test_short_day_to_night_run(domains, tmp_path):
     metrics = Trainer(cfg, recipe, progress=False).fit()
     assert {"miou_2d", "miou_3d", "miou_xm"} <= set(metrics)
     assert all(0 <= metrics[k] <= 1 for k in ("miou_2d", "miou_3d", "miou_xm"))
+
+
+def test_pseudo_label_refinement_on_a_hand_made_example():
+    from xmkd.data.pseudo_labels import IGNORE, PseudoLabels, class_thresholds, refine
+
+    prob = np.array([0.2, 0.5, 0.8, 0.95, 0.99, 0.3, 0.4])
+    label = np.array([0, 0, 0, 0, 0, 1, 1])
+    thr = class_thresholds(prob, label, 3)
+    assert np.allclose(thr, [0.8, 0.35, 0.9])  # class 0: median 0.8; class 1: median 0.35; class 2: none -> cap
+    assert refine(prob, label, thr).tolist() == [IGNORE, IGNORE, 0, 0, 0, IGNORE, 1]
+    high = np.array([0.95, 0.97, 0.99])
+    assert class_thresholds(high, np.zeros(3, int), 1)[0] == 0.9  # the cap
+    pl = PseudoLabels(2)
+    pl.add("f", 6, np.array([1, 3, 4]), np.array([0.9, 0.2, 0.8]), np.array([1, 1, 0]), np.ones(3), np.zeros(3))
+    pl.finish()
+    l2, l3 = pl.refined("f")
+    assert l2.tolist() == [IGNORE, 1, IGNORE, IGNORE, 0, IGNORE] and l3.tolist() == [IGNORE, 0, IGNORE, 0, 0, IGNORE]
+
+
+def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path):
+    from xmkd.cli import main
+    from xmkd.data.pseudo_labels import PseudoLabels
+
+    recipe_cls = get_recipe("ftd")
+    common = [f"data.root={domains['day']}", f"target.root={domains['night']}", f"output_dir={tmp_path}",
+              "data.train_split=mini_train", "target.train_split=mini_train", "target.val_split=mini_val",
+              "data.num_workers=0", "data.image_size=[96,54]", "target.image_size=[96,54]",
+              "model.backbone_2d=resnet18", "model.max_points=1500"]
+    cfg = load_config(REPO / "configs" / "ftd" / "synthetic_day_night.yaml", common, schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    assert set(recipe.emas()) == {"net2d", "net3d", "fusion"}
+    ds = recipe.train_dataset()
+    batch = recipe.collate([ds[(0, 0)], ds[(0, 1)]])
+    styled, source = batch["styled"], batch["source"]
+    assert len(styled["point_uv"]) == len(source["point_uv"])  # the stylised copy keeps every point
+    assert not torch.equal(styled["images"], source["images"])
+    losses = recipe.training_step(batch, 0)
+    assert set(losses) == {"seg_fused", "seg_3d", "xm_src", "xm_trg", "cons"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for e in recipe.emas().values() for p in e.module.parameters())
+    assert recipe.nets["fusion"]["mffm"].ea.q.weight.grad.abs().sum() > 0
+    # train a few steps, pseudo-label the target, retrain with xDPL
+    cfg = load_config(REPO / "configs" / "ftd" / "synthetic_day_night.yaml",
+                      [*common, "name=stage1", "train.max_iters=2", "train.val_every=2", "train.ckpt_every=2"],
+                      schema=recipe_cls.schema)
+    Trainer(cfg, recipe_cls, progress=False).fit()
+    out = tmp_path / "pl.npz"
+    assert main(["pseudo-label", str(tmp_path / "stage1"), "--split", "mini_train", "--out", str(out), "--quiet",
+                 "--workers", "0"]) == 0
+    pl = PseudoLabels.load(out)
+    assert len(pl.frames) == 2
+    cfg = load_config(REPO / "configs" / "ftd" / "synthetic_day_night.yaml",
+                      [*common, "name=stage2", "train.max_iters=2", "train.val_every=2", "train.ckpt_every=2",
+                       "model.lambda_pl=1.0", f"model.pseudo_labels={out}"], schema=recipe_cls.schema)
+    metrics = Trainer(cfg, recipe_cls, progress=False).fit()
+    assert {"miou_2d", "miou_3d", "miou_xm"} <= set(metrics)
+    rows = [r for r in (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines() if '"pl"' in r]
+    assert rows  # the pseudo-label loss was part of training

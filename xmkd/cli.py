@@ -8,21 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from xmkd import __version__
 from xmkd.errors import XmkdError
-
-NOT_AVAILABLE_EXIT = 2
-
-
-def _not_available(issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"xmkd {args.command}: not available yet ({issue} is not implemented in this version).",
-              file=sys.stderr)
-        return NOT_AVAILABLE_EXIT
-
-    return handler
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -103,6 +92,16 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     n = infer_split(args.run_dir, args.split, args.out, ckpt=args.ckpt, device=args.device, workers=args.workers,
                     progress=not args.quiet)
     print(f"wrote {n} KITTI prediction files to {args.out} (score them with `xmkd eval-kitti`)")
+    return 0
+
+
+def _cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from xmkd.engine.predict import pseudo_label_split
+
+    report = pseudo_label_split(args.run_dir, args.split, args.out, ckpt=args.ckpt, device=args.device,
+                                workers=args.workers, progress=not args.quiet)
+    print(f"pseudo-labels for {report['frames']} frames -> {args.out} (kept after refinement: "
+          f"2D {100 * report['kept']['2d']:.1f}%, 3D {100 * report['kept']['3d']:.1f}%)")
     return 0
 
 
@@ -329,9 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
     p.add_argument("run_dir")
-    p.add_argument("--split", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(handler=_not_available("the domain-adaptation recipes"))
+    p.add_argument("--split", required=True, help="target split to label, e.g. the target's train split")
+    p.add_argument("--out", required=True, help="output file (.npz); then model.pseudo_labels=<out>")
+    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_pseudo_label)
 
     p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view (PNG files)")
     p.add_argument("source", choices=["synthetic", *datasets],

@@ -114,3 +114,42 @@ def infer_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | Pa
     for batch in tqdm(loader, desc=f"infer {split}", disable=not progress):
         count += len(recipe.write_predictions(to_device(batch, recipe.device), Path(out)))
     return count
+
+
+class _WithIds:
+    def __init__(self, collate: Any):
+        self.collate = collate
+
+    def __call__(self, samples: list[dict[str, Any]]) -> tuple[Any, list[tuple[str, int, np.ndarray]]]:
+        return self.collate(samples), [(s["frame_id"], int(s["points"]), s["raw"]) for s in samples]
+
+
+def pseudo_label_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | Path | None = None,
+                       device: str = "cpu", workers: int = 1, progress: bool = True) -> dict[str, Any]:
+    """2D (fused) and 3D predictions of a domain-adaptation run for every point of a target split -> `out`."""
+    from xmkd.data.dataset import FrameSamples
+    from xmkd.data.pseudo_labels import PseudoLabels
+
+    config = Path(run_dir) / "config.yaml"
+    name = peek_recipe(config) if config.exists() else ""
+    if name and not hasattr(get_recipe(name), "predict_all"):
+        raise XmkdError(f"{run_dir}: recipe {name!r} has no 2D / 3D predictions to pseudo-label with")
+    recipe = load_trained(run_dir, ckpt, device)
+    samples = FrameSamples(recipe.frames(split), recipe.make_sample, recipe.cfg.seed, train=False)
+    loader = DataLoader(samples, batch_size=recipe.cfg.data.batch_size, num_workers=workers,
+                        collate_fn=_WithIds(recipe.collate))
+    labels = PseudoLabels(recipe.space.num_classes)
+    for batch, ids in tqdm(loader, desc=f"pseudo-label {split}", disable=not progress):
+        probs = recipe.predict_all(to_device(batch, recipe.device))
+        p2, l2 = (t.cpu().numpy() for t in probs["2d"].max(1))
+        p3, l3 = (t.cpu().numpy() for t in probs["3d"].max(1))
+        offset = 0
+        for frame_id, points, raw in ids:
+            part = slice(offset, offset + len(raw))
+            labels.add(frame_id, points, raw, p2[part], l2[part], p3[part], l3[part])
+            offset += len(raw)
+    labels.finish()
+    labels.save(out)
+    kept = {m: float(np.mean([(labels.refined(f)[i] != 255).sum() / max(1, len(v["raw"]))
+                              for f, v in labels.frames.items()])) for i, m in enumerate(("2d", "3d"))}
+    return {"frames": len(labels.frames), "kept": kept}

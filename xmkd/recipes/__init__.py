@@ -15,6 +15,7 @@ RECIPES: dict[str, str] = {
     "lidar_det": "xmkd.recipes.lidar_det:LidarDetRecipe",
     "hsrdn": "xmkd.recipes.hsrdn:HSRDNRecipe",
     "xmuda": "xmkd.recipes.xmuda:XMUDARecipe",
+    "ftd": "xmkd.recipes.ftd:FtDRecipe",
 }
 
 

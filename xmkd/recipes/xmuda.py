@@ -139,15 +139,18 @@ class XMUDARecipe(Recipe):
     def frames(self, split: str) -> IndexedFrames:  # `xmkd predict` / pseudo-labels: the target domain
         return self.frames_of(self.cfg.target, split)
 
-    def sample_maker(self, d: DataConfig):
+    def sample_maker(self, domain: str):
+        d = self.cfg.data if domain == "source" else self.cfg.target
+
         def make(frame: Frame, rng: np.random.Generator | None) -> dict[str, Any]:
-            return self.make_domain_sample(frame, rng, d)
+            return self.make_domain_sample(frame, rng, d, domain)
         return make
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, Any]:
-        return self.make_domain_sample(frame, rng, self.cfg.target)
+        return self.make_domain_sample(frame, rng, self.cfg.target, "target")
 
-    def make_domain_sample(self, frame: Frame, rng: np.random.Generator | None, d: DataConfig) -> dict[str, Any]:
+    def make_domain_sample(self, frame: Frame, rng: np.random.Generator | None, d: DataConfig, domain: str
+                           ) -> dict[str, Any]:
         m = self.cfg.model
         cam = frame.cameras.get(m.camera)
         if cam is None:
@@ -170,18 +173,18 @@ class XMUDARecipe(Recipe):
         # augmentation may move a point off the grid: drop it (the camera pairing is unaffected)
         keep &= in_range(xyz, d.point_range)
         return {"xyz": xyz[keep].astype(np.float32), "uv": uv[keep], "labels": labels[keep], "image": image,
-                "raw": np.nonzero(keep)[0]}
+                "raw": np.nonzero(keep)[0], "frame_id": frame.frame_id, "points": n_key}
 
     def train_dataset(self) -> Dataset:
         c = self.cfg
-        source = FrameSamples(self.frames_of(c.data, c.data.train_split), self.sample_maker(c.data), c.seed, True)
-        target = FrameSamples(self.frames_of(c.target, c.target.train_split), self.sample_maker(c.target), c.seed,
+        source = FrameSamples(self.frames_of(c.data, c.data.train_split), self.sample_maker("source"), c.seed, True)
+        target = FrameSamples(self.frames_of(c.target, c.target.train_split), self.sample_maker("target"), c.seed,
                               True)
         return PairedSamples(source, target, c.seed)
 
     def val_dataset(self) -> Dataset:
         t = self.cfg.target
-        return FrameSamples(self.frames_of(t, t.val_split), self.sample_maker(t), self.cfg.seed, train=False)
+        return FrameSamples(self.frames_of(t, t.val_split), self.sample_maker("target"), self.cfg.seed, train=False)
 
     def _domain_batch(self, samples: list[dict[str, Any]], d: DataConfig) -> dict[str, Any]:
         batch = voxel_batch([s["xyz"] for s in samples], [np.ones((len(s["xyz"]), 1), np.float32) for s in samples],

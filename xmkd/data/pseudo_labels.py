@@ -1,0 +1,88 @@
+"""Offline pseudo-labels for FtD++ / xMUDA (xDPL): per target frame, the max probability and label of the 2D
+(fused) and 3D predictions for every point the model saw; refinement keeps, per predicted class, the points whose
+probability reaches `min(median probability of that class, 0.9)` and sets the rest to ignore."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xmkd.errors import XmkdDataError
+from xmkd.io import atomic_write_bytes
+
+IGNORE = 255
+
+
+def class_thresholds(prob: np.ndarray, label: np.ndarray, num_classes: int, cap: float = 0.9) -> np.ndarray:
+    """Per class min(median probability of the points predicted as that class, cap); cap where none is."""
+    out = np.full(num_classes, cap, np.float64)
+    for c in range(num_classes):
+        p = prob[label == c]
+        if len(p):
+            out[c] = min(float(np.median(p)), cap)
+    return out
+
+
+def refine(prob: np.ndarray, label: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Labels whose probability is below their class threshold become IGNORE."""
+    return np.where(prob >= thresholds[label], label, IGNORE).astype(np.int64)
+
+
+@dataclass
+class PseudoLabels:
+    num_classes: int
+    frames: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # id -> raw, points, prob/label 2d/3d
+    thresholds: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, frame_id: str, num_points: int, raw: np.ndarray, prob_2d: np.ndarray, label_2d: np.ndarray,
+            prob_3d: np.ndarray, label_3d: np.ndarray) -> None:
+        self.frames[frame_id] = {"points": np.array(num_points), "raw": raw.astype(np.int64),
+                                 "prob_2d": prob_2d.astype(np.float32), "label_2d": label_2d.astype(np.int64),
+                                 "prob_3d": prob_3d.astype(np.float32), "label_3d": label_3d.astype(np.int64)}
+
+    def finish(self) -> None:
+        """Per-class thresholds over every frame (the refinement's statistics)."""
+        for m in ("2d", "3d"):
+            prob = np.concatenate([f[f"prob_{m}"] for f in self.frames.values()]) if self.frames else np.zeros(0)
+            label = np.concatenate([f[f"label_{m}"] for f in self.frames.values()]) if self.frames else np.zeros(0,
+                                                                                                                int)
+            self.thresholds[m] = class_thresholds(prob, label, self.num_classes)
+
+    def refined(self, frame_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(2D, 3D) refined labels for every keyframe point of a frame (IGNORE where unseen or unsure)."""
+        f = self.frames.get(frame_id)
+        if f is None:
+            raise XmkdDataError("no pseudo-labels for this frame (was the file made from this split?)",
+                                source=frame_id)
+        out = []
+        for m in ("2d", "3d"):
+            full = np.full(int(f["points"]), IGNORE, np.int64)
+            full[f["raw"]] = refine(f[f"prob_{m}"], f[f"label_{m}"], self.thresholds[m])
+            out.append(full)
+        return out[0], out[1]
+
+    def save(self, path: str | Path) -> Path:
+        arrays = {"num_classes": np.array(self.num_classes), "ids": np.array(list(self.frames), dtype=str)}
+        for i, f in enumerate(self.frames.values()):
+            arrays.update({f"{i}/{k}": v for k, v in f.items()})
+        for m, t in self.thresholds.items():
+            arrays[f"thresholds/{m}"] = t
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> PseudoLabels:
+        try:
+            data = np.load(path)
+        except FileNotFoundError:
+            raise XmkdDataError("pseudo-label file is missing (run `xmkd pseudo-label`)", source=str(path)) from None
+        out = cls(int(data["num_classes"]))
+        keys = ("points", "raw", "prob_2d", "label_2d", "prob_3d", "label_3d")
+        for i, fid in enumerate(data["ids"].tolist()):
+            out.frames[fid] = {k: data[f"{i}/{k}"] for k in keys}
+        out.thresholds = {m: data[f"thresholds/{m}"] for m in ("2d", "3d")}
+        return out
