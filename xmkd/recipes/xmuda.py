@@ -116,9 +116,10 @@ class XMUDARecipe(Recipe):
     def build(self) -> None:
         m = self.cfg.model
         self.space = get_label_space(self.cfg.data.label_space)
-        if self.cfg.target.label_space != self.cfg.data.label_space:
-            raise XmkdConfigError(f"target.label_space {self.cfg.target.label_space!r} differs from "
-                                  f"data.label_space {self.cfg.data.label_space!r}: the domains must share classes")
+        target_space = get_label_space(self.cfg.target.label_space)
+        if target_space.class_names != self.space.class_names:  # e.g. virtualkitti6 and semantickitti_vkitti6 agree
+            raise XmkdConfigError(f"target.label_space {target_space.name!r} and data.label_space {self.space.name!r} "
+                                  f"have different classes: {target_space.class_names} vs {self.space.class_names}")
         n = self.space.num_classes
         self.nets["net2d"] = nn.ModuleDict({"backbone": UNetResNet(m.backbone_2d, m.dropout_2d, m.pretrained_2d),
                                             "head": DualHead(64, n)}).to(self.device)
@@ -133,8 +134,12 @@ class XMUDARecipe(Recipe):
         return d.index or f"{d.root}/xmkd_index"
 
     # -- data -----------------------------------------------------------------------------------------------
+    def camera_of(self, d: DataConfig) -> str:
+        """The domain's camera: its `cameras[0]` (A2D2 and SemanticKITTI name theirs differently), else model.camera."""
+        return d.cameras[0] if d.cameras else self.cfg.model.camera
+
     def frames_of(self, d: DataConfig, split: str) -> IndexedFrames:
-        return IndexedFrames(self._index(d), split, d.label_space, cameras=[self.cfg.model.camera], root=d.root)
+        return IndexedFrames(self._index(d), split, d.label_space, cameras=[self.camera_of(d)], root=d.root)
 
     def frames(self, split: str) -> IndexedFrames:  # `xmkd predict` / pseudo-labels: the target domain
         return self.frames_of(self.cfg.target, split)
@@ -152,9 +157,9 @@ class XMUDARecipe(Recipe):
     def make_domain_sample(self, frame: Frame, rng: np.random.Generator | None, d: DataConfig, domain: str
                            ) -> dict[str, Any]:
         m = self.cfg.model
-        cam = frame.cameras.get(m.camera)
+        cam = frame.cameras.get(self.camera_of(d))
         if cam is None:
-            raise ValueError(f"{frame.source}: no camera {m.camera!r} (have {sorted(frame.cameras)})")
+            raise ValueError(f"{frame.source}: no camera {self.camera_of(d)!r} (have {sorted(frame.cameras)})")
         size = tuple(d.image_size) if d.image_size else cam.image_size
         image, K = resize_camera(cam.image, cam.K, size)
         n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
