@@ -100,7 +100,7 @@ def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path
     assert len(styled["point_uv"]) == len(source["point_uv"])  # the stylised copy keeps every point
     assert not torch.equal(styled["images"], source["images"])
     losses = recipe.training_step(batch, 0)
-    assert set(losses) == {"seg_fused", "seg_3d", "xm_src", "xm_trg", "cons"}
+    assert set(losses) == {"seg_2d", "seg_3d", "xm_src", "xm_trg", "cons"}
     sum(losses.values()).backward()
     assert all(p.grad is None for e in recipe.emas().values() for p in e.module.parameters())
     assert recipe.nets["fusion"]["mffm"].ea.q.weight.grad.abs().sum() > 0

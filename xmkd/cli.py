@@ -228,6 +228,14 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that run a trained model over a split."""
+    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xmkd",
@@ -302,21 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="split of the run's dataset index, e.g. val or test")
     p.add_argument("--out", required=True, help="results folder (nuScenes: lidarseg/<set>/*.bin; "
                    "SemanticKITTI: sequences/*/predictions/*.label)")
-    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
     p.add_argument("--eval-set", help="nuScenes eval set name for the folder (default: the split)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_options(p)
     p.set_defaults(handler=_cmd_predict)
 
     p = sub.add_parser("infer", help="write a detection run's boxes for a split as KITTI label files")
     p.add_argument("run_dir")
     p.add_argument("--split", required=True, help="split of the run's dataset index, e.g. val or test")
     p.add_argument("--out", required=True, help="folder for <frame>.txt prediction files")
-    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_options(p)
     p.set_defaults(handler=_cmd_infer)
 
     p = sub.add_parser("eval-kitti", help="KITTI 3D object AP (R11/R40; bbox, BEV, 3D, AOS) on CPU")
@@ -330,10 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", required=True, help="target split to label, e.g. the target's train split")
     p.add_argument("--out", required=True, help="output file (.npz); then model.pseudo_labels=<out>")
-    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_options(p)
     p.set_defaults(handler=_cmd_pseudo_label)
 
     p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view (PNG files)")

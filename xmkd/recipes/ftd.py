@@ -156,15 +156,8 @@ class FtDRecipe(XMUDARecipe):
         return kl_probs(out["mimic2d"], F.softmax(out["main3d"], 1).detach()) + kl_probs(out["mimic3d"], fused)
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
-        m, ig = self.cfg.model, self.space.ignore_index
-        src, trg = self.forward(batch["source"]), self.forward(batch["target"])
-        y = batch["source"]["labels"]
-        losses = {"seg_fused": F.cross_entropy(src["main2d"], y, weight=self.weights, ignore_index=ig),
-                  "seg_3d": F.cross_entropy(src["main3d"], y, weight=self.weights, ignore_index=ig)}
-        if m.lambda_xm_src:
-            losses["xm_src"] = m.lambda_xm_src * self.xm_loss(src)
-        if m.lambda_xm_trg:
-            losses["xm_trg"] = m.lambda_xm_trg * self.xm_loss(trg)
+        m = self.cfg.model
+        losses, src, trg = self.adaptation_losses(batch)  # seg_2d is the fused head's CE here
         if m.lambda_cons:
             with torch.no_grad():
                 t = self.run(batch["styled"], *(self._emas[k].module for k in ("net2d", "net3d", "fusion")))

@@ -226,6 +226,10 @@ class XMUDARecipe(Recipe):
                 + kl_probs(out["mimic3d"], F.softmax(out["main2d"], 1).detach()))
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+        return self.adaptation_losses(batch)[0]
+
+    def adaptation_losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict, dict]:
+        """Source CE, cross-modal KL on source and target, MinEnt; also the source and target outputs."""
         m, ig = self.cfg.model, self.space.ignore_index
         src, trg = self.forward(batch["source"]), self.forward(batch["target"])
         y = batch["source"]["labels"]
@@ -238,7 +242,7 @@ class XMUDARecipe(Recipe):
         if m.lambda_minent:
             ent = sum(-(F.softmax(trg[k], 1) * F.log_softmax(trg[k], 1)).sum(1).mean() for k in ("main2d", "main3d"))
             losses["minent"] = m.lambda_minent * ent
-        return losses
+        return losses, src, trg
 
     @torch.no_grad()
     def predict_all(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
