@@ -121,3 +121,20 @@ def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path
     assert {"miou_2d", "miou_3d", "miou_xm"} <= set(metrics)
     rows = [r for r in (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines() if '"pl"' in r]
     assert rows  # the pseudo-label loss was part of training
+
+
+def test_one_ssda_step(domains, tmp_path):
+    recipe_cls, cfg = config(domains, tmp_path, "model.ssda_labelled_split=mini_val")
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    assert recipe.target_weights is not None
+    ds = recipe.train_dataset()
+    batch = recipe.collate([ds[(0, 0)], ds[(0, 1)]])
+    src = batch["source"]
+    assert len(src["images"]) == 4  # two source frames and two labelled target frames, one batch
+    flags = src["from_target"]
+    assert flags.any() and (~flags).any() and (src["labels"][flags] != 255).any()
+    losses = recipe.training_step(batch, 0)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert recipe.nets["net3d"]["head"].main.weight.grad.abs().sum() > 0

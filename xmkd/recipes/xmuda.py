@@ -54,6 +54,7 @@ class XMUDAModel:
     max_points: int = 0
     augment: Augment = field(default_factory=lambda: Augment(rotate=True, flip=True, scale=[0.95, 1.05]))
     hflip: bool = True  # horizontal image flip (with the pixels of the points)
+    ssda_labelled_split: str = ""  # SSDA: a labelled split of the target, collated with every source batch
 
 
 @dataclass
@@ -84,18 +85,22 @@ def class_weights(index: dict[str, Any], split: str, space_name: str) -> np.ndar
 
 
 class PairedSamples(Dataset):
-    """Source sample i of an epoch with a target sample drawn from (seed, epoch, i): one UDA training item."""
+    """Source sample i of an epoch with a target sample drawn from (seed, epoch, i): one UDA training item; with
+    `labelled` (SSDA) also a labelled target sample drawn the same way."""
 
-    def __init__(self, source: FrameSamples, target: FrameSamples, seed: int):
-        self.source, self.target, self.seed = source, target, seed
+    def __init__(self, source: FrameSamples, target: FrameSamples, seed: int, labelled: FrameSamples | None = None):
+        self.source, self.target, self.seed, self.labelled = source, target, seed, labelled
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, i = key if isinstance(key, tuple) else (0, key)
-        j = int(sample_rng(self.seed + 7919, epoch, i).integers(len(self.target)))
-        return {"source": self.source[(epoch, i)], "target": self.target[(epoch, j)]}
+        rng = sample_rng(self.seed + 7919, epoch, i)
+        item = {"source": self.source[(epoch, i)], "target": self.target[(epoch, int(rng.integers(len(self.target))))]}
+        if self.labelled is not None:
+            item["target_labelled"] = self.labelled[(epoch, int(rng.integers(len(self.labelled))))]
+        return item
 
 
 class DualHead(nn.Module):
@@ -128,6 +133,12 @@ class XMUDARecipe(Recipe):
         weights = class_weights(load_index(self._index(self.cfg.data)), self.cfg.data.train_split,
                                 self.cfg.data.label_space) if m.class_weights else np.ones(n, np.float32)
         self.weights = torch.from_numpy(weights).to(self.device)
+        self.target_weights = None
+        if m.ssda_labelled_split:
+            t = self.cfg.target
+            tw = class_weights(load_index(self._index(t)), m.ssda_labelled_split, t.label_space) if m.class_weights \
+                else np.ones(n, np.float32)
+            self.target_weights = torch.from_numpy(tw).to(self.device)
 
     @staticmethod
     def _index(d: DataConfig) -> str:
@@ -185,7 +196,11 @@ class XMUDARecipe(Recipe):
         source = FrameSamples(self.frames_of(c.data, c.data.train_split), self.sample_maker("source"), c.seed, True)
         target = FrameSamples(self.frames_of(c.target, c.target.train_split), self.sample_maker("target"), c.seed,
                               True)
-        return PairedSamples(source, target, c.seed)
+        labelled = None
+        if c.model.ssda_labelled_split:
+            labelled = FrameSamples(self.frames_of(c.target, c.model.ssda_labelled_split), self.sample_maker("target"),
+                                    c.seed + 1, True)
+        return PairedSamples(source, target, c.seed, labelled)
 
     def val_dataset(self) -> Dataset:
         t = self.cfg.target
@@ -201,8 +216,14 @@ class XMUDARecipe(Recipe):
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         if "source" in samples[0]:
-            return {"source": self._domain_batch([s["source"] for s in samples], self.cfg.data),
-                    "target": self._domain_batch([s["target"] for s in samples], self.cfg.target)}
+            source = [s["source"] for s in samples]
+            if "target_labelled" in samples[0]:  # SSDA: source and labelled target share one batch, half / half
+                source += [s["target_labelled"] for s in samples]
+            batch = {"source": self._domain_batch(source, self.cfg.data),
+                     "target": self._domain_batch([s["target"] for s in samples], self.cfg.target)}
+            # per point: 1 where it comes from the labelled target (its own class weights)
+            batch["source"]["from_target"] = batch["source"]["point_batch"] >= len(samples)
+            return batch
         return self._domain_batch(samples, self.cfg.target)
 
     # -- steps ----------------------------------------------------------------------------------------------
@@ -233,8 +254,17 @@ class XMUDARecipe(Recipe):
         m, ig = self.cfg.model, self.space.ignore_index
         src, trg = self.forward(batch["source"]), self.forward(batch["target"])
         y = batch["source"]["labels"]
-        losses = {"seg_2d": F.cross_entropy(src["main2d"], y, weight=self.weights, ignore_index=ig),
-                  "seg_3d": F.cross_entropy(src["main3d"], y, weight=self.weights, ignore_index=ig)}
+        if self.target_weights is None:
+            losses = {"seg_2d": F.cross_entropy(src["main2d"], y, weight=self.weights, ignore_index=ig),
+                      "seg_3d": F.cross_entropy(src["main3d"], y, weight=self.weights, ignore_index=ig)}
+        else:  # SSDA: source and labelled-target points, each with their own class weights
+            t = batch["source"]["from_target"]
+            y_s, y_t = torch.where(t, ig, y), torch.where(t, y, ig)
+            losses = {}
+            for name, key in (("seg_2d", "main2d"), ("seg_3d", "main3d")):
+                losses[name] = sum(F.cross_entropy(src[key], yy, weight=w, ignore_index=ig) if (yy != ig).any()
+                                   else src[key].sum() * 0
+                                   for yy, w in ((y_s, self.weights), (y_t, self.target_weights)))
         if m.lambda_xm_src:
             losses["xm_src"] = m.lambda_xm_src * self.xm_loss(src)
         if m.lambda_xm_trg:
