@@ -12,8 +12,9 @@ BENCHMARKS = {
     "kitti_eval": "benchmarks.bench_kitti_eval",
     "u2mkd": "benchmarks.bench_u2mkd",
     "hsrdn": "benchmarks.bench_hsrdn",
+    "uda": "benchmarks.bench_uda",
 }
-SLOW = {"u2mkd", "hsrdn"}  # training benchmarks (about an hour each on 2 cores): run them by name
+SLOW = {"u2mkd", "hsrdn", "uda"}  # training benchmarks (about an hour each on 2 cores): run them by name
 
 
 def main(argv: list[str]) -> int:
