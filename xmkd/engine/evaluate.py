@@ -28,9 +28,15 @@ def _checkpoints(run_dir: Path, ckpt: str | None, every: bool) -> list[Path]:
         if not snaps and not last.exists():
             raise XmkdError(f"{folder}: no checkpoints")
         return snaps or [last]
+    return [best_or_last(run_dir)]
+
+
+def best_or_last(run_dir: Path) -> Path:
+    """A run's best checkpoint, else its last."""
+    folder = run_dir / "checkpoints"
     for name in ("best.pt", "last.pt"):
         if (folder / name).exists():
-            return [folder / name]
+            return folder / name
     raise XmkdError(f"{folder}: no best.pt or last.pt")
 
 

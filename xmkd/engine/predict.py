@@ -16,24 +16,26 @@ from xmkd.config import load_config, peek_recipe
 from xmkd.data.labels import get_label_space
 from xmkd.engine import checkpoint
 from xmkd.engine.data import to_device
+from xmkd.engine.evaluate import best_or_last
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdError
 from xmkd.eval.submission import SubmissionWriter, keyframe_points
 from xmkd.recipes import get_recipe
 
 
-def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: str = "cpu") -> Recipe:
-    """The run's recipe with its nets built, loaded from `ckpt` (default: best.pt, else last.pt) and in eval mode."""
+def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: str = "cpu",
+                 needs: tuple[str, str] | None = None) -> Recipe:
+    """The run's recipe with its nets built, loaded from `ckpt` (default: best.pt, else last.pt) and in eval mode.
+    `needs` = (method, what it is for): refuse, before loading anything, a recipe without that method."""
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.exists():
         raise XmkdError(f"{run_dir}: not a run directory (no config.yaml)")
     recipe_cls = get_recipe(peek_recipe(config))
+    if needs is not None and not hasattr(recipe_cls, needs[0]):
+        raise XmkdError(f"{run_dir}: recipe {recipe_cls.name!r} {needs[1]}")
     cfg = load_config(config, schema=recipe_cls.schema)
-    if ckpt is None:
-        ckpt = next((p for p in (run_dir / "checkpoints" / n for n in ("best.pt", "last.pt")) if p.exists()), None)
-        if ckpt is None:
-            raise XmkdError(f"{run_dir / 'checkpoints'}: no best.pt or last.pt")
+    ckpt = ckpt or best_or_last(run_dir)
     if getattr(cfg.model, "kd", False):  # predictions come from the student alone; the teacher is not needed
         cfg = load_config(config, ["model.kd=false"], schema=recipe_cls.schema)
     recipe = recipe_cls(cfg, torch.device(device))
@@ -101,12 +103,8 @@ def infer_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | Pa
     from xmkd.data.dataset import FrameSamples
     from xmkd.engine.data import EvalSampler, make_loader
 
-    config = Path(run_dir) / "config.yaml"
-    name = peek_recipe(config) if config.exists() else ""
-    if name and not hasattr(get_recipe(name), "write_predictions"):
-        raise XmkdError(f"{run_dir}: recipe {name!r} does not predict boxes (use `xmkd predict` for "
-                        "segmentation runs)")
-    recipe = load_trained(run_dir, ckpt, device)
+    recipe = load_trained(run_dir, ckpt, device, needs=(
+        "write_predictions", "does not predict boxes (use `xmkd predict` for segmentation runs)"))
     samples = FrameSamples(recipe.frames(split), recipe.make_sample, recipe.cfg.seed, train=False)
     loader = make_loader(samples, EvalSampler(len(samples)), recipe.cfg.data.batch_size, recipe.collate, workers,
                          False, False)
@@ -128,13 +126,10 @@ def pseudo_label_split(run_dir: str | Path, split: str, out: str | Path, ckpt: s
                        device: str = "cpu", workers: int = 1, progress: bool = True) -> dict[str, Any]:
     """2D (fused) and 3D predictions of a domain-adaptation run for every point of a target split -> `out`."""
     from xmkd.data.dataset import FrameSamples
-    from xmkd.data.pseudo_labels import PseudoLabels
+    from xmkd.data.pseudo_labels import IGNORE, PseudoLabels
 
-    config = Path(run_dir) / "config.yaml"
-    name = peek_recipe(config) if config.exists() else ""
-    if name and not hasattr(get_recipe(name), "predict_all"):
-        raise XmkdError(f"{run_dir}: recipe {name!r} has no 2D / 3D predictions to pseudo-label with")
-    recipe = load_trained(run_dir, ckpt, device)
+    recipe = load_trained(run_dir, ckpt, device, needs=(
+        "predict_all", "has no 2D / 3D predictions to pseudo-label with"))
     samples = FrameSamples(recipe.frames(split), recipe.make_sample, recipe.cfg.seed, train=False)
     loader = DataLoader(samples, batch_size=recipe.cfg.data.batch_size, num_workers=workers,
                         collate_fn=_WithIds(recipe.collate))
@@ -150,6 +145,6 @@ def pseudo_label_split(run_dir: str | Path, split: str, out: str | Path, ckpt: s
             offset += len(raw)
     labels.finish()
     labels.save(out)
-    kept = {m: float(np.mean([(labels.refined(f)[i] != 255).sum() / max(1, len(v["raw"]))
+    kept = {m: float(np.mean([(labels.refined(f)[i] != IGNORE).sum() / max(1, len(v["raw"]))
                               for f, v in labels.frames.items()])) for i, m in enumerate(("2d", "3d"))}
     return {"frames": len(labels.frames), "kept": kept}

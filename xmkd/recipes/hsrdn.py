@@ -30,7 +30,7 @@ from xmkd.engine.checkpoint import load_module_from_file
 from xmkd.errors import XmkdConfigError
 from xmkd.geometry.camera import project_points
 from xmkd.models.det.frustum import depth_bin_targets
-from xmkd.models.det.mono import MonoConfig, MonoDetector
+from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.losses import quality_focal_loss
 from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe
@@ -109,7 +109,7 @@ class HSRDNRecipe(LidarDetRecipe):
         cam = frame.cameras[m.camera]
         size = tuple(d.image_size) if d.image_size else cam.image_size
         image, K = resize_camera(cam.image, cam.K, size)
-        stride = 32 // (2 ** sum(m.student.dilate if m.student.dilate is not None else (False, True, True)))
+        stride = output_stride(m.student)
         fw, fh = math.ceil(size[0] / stride), math.ceil(size[1] / stride)
         proj = project_points(frame.points[:, :3], K, cam.T_cam_lidar, size)
         depth = np.full((fh, fw), np.inf, np.float32)

@@ -140,7 +140,7 @@ class LidarDetRecipe(Recipe):
     # -- data -----------------------------------------------------------------------------------------------
     def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
-        return IndexedFrames(index_path(self.cfg), split, None, cameras=[self.cfg.model.camera], root=d.root)
+        return IndexedFrames(index_path(d), split, None, cameras=[self.cfg.model.camera], root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         m, d = self.cfg.model, self.cfg.data

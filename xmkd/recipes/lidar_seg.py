@@ -124,7 +124,7 @@ class LidarSegRecipe(Recipe):
 
     def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
-        return IndexedFrames(index_path(self.cfg), split, d.label_space, cameras=(), sweeps=d.sweeps, root=d.root)
+        return IndexedFrames(index_path(d), split, d.label_space, cameras=(), sweeps=d.sweeps, root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         if frame.labels is None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmkd.config import ExperimentConfig
+from xmkd.config import DataConfig, ExperimentConfig
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames
@@ -63,8 +63,9 @@ def point_features(points: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
     return np.column_stack([xyz / 10.0, rng / 10.0, intensity]).astype(np.float32)
 
 
-def index_path(cfg) -> Path:
-    return Path(cfg.data.index) if cfg.data.index else Path(cfg.data.root) / "xmkd_index"
+def index_path(d: DataConfig) -> Path:
+    """A data section's prepared index: `index`, else <root>/xmkd_index."""
+    return Path(d.index) if d.index else Path(d.root) / "xmkd_index"
 
 
 class PointMLPRecipe(Recipe):
@@ -77,7 +78,7 @@ class PointMLPRecipe(Recipe):
         self.nets["net"] = PointMLP(5, list(m.hidden), self.space.num_classes, m.dropout).to(self.device)
 
     def frames(self, split: str) -> IndexedFrames:
-        return IndexedFrames(index_path(self.cfg), split, self.cfg.data.label_space, cameras=(),
+        return IndexedFrames(index_path(self.cfg.data), split, self.cfg.data.label_space, cameras=(),
                              root=self.cfg.data.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:

@@ -132,7 +132,7 @@ class U2MKDRecipe(Recipe):
     # -- data -----------------------------------------------------------------------------------------------
     def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
-        return IndexedFrames(index_path(self.cfg), split, d.label_space, cameras=list(d.cameras) or None,
+        return IndexedFrames(index_path(d), split, d.label_space, cameras=list(d.cameras) or None,
                              sweeps=d.sweeps if self.distill else 0, root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:

@@ -37,6 +37,7 @@ from xmkd.models.image.resnet import normalize_images
 from xmkd.models.image.unet import UNetResNet
 from xmkd.models.point.scn_unet import SCNUNet
 from xmkd.recipes.lidar_seg import Augment, augment_points, subsample
+from xmkd.recipes.point_mlp import index_path
 from xmkd.recipes.u2mkd import resize_camera
 
 
@@ -130,19 +131,15 @@ class XMUDARecipe(Recipe):
                                             "head": DualHead(64, n)}).to(self.device)
         self.nets["net3d"] = nn.ModuleDict({"backbone": SCNUNet(levels=m.scn_levels),
                                             "head": DualHead(16, n)}).to(self.device)
-        weights = class_weights(load_index(self._index(self.cfg.data)), self.cfg.data.train_split,
+        weights = class_weights(load_index(index_path(self.cfg.data)), self.cfg.data.train_split,
                                 self.cfg.data.label_space) if m.class_weights else np.ones(n, np.float32)
         self.weights = torch.from_numpy(weights).to(self.device)
         self.target_weights = None
         if m.ssda_labelled_split:
             t = self.cfg.target
-            tw = class_weights(load_index(self._index(t)), m.ssda_labelled_split, t.label_space) if m.class_weights \
+            tw = class_weights(load_index(index_path(t)), m.ssda_labelled_split, t.label_space) if m.class_weights \
                 else np.ones(n, np.float32)
             self.target_weights = torch.from_numpy(tw).to(self.device)
-
-    @staticmethod
-    def _index(d: DataConfig) -> str:
-        return d.index or f"{d.root}/xmkd_index"
 
     # -- data -----------------------------------------------------------------------------------------------
     def camera_of(self, d: DataConfig) -> str:
@@ -150,7 +147,7 @@ class XMUDARecipe(Recipe):
         return d.cameras[0] if d.cameras else self.cfg.model.camera
 
     def frames_of(self, d: DataConfig, split: str) -> IndexedFrames:
-        return IndexedFrames(self._index(d), split, d.label_space, cameras=[self.camera_of(d)], root=d.root)
+        return IndexedFrames(index_path(d), split, d.label_space, cameras=[self.camera_of(d)], root=d.root)
 
     def frames(self, split: str) -> IndexedFrames:  # `xmkd predict` / pseudo-labels: the target domain
         return self.frames_of(self.cfg.target, split)

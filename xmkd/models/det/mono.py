@@ -33,17 +33,26 @@ class MonoConfig:
     image_pretrained: str = ""
 
 
+def dilation(cfg: MonoConfig) -> tuple[bool, bool, bool]:
+    """The ResNet's dilated stages (functions, not methods: recipes pass OmegaConf nodes of MonoConfig)."""
+    return tuple(cfg.dilate) if cfg.dilate is not None else (False, True, True)
+
+
+def output_stride(cfg: MonoConfig) -> int:
+    """Pixels per cell of the backbone's last feature map (8 with the default dilation)."""
+    return 32 // (2 ** sum(dilation(cfg)))
+
+
 class MonoDetector(nn.Module):
     def __init__(self, cfg: MonoConfig, det_cfg: SecondConfig, num_anchors: int, num_classes: int,
                  point_range: Sequence[float], bev_grid: tuple[int, int]):
         """`bev_grid` = (ny, nx): the teacher's BEV map size, so the two maps align cell for cell."""
         super().__init__()
         self.cfg = cfg
-        dilate = tuple(cfg.dilate) if cfg.dilate is not None else (False, True, True)
-        self.backbone = ResNet(cfg.depth, dilate=dilate)
+        self.backbone = ResNet(cfg.depth, dilate=dilation(cfg))
         if cfg.image_pretrained:
             self.backbone.load_pretrained(cfg.image_pretrained)
-        self.stride = 32 // (2 ** sum(dilate))
+        self.stride = output_stride(cfg)
         cin = self.backbone.channels[4]
         self.depth_head = nn.Sequential(nn.Conv2d(cin, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU(),
                                         nn.Conv2d(256, cfg.depth_bins + 1, 1))
