@@ -27,7 +27,7 @@ from xmkd.recipes import get_recipe
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_uda"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-STEPS = 300
+STEPS = 120
 COLUMNS = ("miou_2d", "miou_3d", "miou_xm")
 
 

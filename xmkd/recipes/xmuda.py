@@ -244,12 +244,17 @@ class XMUDARecipe(Recipe):
                 + kl_probs(out["mimic3d"], F.softmax(out["main2d"], 1).detach()))
 
     def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
-        return self.adaptation_losses(batch)[0]
+        m = self.cfg.model
+        # source-only and the oracle (both lambdas 0) never see the unlabelled target, as in xMUDA's baseline
+        return self.adaptation_losses(batch, with_target=bool(m.lambda_xm_trg or m.lambda_minent))[0]
 
-    def adaptation_losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict, dict]:
-        """Source CE, cross-modal KL on source and target, MinEnt; also the source and target outputs."""
+    def adaptation_losses(self, batch: dict[str, Any], with_target: bool = True
+                          ) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
+        """Source CE, cross-modal KL on source and target, MinEnt; also the source and target outputs (no target
+        forward pass, and None for it, when `with_target` is false)."""
         m, ig = self.cfg.model, self.space.ignore_index
-        src, trg = self.forward(batch["source"]), self.forward(batch["target"])
+        src = self.forward(batch["source"])
+        trg = self.forward(batch["target"]) if with_target else None
         y = batch["source"]["labels"]
         if self.target_weights is None:
             losses = {"seg_2d": F.cross_entropy(src["main2d"], y, weight=self.weights, ignore_index=ig),
@@ -264,9 +269,9 @@ class XMUDARecipe(Recipe):
                                    for yy, w in ((y_s, self.weights), (y_t, self.target_weights)))
         if m.lambda_xm_src:
             losses["xm_src"] = m.lambda_xm_src * self.xm_loss(src)
-        if m.lambda_xm_trg:
+        if m.lambda_xm_trg and trg is not None:
             losses["xm_trg"] = m.lambda_xm_trg * self.xm_loss(trg)
-        if m.lambda_minent:
+        if m.lambda_minent and trg is not None:
             ent = sum(-(F.softmax(trg[k], 1) * F.log_softmax(trg[k], 1)).sum(1).mean() for k in ("main2d", "main3d"))
             losses["minent"] = m.lambda_minent * ent
         return losses, src, trg
