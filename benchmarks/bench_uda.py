@@ -1,11 +1,14 @@
-"""Cross-modal UDA on the synthetic world, day -> night, 3 seeds: source-only, xMUDA, FtD++, FtD++ + pseudo-labels
-and the target-only oracle; 2D / 3D / xM mIoU on the night validation split, mean +- std.
+"""Cross-modal UDA on the synthetic world, 3 seeds: source-only, xMUDA, FtD++, FtD++ + pseudo-labels and the
+target-only oracle; 2D / 3D / xM mIoU on the target's validation split, mean +- std.
 
-    python -m benchmarks uda            # resumable: finished runs are reused
+    python -m benchmarks uda                                    # day -> night, seeds 0 1 2; resumable
+    python -m benchmarks.bench_uda --scenario city --seeds 0 1 2   # city-a -> city-b (or rig: rig-a -> rig-b)
 
-Per seed S: a day set (`xmkd synth --preset day --seed S`) and a night set (seed S + 100), 40 keyframes each, then
-the five rows for `STEPS` iterations each (the PL row retrains from FtD++'s pseudo-labels). Outputs in
-outputs/bench_uda/seed<S>/; the table is printed and written to outputs/bench_uda/table.md.
+Per seed S: a source set (`xmkd synth --preset <source> --seed S`) and a target set (seed S + 100), 40 keyframes
+each, front camera at 400x225 (the configs resize to 200x112), then the five rows, each from its config in
+configs/{source_only,xmuda,ftd,target_only}/synthetic_<scenario>.yaml, for `STEPS` iterations (the PL row retrains
+FtD++ from `xmkd pseudo-label` of the FtD++ run). Outputs in outputs/bench_uda/<scenario>/seed<S>/; the table is
+printed and written to outputs/bench_uda/<scenario>/table.md.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from xmkd.recipes import get_recipe
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_uda"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 STEPS = 120
+SCENARIOS = {"day-night": ("day", "night", "day_night"), "city": ("city-a", "city-b", "city_a_city_b"),
+             "rig": ("rig-a", "rig-b", "rig_a_rig_b")}
 COLUMNS = ("miou_2d", "miou_3d", "miou_xm")
 
 
@@ -49,38 +54,48 @@ def dataset(root: Path, preset: str, seed: int) -> Path:
     return root
 
 
-def run_seed(seed: int, steps: int = STEPS) -> dict[str, dict[str, float]]:
-    folder = OUT / f"seed{seed}"
-    day, night = dataset(folder / "day", "day", seed), dataset(folder / "night", "night", seed + 100)
+def run_seed(seed: int, scenario: str = "day-night", steps: int = STEPS) -> dict[str, dict[str, float]]:
+    source_preset, target_preset, slug = SCENARIOS[scenario]
+    folder = OUT / scenario / f"seed{seed}"
+    source = dataset(folder / source_preset, source_preset, seed)
+    target = dataset(folder / target_preset, target_preset, seed + 100)
     runs = folder / "runs"
-    base = [f"data.root={day}", f"target.root={night}", f"output_dir={runs}", f"seed={seed}", "data.num_workers=1",
-            "train.log_every=10"]
-    rows = {
-        "source-only": train("xmuda/synthetic_day_night.yaml", [*base, "name=source_only", "model.lambda_xm_src=0",
-                                                                "model.lambda_xm_trg=0"], runs / "source_only", steps),
-        "xMUDA": train("xmuda/synthetic_day_night.yaml", [*base, "name=xmuda"], runs / "xmuda", steps),
-        "FtD++": train("ftd/synthetic_day_night.yaml", [*base, "name=ftd"], runs / "ftd", steps),
-    }
+    base = [f"data.root={source}", f"target.root={target}", f"output_dir={runs}", f"seed={seed}",
+            "data.num_workers=1", "train.log_every=10"]
+
+    def row(method: str, name: str, *extra: str) -> dict[str, float]:
+        return train(f"{method}/synthetic_{slug}.yaml", [*base, f"name={name}", *extra], runs / name, steps)
+
+    rows = {"source-only": row("source_only", "source_only"), "xMUDA": row("xmuda", "xmuda"),
+            "FtD++": row("ftd", "ftd")}
     pl = folder / "pl.npz"
     if not pl.exists():
         pseudo_label_split(runs / "ftd", "synthetic_train", pl, progress=False)
-    rows["FtD++ + PL"] = train("ftd/synthetic_day_night.yaml", [*base, "name=ftd_pl", "model.lambda_pl=1.0",
-                                                                f"model.pseudo_labels={pl}"], runs / "ftd_pl", steps)
-    rows["target-only"] = train("xmuda/synthetic_day_night.yaml", [
-        f"data.root={night}", f"target.root={night}", f"output_dir={runs}", f"seed={seed}", "data.num_workers=1",
-        "name=oracle", "model.lambda_xm_src=0", "model.lambda_xm_trg=0"], runs / "oracle", steps)
+    rows["FtD++ + PL"] = row("ftd", "ftd_pl", "model.lambda_pl=1.0", f"model.pseudo_labels={pl}")
+    rows["target-only"] = row("target_only", "oracle")
     atomic_write_text(folder / "results.json", json.dumps(rows, indent=1))
     return rows
 
 
-def main(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
-    per_seed = [run_seed(s) for s in seeds]
+def main(seeds: tuple[int, ...] = (0, 1, 2), scenario: str = "day-night") -> None:
+    per_seed = [run_seed(s, scenario) for s in seeds]
     lines = ["| row | 2D mIoU | 3D mIoU | xM mIoU |", "|---|---|---|---|"]
     for row in per_seed[0]:
         values = [[100 * r[row][c] for r in per_seed] for c in COLUMNS]
         cells = [f"{np.mean(v):.2f} ± {np.std(v):.2f}" for v in values]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    atomic_write_text(OUT / "table.md", table + "\n")
-    print(f"Cross-modal UDA, synthetic day -> night ({len(seeds)} seeds, %, mean ± std)")
+    atomic_write_text(OUT / scenario / "table.md", table + "\n")
+    source, target, _ = SCENARIOS[scenario]
+    print(f"Cross-modal UDA, synthetic {source} -> {target} ({len(seeds)} seeds, %, mean ± std)")
     print(table)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="day-night")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    main(tuple(args.seeds), args.scenario)

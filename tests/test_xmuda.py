@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from xmkd.config import load_config
+from xmkd.config import load_config, peek_recipe
 from xmkd.data.index import load_index, prepare
 from xmkd.data.synthetic.synth import SynthOptions, synthesize
 from xmkd.engine.trainer import Trainer
+from xmkd.errors import XmkdConfigError
 from xmkd.recipes import get_recipe
 from xmkd.recipes.xmuda import class_weights
 
@@ -29,9 +30,9 @@ def domains(tmp_path_factory):
     return out
 
 
-def config(domains, tmp_path, *extra):
-    recipe = get_recipe("xmuda")
-    return recipe, load_config(REPO / "configs" / "xmuda" / "synthetic_day_night.yaml", [
+def config(domains, tmp_path, *extra, path="xmuda/synthetic_day_night.yaml"):
+    recipe = get_recipe(peek_recipe(REPO / "configs" / path))
+    return recipe, load_config(REPO / "configs" / path, [
         f"data.root={domains['day']}", f"target.root={domains['night']}", f"output_dir={tmp_path}",
         "data.train_split=mini_train", "target.train_split=mini_train", "target.val_split=mini_val",
         "data.num_workers=0", "data.image_size=[96,54]", "target.image_size=[96,54]",
@@ -55,6 +56,31 @@ def test_uda_step_and_cross_modal_kl_targets_stay_detached(domains, tmp_path):
     heads2, heads3 = recipe.nets["net2d"]["head"], recipe.nets["net3d"]["head"]
     assert heads2.main.weight.grad is None and heads3.main.weight.grad is None  # the KL targets are detached
     assert heads2.mimic.weight.grad.abs().sum() > 0 and heads3.mimic.weight.grad.abs().sum() > 0
+
+
+def test_source_only_and_target_only_recipes_train_without_the_unlabelled_target(domains, tmp_path):
+    recipe_cls, cfg = config(domains, tmp_path, path="source_only/synthetic_day_night.yaml")
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    ds = recipe.train_dataset()
+    batch = recipe.collate([ds[(0, 0)], ds[(0, 1)]])
+    seen = []
+    forward = recipe.forward
+    recipe.forward = lambda b: seen.append(b) or forward(b)
+    losses = recipe.training_step(batch, 0)
+    assert set(losses) == {"seg_2d", "seg_3d"} and len(seen) == 1 and seen[0] is batch["source"]
+    with pytest.raises(XmkdConfigError, match="lambda_xm_src"):
+        recipe_cls(config(domains, tmp_path, "model.lambda_xm_src=1", path="source_only/synthetic_day_night.yaml")[1],
+                   torch.device("cpu")).build()
+
+    recipe_cls, cfg = config(domains, tmp_path, path="target_only/synthetic_day_night.yaml")
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()  # class weights and training frames from the (labelled) target
+    night = class_weights(load_index(domains["night"] / "xmkd_index"), "mini_train", "nuscenes6")
+    day = class_weights(load_index(domains["day"] / "xmkd_index"), "mini_train", "nuscenes6")
+    assert np.allclose(recipe.weights.numpy(), night) and not np.allclose(night, day)
+    assert Path(recipe.train_dataset().source.frames.reader.root) == domains["night"]
+    assert set(recipe.training_step(recipe.collate([ds[(0, 0)]]), 0)) == {"seg_2d", "seg_3d"}
 
 
 def test_short_day_to_night_run(domains, tmp_path):
@@ -138,3 +164,16 @@ def test_one_ssda_step(domains, tmp_path):
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert recipe.nets["net3d"]["head"].main.weight.grad.abs().sum() > 0
+
+
+def test_bftd_recipe_is_the_bftd_variant(domains, tmp_path):
+    recipe_cls, cfg = config(domains, tmp_path, path="bftd/synthetic_day_night.yaml")
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    assert cfg.model.variant == "bftd" and not recipe.emas()  # no EMA-teacher consistency
+    ds = recipe.train_dataset()
+    losses = recipe.training_step(recipe.collate([ds[(0, 0)]]), 0)
+    assert all(torch.isfinite(v) for v in losses.values())
+    _, cfg = config(domains, tmp_path, "model.variant=ftd", path="bftd/synthetic_day_night.yaml")
+    with pytest.raises(XmkdConfigError, match="variant bftd"):
+        recipe_cls(cfg, torch.device("cpu")).build()

@@ -16,6 +16,9 @@ RECIPES: dict[str, str] = {
     "hsrdn": "xmkd.recipes.hsrdn:HSRDNRecipe",
     "xmuda": "xmkd.recipes.xmuda:XMUDARecipe",
     "ftd": "xmkd.recipes.ftd:FtDRecipe",
+    "bftd": "xmkd.recipes.ftd:BFtDRecipe",
+    "source_only": "xmkd.recipes.xmuda:SourceOnlyRecipe",
+    "target_only": "xmkd.recipes.xmuda:TargetOnlyRecipe",
 }
 
 

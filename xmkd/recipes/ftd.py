@@ -183,3 +183,15 @@ class FtDRecipe(XMUDARecipe):
         term2 = (torch.exp(-kl_2d) * ce2)[valid2].sum() / valid2.sum().clamp(min=1)
         term3 = (torch.exp(-kl_3d) * ce3)[valid3].sum() / valid3.sum().clamp(min=1)
         return term2 + term3
+
+
+class BFtDRecipe(FtDRecipe):
+    """BFtD, the conference version: both mimicry heads distil from the fused prediction; no EMA-teacher
+    consistency (`lambda_cons` 0) unless a config adds it."""
+
+    name = "bftd"
+
+    def build(self) -> None:
+        if self.cfg.model.variant != "bftd":
+            raise XmkdConfigError(f"model.variant: the bftd recipe needs variant bftd, got {self.cfg.model.variant!r}")
+        super().build()

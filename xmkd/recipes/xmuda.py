@@ -1,5 +1,6 @@
 """`xmuda`: cross-modal unsupervised domain adaptation for 3D segmentation (xMUDA, the baseline of FtD++; METHODS.md
-section 2), and by config its `source_only` (lambda_xm = 0) and `target_only` (train on the labelled target) rows.
+section 2), and its two reference rows: `source_only` (xMUDA's baseline: source CE only, the target never seen in
+training) and `target_only` (the oracle: the same networks trained on the target's labelled training split).
 
 Each step reads one source batch (`data`, labelled) and one target batch (`target`, labels unused) of the points
 that project into the front camera. 2D: UNet-ResNet34 features gathered at each point's pixel; 3D: the 7-level
@@ -121,7 +122,7 @@ class XMUDARecipe(Recipe):
 
     def build(self) -> None:
         m = self.cfg.model
-        self.space = get_label_space(self.cfg.data.label_space)
+        self.space = get_label_space(self.source_data().label_space)
         target_space = get_label_space(self.cfg.target.label_space)
         if target_space.class_names != self.space.class_names:  # e.g. virtualkitti6 and semantickitti_vkitti6 agree
             raise XmkdConfigError(f"target.label_space {target_space.name!r} and data.label_space {self.space.name!r} "
@@ -131,8 +132,9 @@ class XMUDARecipe(Recipe):
                                             "head": DualHead(64, n)}).to(self.device)
         self.nets["net3d"] = nn.ModuleDict({"backbone": SCNUNet(levels=m.scn_levels),
                                             "head": DualHead(16, n)}).to(self.device)
-        weights = class_weights(load_index(index_path(self.cfg.data)), self.cfg.data.train_split,
-                                self.cfg.data.label_space) if m.class_weights else np.ones(n, np.float32)
+        src = self.source_data()
+        weights = class_weights(load_index(index_path(src)), src.train_split, src.label_space) if m.class_weights \
+            else np.ones(n, np.float32)
         self.weights = torch.from_numpy(weights).to(self.device)
         self.target_weights = None
         if m.ssda_labelled_split:
@@ -142,6 +144,10 @@ class XMUDARecipe(Recipe):
             self.target_weights = torch.from_numpy(tw).to(self.device)
 
     # -- data -----------------------------------------------------------------------------------------------
+    def source_data(self) -> DataConfig:
+        """The labelled training domain."""
+        return self.cfg.data
+
     def camera_of(self, d: DataConfig) -> str:
         """The domain's camera: its `cameras[0]` (A2D2 and SemanticKITTI name theirs differently), else model.camera."""
         return d.cameras[0] if d.cameras else self.cfg.model.camera
@@ -153,7 +159,7 @@ class XMUDARecipe(Recipe):
         return self.frames_of(self.cfg.target, split)
 
     def sample_maker(self, domain: str):
-        d = self.cfg.data if domain == "source" else self.cfg.target
+        d = self.source_data() if domain == "source" else self.cfg.target
 
         def make(frame: Frame, rng: np.random.Generator | None) -> dict[str, Any]:
             return self.make_domain_sample(frame, rng, d, domain)
@@ -190,7 +196,8 @@ class XMUDARecipe(Recipe):
 
     def train_dataset(self) -> Dataset:
         c = self.cfg
-        source = FrameSamples(self.frames_of(c.data, c.data.train_split), self.sample_maker("source"), c.seed, True)
+        src = self.source_data()
+        source = FrameSamples(self.frames_of(src, src.train_split), self.sample_maker("source"), c.seed, True)
         target = FrameSamples(self.frames_of(c.target, c.target.train_split), self.sample_maker("target"), c.seed,
                               True)
         labelled = None
@@ -216,7 +223,7 @@ class XMUDARecipe(Recipe):
             source = [s["source"] for s in samples]
             if "target_labelled" in samples[0]:  # SSDA: source and labelled target share one batch, half / half
                 source += [s["target_labelled"] for s in samples]
-            batch = {"source": self._domain_batch(source, self.cfg.data),
+            batch = {"source": self._domain_batch(source, self.source_data()),
                      "target": self._domain_batch([s["target"] for s in samples], self.cfg.target)}
             # per point: 1 where it comes from the labelled target (its own class weights)
             batch["source"]["from_target"] = batch["source"]["point_batch"] >= len(samples)
@@ -297,3 +304,27 @@ class XMUDARecipe(Recipe):
         metrics = {f"miou_{k}": cm.all_reduce().miou() for k, cm in cms.items()}
         metrics.update({f"iou_xm_{c}": float(v) for c, v in zip(names, cms["xm"].iou()) if v == v})
         return metrics
+
+
+class SourceOnlyRecipe(XMUDARecipe):
+    """xMUDA's networks trained on the labelled source alone (no cross-modal loss, no target batch)."""
+
+    name = "source_only"
+
+    def build(self) -> None:
+        m = self.cfg.model
+        for key in ("lambda_xm_src", "lambda_xm_trg", "lambda_minent"):
+            if getattr(m, key):
+                raise XmkdConfigError(f"model.{key}: the source_only recipe trains without it; set it to 0 "
+                                      f"(got {getattr(m, key)}) or use recipe: xmuda")
+        super().build()
+
+
+class TargetOnlyRecipe(SourceOnlyRecipe):
+    """The oracle: the same networks trained on the target's labelled training split (`target.train_split`);
+    the `data` section is not read."""
+
+    name = "target_only"
+
+    def source_data(self) -> DataConfig:
+        return self.cfg.target
