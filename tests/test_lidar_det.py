@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def kitti(tmp_path_factory):
     root = tmp_path_factory.mktemp("det") / "kitti"
-    synthesize(SynthOptions(out=str(root), format="kitti", frames=4, frames_per_scene=2), progress=False)
+    synthesize(SynthOptions(out=str(root), format="kitti", frames=4, frames_per_scene=2, unlabelled=2),
+               progress=False)
     prepare("kitti_object", root, root / "xmkd_index", progress=False)
+    prepare("kitti_raw", root, root / "xmkd_raw_index", progress=False)  # the two unlabelled raw frames
     return root
 
 
@@ -124,6 +126,36 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.weights.distance=0",
                  "model.weights.angle=0")
     assert not {"distance", "angle"} & set(cmkd.training_step(batch, 0))
+
+
+def test_hsrdn_trains_on_unlabelled_raw_frames_next_to_labelled_ones(kitti, teacher_run, tmp_path):
+    import torch
+
+    from xmkd.errors import XmkdConfigError
+
+    raw = [f"unlabelled.root={kitti}", f"unlabelled.index={kitti / 'xmkd_raw_index'}",
+           "unlabelled.train_split=raw_unlabelled"]
+    ckpt = f"model.teacher_checkpoint={teacher_run / 'checkpoints' / 'last.pt'}"
+    recipe = hsrdn(kitti, tmp_path, ckpt, "model.weights.gt=1", *raw)
+    ds = recipe.train_dataset()
+    n = len((kitti / "ImageSets" / "train.txt").read_text().split())
+    assert len(ds) == n + 2
+    labelled, unlabelled = ds[(0, 0)], ds[(0, n + 1)]
+    assert labelled["labelled"] and not unlabelled["labelled"] and len(unlabelled["boxes"]) == 0
+    assert unlabelled["image"].shape == labelled["image"].shape and (unlabelled["depth"] > 0).sum() > 20
+    losses = recipe.training_step(recipe.collate([labelled, unlabelled]), 0)
+    assert {"bev", "resp_cls", "depth", "distance", "gt_cls"} <= set(losses)
+    assert losses["gt_cls"] > 0 and all(torch.isfinite(v) for v in losses.values())
+    only_raw = recipe.training_step(recipe.collate([unlabelled]), 0)  # no ground truth: the GT terms are zero
+    assert only_raw["gt_cls"] == 0 and only_raw["gt_box"] == 0 and only_raw["resp_cls"] > 0
+    with pytest.raises(XmkdConfigError, match="unlabelled.root"):  # the GT-only student cannot use them
+        hsrdn(kitti, tmp_path, "model.teacher_checkpoint=''", "model.weights.bev=0", "model.weights.response_cls=0",
+              "model.weights.response_box=0", "model.weights.response_dir=0", "model.weights.distance=0",
+              "model.weights.angle=0", "model.weights.depth=0", "model.weights.gt=1", *raw)
+    teacher = get_recipe("lidar_det")(recipe.cfg, torch.device("cpu"))
+    teacher.build()
+    with pytest.raises(ValueError, match="labelled frames only"):
+        teacher.training_step(teacher.collate([unlabelled]), 0)
 
 
 def test_student_run_then_kitti_evaluation(kitti, teacher_run, tmp_path):

@@ -28,3 +28,21 @@ class FrameSamples(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = sample_rng(self.seed, epoch, index) if self.train else None
         return self.make_sample(self.frames[index], rng)
+
+
+class ConcatSamples(Dataset):
+    """Several sample datasets end to end under one `(epoch, i)` index (e.g. labelled frames, then unlabelled ones)."""
+
+    def __init__(self, parts: list[Dataset]):
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} of {len(self)}")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part][(epoch, index - int(self.offsets[part]))]

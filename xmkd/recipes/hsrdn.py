@@ -5,7 +5,8 @@ Losses (each weight in `model.weights`, 0 switches a term off):
 - `bev`: 32 * mean((F_student - F_teacher)^2) over the BEV map (optionally weighted by the teacher's foreground);
 - response (stage `det` only): QFL of the student's class logits against the teacher's sigmoid scores, smooth-L1
   of the box codes (angle through sin) and direction CE against the teacher's bins, both weighted by the teacher's
-  confidence. No ground-truth boxes are needed, so unlabelled frames train too;
+  confidence. No ground-truth boxes are needed, so unlabelled frames train too: the `unlabelled` data section
+  (e.g. KITTI raw frames, `dataset: kitti_raw`) adds its training split to the labelled one;
 - `depth`: focal loss of the LID depth bins against the projected LiDAR depth (cells without a point ignored);
 - `distance` / `angle` (HSRDN): relation losses between BEV nodes, teacher detached, nodes inside each sample (the
   teacher's top foreground cells) or, with `relation_nodes: cross`, the released cross-sample form;
@@ -24,7 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xmkd.config import DataConfig
+from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
+from xmkd.data.index import IndexedFrames
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
 from xmkd.engine.checkpoint import load_module_from_file
 from xmkd.errors import XmkdConfigError
@@ -34,6 +38,7 @@ from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.losses import quality_focal_loss
 from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe
+from xmkd.recipes.point_mlp import index_path
 from xmkd.recipes.u2mkd import resize_camera
 
 
@@ -61,10 +66,17 @@ class HSRDNModel(LidarDetModel):
     confident: float = 0.3  # teacher score above which an anchor counts in the response normaliser
 
 
+def _no_unlabelled() -> DataConfig:
+    return DataConfig(dataset="kitti_raw", root="", train_split="all", cameras=["image_2"])
+
+
 @dataclass
 class HSRDNConfig(LidarDetConfig):
     recipe: str = "hsrdn"
     model: HSRDNModel = field(default_factory=HSRDNModel)
+    # frames without labels trained alongside data.train_split (only `root` non-empty switches it on; the frames
+    # are sampled at data.image_size and data.point_range); index "" = <root>/xmkd_index
+    unlabelled: DataConfig = field(default_factory=_no_unlabelled)
 
 
 def focal_ce(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -87,6 +99,9 @@ class HSRDNRecipe(LidarDetRecipe):
         teacher: Second = self.nets.pop("net")
         distils = any(getattr(m.weights, k) for k in ("bev", "response_cls", "response_box", "response_dir",
                                                        "distance", "angle"))
+        if self.cfg.unlabelled.root and not (distils or m.weights.depth):
+            raise XmkdConfigError("unlabelled.root: frames without labels train only the distillation and depth "
+                                  "terms, and every one of them has weight 0 here")
         if distils and not m.teacher_checkpoint:
             raise XmkdConfigError("model.teacher_checkpoint: a trained lidar_det checkpoint is needed for the "
                                   "distillation terms (or set their weights to 0 and weights.gt > 0)")
@@ -119,6 +134,14 @@ class HSRDNRecipe(LidarDetRecipe):
         sample.update(image=image, lidar_to_image=(K @ cam.T_cam_lidar[:3]).astype(np.float32),
                       depth=np.where(np.isfinite(depth), depth, 0).astype(np.float32))
         return sample
+
+    def train_dataset(self) -> FrameSamples | ConcatSamples:
+        labelled = super().train_dataset()
+        u = self.cfg.unlabelled
+        if not u.root:
+            return labelled
+        frames = IndexedFrames(index_path(u), u.train_split, None, cameras=[self.cfg.model.camera], root=u.root)
+        return ConcatSamples([labelled, FrameSamples(frames, self.make_sample, self.cfg.seed + 1, train=True)])
 
     def collate(self, samples: list[dict]) -> dict:
         batch = super().collate(samples)

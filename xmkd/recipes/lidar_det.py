@@ -166,7 +166,7 @@ class LidarDetRecipe(Recipe):
         meta = {"frame_id": frame.frame_id, "K": cam.K, "T_cam_lidar": cam.T_cam_lidar,
                 "T_rect_lidar": frame.meta.get("T_rect_lidar", cam.T_cam_lidar), "image_size": cam.image_size}
         return {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], intensity[keep]]).astype(np.float32),
-                "boxes": boxes[inside], "labels": labels[inside], "meta": meta}
+                "boxes": boxes[inside], "labels": labels[inside], "labelled": frame.boxes is not None, "meta": meta}
 
     def train_dataset(self) -> FrameSamples:
         return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
@@ -179,26 +179,33 @@ class LidarDetRecipe(Recipe):
                             self.cfg.data.point_range, multiple=8)
         batch["gt_boxes"] = [torch.from_numpy(s["boxes"]) for s in samples]
         batch["gt_labels"] = [torch.from_numpy(s["labels"]) for s in samples]
+        batch["labelled"] = torch.tensor([s["labelled"] for s in samples])
         batch["meta"] = [s["meta"] for s in samples]
         return batch
 
     # -- steps ----------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        if not batch["labelled"].all():
+            unlabelled = [meta["frame_id"] for meta, ok in zip(batch["meta"], batch["labelled"].tolist()) if not ok]
+            raise ValueError(f"lidar_det trains on labelled frames only; no labels for {', '.join(unlabelled)} "
+                             f"(split {self.cfg.data.train_split!r})")
         return self.gt_losses(self.nets["net"](batch), batch)
 
     def gt_losses(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        """Detection losses of a head's outputs against the ground-truth boxes, averaged over the batch."""
+        """Detection losses of a head's outputs against the ground-truth boxes, averaged over the batch's labelled
+        frames (zero, with the same terms, when none is labelled)."""
         m = self.cfg.model
         b, ny, nx = out["cls"].shape[:3]
         anchors, a_cls = self.anchors(ny, nx)
         terms: dict[str, list[torch.Tensor]] = {}
-        for i in range(b):
+        labelled = batch["labelled"].tolist()
+        for i in [i for i in range(b) if labelled[i]] or [0]:
             t = assign(anchors, a_cls, m.classes, batch["gt_boxes"][i], batch["gt_labels"][i])
             losses = detection_losses(out["cls"][i].reshape(-1, len(m.classes)), out["box"][i].reshape(-1, 7),
                                       out["dir"][i].reshape(-1, out["dir"].shape[-1]), anchors, t, len(m.classes),
                                       m.box_weight, m.dir_weight)
             for k, v in losses.items():
-                terms.setdefault(k, []).append(v)
+                terms.setdefault(k, []).append(v if labelled[i] else v * 0)
         return {k: torch.stack(v).mean() for k, v in terms.items()}
 
     @torch.no_grad()
