@@ -249,7 +249,8 @@ class LidarDetRecipe(Recipe):
         for cls in self.class_names:
             for metric in ("3d", "bev"):
                 for diff in ("easy", "moderate", "hard"):
-                    key = f"{cls}/{metric}/R40/strict/{diff}"
-                    if key in ap:
-                        metrics[f"{cls.lower()}_{metric}_r40_{diff}"] = ap[key]
+                    for overlap, suffix in (("strict", ""), ("loose", "_loose")):
+                        key = f"{cls}/{metric}/R40/{overlap}/{diff}"
+                        if key in ap:
+                            metrics[f"{cls.lower()}_{metric}_r40_{diff}{suffix}"] = ap[key]
         return metrics
