@@ -177,3 +177,22 @@ def test_bftd_recipe_is_the_bftd_variant(domains, tmp_path):
     _, cfg = config(domains, tmp_path, "model.variant=ftd", path="bftd/synthetic_day_night.yaml")
     with pytest.raises(XmkdConfigError, match="variant bftd"):
         recipe_cls(cfg, torch.device("cpu")).build()
+
+
+def test_bottom_crop_moves_the_points_pixels_with_the_image(domains, tmp_path):
+    recipe_cls, cfg = config(domains, tmp_path, "data.image_size=[]", "target.image_size=[]",
+                             "model.bottom_crop=[64,40]", "model.hflip=false", "model.max_points=0")
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    train = recipe.train_dataset()[(0, 1)]["source"]
+    full = recipe.sample_maker("source")(recipe.frames_of(cfg.data, cfg.data.train_split)[1], None)
+    assert train["image"].shape == (40, 64, 3) and full["image"].shape == (90, 160, 3)  # validation: whole image
+    assert (train["uv"] >= 0).all() and (train["uv"][:, 0] < 64).all() and (train["uv"][:, 1] < 40).all()
+    lefts = [x for x in range(160 - 64 + 1) if np.array_equal(full["image"][50:, x:x + 64], train["image"])]
+    assert lefts
+    at = {int(r): uv for r, uv in zip(full["raw"], full["uv"])}
+    shifted = np.array([at[int(r)] for r in train["raw"]]) - [lefts[0], 50]
+    assert len(train["raw"]) > 50 and np.allclose(shifted, train["uv"], atol=1e-4)
+    batch = recipe.collate([recipe.train_dataset()[(0, 0)], recipe.train_dataset()[(0, 1)]])
+    assert batch["source"]["images"].shape[-2:] == (40, 64)
+    assert recipe.collate([full, recipe.train_dataset()[(0, 1)]["target"]])["images"].shape[-2:] == (90, 160)

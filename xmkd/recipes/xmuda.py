@@ -56,6 +56,9 @@ class XMUDAModel:
     max_points: int = 0
     augment: Augment = field(default_factory=lambda: Augment(rotate=True, flip=True, scale=[0.95, 1.05]))
     hflip: bool = True  # horizontal image flip (with the pixels of the points)
+    # [W, H]: in training, a W x H window at the bottom of the image at a random horizontal position (xMUDA's
+    # KITTI-family crop), for every domain that keeps its native image size (empty `image_size`)
+    bottom_crop: list[int] = field(default_factory=list)
     ssda_labelled_split: str = ""  # SSDA: a labelled split of the target, collated with every source batch
 
 
@@ -84,6 +87,18 @@ def class_weights(index: dict[str, Any], split: str, space_name: str) -> np.ndar
                 counts[c] += n
     w = np.log(5 * counts.sum() / np.maximum(counts, 1))
     return (w / w.min()).astype(np.float32)
+
+
+def bottom_crop(image: np.ndarray, uv: np.ndarray, crop: list[int], rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
+    """A crop[0] x crop[1] window at the bottom of `image`, at a random horizontal offset: the cropped image, the
+    pixels moved into it, its (W, H) and which pixels fall inside."""
+    h, w = image.shape[:2]
+    cw, ch = min(int(crop[0]), w), min(int(crop[1]), h)
+    left, top = int(rng.integers(0, w - cw + 1)), h - ch
+    uv = uv - np.array([left, top], np.float32)
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < cw) & (uv[:, 1] >= 0) & (uv[:, 1] < ch)
+    return np.ascontiguousarray(image[top:, left:left + cw]), uv, (cw, ch), inside
 
 
 class PairedSamples(Dataset):
@@ -184,6 +199,9 @@ class XMUDARecipe(Recipe):
                   else np.full(n_key, self.space.ignore_index, np.int64))
         uv = proj.uv.astype(np.float32)
         if rng is not None:
+            if m.bottom_crop and not d.image_size:
+                image, uv, size, inside = bottom_crop(image, uv, m.bottom_crop, rng)
+                keep &= inside
             keep = subsample(keep, m.max_points, rng)
             xyz = augment_points(xyz, rng, m.augment)
             if m.hflip and rng.random() < 0.5:
@@ -213,7 +231,12 @@ class XMUDARecipe(Recipe):
     def _domain_batch(self, samples: list[dict[str, Any]], d: DataConfig) -> dict[str, Any]:
         batch = voxel_batch([s["xyz"] for s in samples], [np.ones((len(s["xyz"]), 1), np.float32) for s in samples],
                             d.voxel_size, d.point_range, multiple=2 ** (self.cfg.model.scn_levels - 1))
-        batch["images"] = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2)
+        # native sizes differ between SemanticKITTI sequences: pad right / bottom (no pixel of a point moves)
+        h, w = max(s["image"].shape[0] for s in samples), max(s["image"].shape[1] for s in samples)
+        images = np.zeros((len(samples), h, w, 3), samples[0]["image"].dtype)
+        for i, s in enumerate(samples):
+            images[i, :s["image"].shape[0], :s["image"].shape[1]] = s["image"]
+        batch["images"] = torch.from_numpy(images).permute(0, 3, 1, 2)
         batch["point_uv"] = torch.from_numpy(np.concatenate([s["uv"] for s in samples]))
         batch["labels"] = torch.from_numpy(np.concatenate([s["labels"] for s in samples]))
         return batch
