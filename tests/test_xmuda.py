@@ -1,6 +1,7 @@
 """xMUDA recipe: UDA batches from two domains, class weights, cross-modal KL that never trains its own targets,
 and a short day -> night run with the 2D / 3D / xM table."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_pseudo_label_refinement_on_a_hand_made_example():
     assert l2.tolist() == [IGNORE, 1, IGNORE, IGNORE, 0, IGNORE] and l3.tolist() == [IGNORE, 0, IGNORE, 0, 0, IGNORE]
 
 
-def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path):
+def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path, capsys):
     from xmkd.cli import main
     from xmkd.data.pseudo_labels import PseudoLabels
 
@@ -147,6 +148,12 @@ def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path
     assert {"miou_2d", "miou_3d", "miou_xm"} <= set(metrics)
     rows = [r for r in (tmp_path / "stage2" / "metrics.jsonl").read_text().splitlines() if '"pl"' in r]
     assert rows  # the pseudo-label loss was part of training
+    # `xmkd eval` loads the 2D, 3D and fusion weights together and prints the 2D / 3D / xM table
+    assert main(["eval", str(tmp_path / "stage2"), "--json", str(tmp_path / "eval.json"), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert all(k in table for k in ("miou_2d", "miou_3d", "miou_xm"))
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert any(abs(r.get("miou_xm", -1) - metrics["miou_xm"]) < 1e-6 for r in evaluated.values())
 
 
 def test_one_ssda_step(domains, tmp_path):

@@ -60,7 +60,7 @@ def evaluate_run(run_dir: str | Path, ckpt: str | None = None, every: bool = Fal
         results[path.name] = {"step": int(state.get("step", 0)), **metrics}
     if distributed.is_main():
         print(summary_table({k: {m: v for m, v in r.items() if m != "step"} for k, r in results.items()},
-                            title=f"{cfg.name}: {recipe_cls.name} on {cfg.data.val_split}"))
+                            title=f"{cfg.name}: {recipe_cls.name}, validation split ({len(val_set)} frames)"))
         if every and len(results) > 1:
             curve = plot_curve(results, run_dir / "eval_curve.png", cfg.train.best_metric)
             print(f"curve: {curve}")
