@@ -54,7 +54,10 @@ def dataset(root: Path, preset: str, seed: int) -> Path:
     return root
 
 
-def run_seed(seed: int, scenario: str = "day-night", steps: int = STEPS) -> dict[str, dict[str, float]]:
+def run_seed(seed: int, scenario: str = "day-night", steps: int = STEPS, only: tuple[str, ...] = ()
+             ) -> dict[str, dict[str, float]]:
+    """The five rows of one seed (`only`: just the runs named, e.g. ("ftd", "ftd_pl"), to spread one seed over
+    several processes or machines; finished runs are reused either way)."""
     source_preset, target_preset, slug = SCENARIOS[scenario]
     folder = OUT / scenario / f"seed{seed}"
     source = dataset(folder / source_preset, source_preset, seed)
@@ -62,18 +65,19 @@ def run_seed(seed: int, scenario: str = "day-night", steps: int = STEPS) -> dict
     runs = folder / "runs"
     base = [f"data.root={source}", f"target.root={target}", f"output_dir={runs}", f"seed={seed}",
             "data.num_workers=1", "train.log_every=10"]
-
-    def row(method: str, name: str, *extra: str) -> dict[str, float]:
-        return train(f"{method}/synthetic_{slug}.yaml", [*base, f"name={name}", *extra], runs / name, steps)
-
-    rows = {"source-only": row("source_only", "source_only"), "xMUDA": row("xmuda", "xmuda"),
-            "FtD++": row("ftd", "ftd")}
     pl = folder / "pl.npz"
-    if not pl.exists():
-        pseudo_label_split(runs / "ftd", "synthetic_train", pl, progress=False)
-    rows["FtD++ + PL"] = row("ftd", "ftd_pl", "model.lambda_pl=1.0", f"model.pseudo_labels={pl}")
-    rows["target-only"] = row("target_only", "oracle")
-    atomic_write_text(folder / "results.json", json.dumps(rows, indent=1))
+    plan = {"source-only": ("source_only", "source_only"), "xMUDA": ("xmuda", "xmuda"), "FtD++": ("ftd", "ftd"),
+            "FtD++ + PL": ("ftd", "ftd_pl", "model.lambda_pl=1.0", f"model.pseudo_labels={pl}"),
+            "target-only": ("target_only", "oracle")}
+    rows = {}
+    for row, (method, name, *extra) in plan.items():
+        if only and name not in only:
+            continue
+        if name == "ftd_pl" and not pl.exists():
+            pseudo_label_split(runs / "ftd", "synthetic_train", pl, progress=False)
+        rows[row] = train(f"{method}/synthetic_{slug}.yaml", [*base, f"name={name}", *extra], runs / name, steps)
+    if not only:
+        atomic_write_text(folder / "results.json", json.dumps(rows, indent=1))
     return rows
 
 
@@ -97,5 +101,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="day-night")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", default=[], choices=["source_only", "xmuda", "ftd", "ftd_pl", "oracle"],
+                        help="train just these runs of each seed (no table)")
     args = parser.parse_args()
-    main(tuple(args.seeds), args.scenario)
+    if args.only:
+        for seed in args.seeds:
+            print(json.dumps(run_seed(seed, args.scenario, only=tuple(args.only)), indent=1))
+    else:
+        main(tuple(args.seeds), args.scenario)
