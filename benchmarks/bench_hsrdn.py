@@ -7,8 +7,9 @@ over seeds.
     python -m benchmarks.bench_hsrdn --seeds 0        # some seeds only (the table covers the seeds given)
 
 Per seed S: `xmkd synth --format kitti --frames 72 --seed S` at 640x192 (KITTI's aspect), then
-`configs/lidar_det/synthetic.yaml` for `TEACHER_STEPS` iterations and the three students (`configs/hsrdn/*.yaml`)
-for `STUDENT_STEPS` iterations each. Outputs in outputs/bench_hsrdn/seed<S>/; the table is printed and written to
+`configs/lidar_det/synthetic.yaml` for `TEACHER_STEPS` iterations and the three students
+(`configs/hsrdn/mono_gt_synthetic.yaml`, `configs/cmkd/synthetic.yaml`, `configs/hsrdn/synthetic.yaml`) for
+`STUDENT_STEPS` iterations each. Outputs in outputs/bench_hsrdn/seed<S>/; the table is printed and written to
 outputs/bench_hsrdn/table.md.
 """
 
@@ -31,7 +32,7 @@ from xmkd.recipes import get_recipe
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_hsrdn"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ROWS = {"teacher (SECOND)": "lidar_det/synthetic.yaml", "student, GT only": "hsrdn/mono_gt_synthetic.yaml",
-        "CMKD": "hsrdn/cmkd_synthetic.yaml", "HSRDN": "hsrdn/synthetic.yaml"}
+        "CMKD": "cmkd/synthetic.yaml", "HSRDN": "hsrdn/synthetic.yaml"}
 METRICS = [f"{c}_{m}_r40_moderate{o}" for c in ("car", "pedestrian", "cyclist") for o in ("", "_loose")
            for m in ("3d", "bev")]
 TEACHER_STEPS, STUDENT_STEPS = 1200, 120

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from xmkd.cli import main
-from xmkd.config import load_config
+from xmkd.config import load_config, peek_recipe
 from xmkd.data.index import prepare
 from xmkd.data.synthetic.synth import SynthOptions, synthesize
 from xmkd.engine.predict import load_trained
 from xmkd.engine.trainer import Trainer
+from xmkd.errors import XmkdConfigError
 from xmkd.geometry.iou import bev_iou
 from xmkd.recipes import get_recipe
 
@@ -84,11 +85,11 @@ def teacher_run(kitti, tmp_path_factory):
     return out / "teacher"
 
 
-def hsrdn(kitti, tmp_path, *extra):
+def hsrdn(kitti, tmp_path, *extra, config="hsrdn/synthetic.yaml"):
     import torch
 
-    recipe_cls = get_recipe("hsrdn")
-    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic.yaml", [
+    recipe_cls = get_recipe(peek_recipe(REPO / "configs" / config))
+    cfg = load_config(REPO / "configs" / config, [
         f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0", "data.image_size=[160,48]", *extra],
         schema=recipe_cls.schema)
     recipe = recipe_cls(cfg, torch.device("cpu"))
@@ -123,15 +124,15 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev")
     batch = bev_stage.collate([bev_stage.train_dataset()[(0, 0)]])
     assert set(bev_stage.training_step(batch, 0)) == {"bev", "distance", "angle", "depth"}
-    cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.weights.distance=0",
-                 "model.weights.angle=0")
+    cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", config="cmkd/synthetic.yaml")
     assert not {"distance", "angle"} & set(cmkd.training_step(batch, 0))
+    with pytest.raises(XmkdConfigError, match="no relation losses"):
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.weights.angle=1",
+              config="cmkd/synthetic.yaml")
 
 
 def test_hsrdn_trains_on_unlabelled_raw_frames_next_to_labelled_ones(kitti, teacher_run, tmp_path):
     import torch
-
-    from xmkd.errors import XmkdConfigError
 
     raw = [f"unlabelled.root={kitti}", f"unlabelled.index={kitti / 'xmkd_raw_index'}",
            "unlabelled.train_split=raw_unlabelled"]
@@ -174,8 +175,6 @@ def test_student_run_then_kitti_evaluation(kitti, teacher_run, tmp_path):
 
 
 def test_ground_truth_baseline_needs_no_teacher_and_distillation_does(kitti, tmp_path):
-    from xmkd.errors import XmkdConfigError
-
     base = hsrdn(kitti, tmp_path, "model.teacher_checkpoint=''", "model.weights.bev=0", "model.weights.response_cls=0",
                  "model.weights.response_box=0", "model.weights.response_dir=0", "model.weights.distance=0",
                  "model.weights.angle=0", "model.weights.gt=1")

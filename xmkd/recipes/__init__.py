@@ -14,6 +14,7 @@ RECIPES: dict[str, str] = {
     "camera_seg": "xmkd.recipes.camera_seg:CameraSegRecipe",
     "lidar_det": "xmkd.recipes.lidar_det:LidarDetRecipe",
     "hsrdn": "xmkd.recipes.hsrdn:HSRDNRecipe",
+    "cmkd": "xmkd.recipes.hsrdn:CMKDRecipe",
     "xmuda": "xmkd.recipes.xmuda:XMUDARecipe",
     "ftd": "xmkd.recipes.ftd:FtDRecipe",
     "bftd": "xmkd.recipes.ftd:BFtDRecipe",

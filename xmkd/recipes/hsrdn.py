@@ -1,5 +1,5 @@
-"""`hsrdn` (and `cmkd`, its ablation without relations): a monocular 3D detector distilled from a frozen SECOND
-teacher (a `lidar_det` run) in the teacher's BEV space (METHODS.md section 3).
+"""`hsrdn` (and `cmkd`, its ablation without the relation losses): a monocular 3D detector distilled from a
+frozen SECOND teacher (a `lidar_det` run) in the teacher's BEV space (METHODS.md section 3).
 
 Losses (each weight in `model.weights`, 0 switches a term off):
 - `bev`: 32 * mean((F_student - F_teacher)^2) over the BEV map (optionally weighted by the teacher's foreground);
@@ -202,3 +202,16 @@ class HSRDNRecipe(LidarDetRecipe):
                                  teacher["dir"].argmax(-1).reshape(-1), reduction="none")
             losses["resp_dir"] = w.response_dir * (ce * conf.reshape(-1)).sum() / conf.sum().clamp(min=1e-6)
         return losses
+
+
+class CMKDRecipe(HSRDNRecipe):
+    """CMKD: HSRDN's student and distillation without the relation losses (their weights must be 0)."""
+
+    name = "cmkd"
+
+    def build(self) -> None:
+        w = self.cfg.model.weights
+        if w.distance or w.angle:
+            raise XmkdConfigError(f"model.weights: the cmkd recipe has no relation losses (distance {w.distance}, "
+                                  f"angle {w.angle}); set them to 0 or use recipe: hsrdn")
+        super().build()
