@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +24,9 @@ from xmkd.data.readers import READERS, make_reader
 from xmkd.data.readers.base import FrameRecord
 from xmkd.errors import XmkdDataError, XmkdError
 from xmkd.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from xmkd.config import DataConfig
 
 INDEX_NAME = "index.json"
 PARTIAL_NAME = "index.partial.jsonl"
@@ -95,6 +98,11 @@ def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[st
     path = atomic_write_text(out / INDEX_NAME, json.dumps(index, separators=(",", ":")))
     partial.unlink()
     return PrepareReport(path, len(good), {k: len(v) for k, v in split_table.items()}, bad, resumed)
+
+
+def index_path(d: DataConfig) -> Path:
+    """A config data section's prepared index: its `index`, else <root>/xmkd_index."""
+    return Path(d.index) if d.index else Path(d.root) / "xmkd_index"
 
 
 def load_index(path: str | Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from xmkd.config import DataConfig
 from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames
+from xmkd.data.index import IndexedFrames, index_path
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
 from xmkd.engine.checkpoint import load_module_from_file
 from xmkd.errors import XmkdConfigError
@@ -38,7 +38,6 @@ from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.losses import quality_focal_loss
 from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe
-from xmkd.recipes.point_mlp import index_path
 from xmkd.recipes.u2mkd import resize_camera
 
 

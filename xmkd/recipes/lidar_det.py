@@ -23,7 +23,7 @@ from xmkd.config import ExperimentConfig
 from xmkd.data.collate import in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames
+from xmkd.data.index import IndexedFrames, index_path
 from xmkd.engine import distributed
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
@@ -35,7 +35,6 @@ from xmkd.models.det.anchors import KITTI_ANCHORS, AnchorClass, anchor_classes, 
 from xmkd.models.det.second import Second, SecondConfig
 from xmkd.models.det.targets import assign, decode_predictions, detection_losses
 from xmkd.recipes.lidar_seg import subsample
-from xmkd.recipes.point_mlp import index_path
 
 
 @dataclass

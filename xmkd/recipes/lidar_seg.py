@@ -19,14 +19,13 @@ from xmkd.config import ExperimentConfig
 from xmkd.data.collate import clip_to_range, in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames
+from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.instances import InstancePaste, PasteOptions, paste_for
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
-from xmkd.recipes.point_mlp import index_path
 
 
 @dataclass

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from xmkd.config import DataConfig, ExperimentConfig
+from xmkd.config import ExperimentConfig
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames
+from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe
 from xmkd.eval.segmentation import ConfusionMatrix
@@ -61,11 +60,6 @@ def point_features(points: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
         intensity = intensity / 255.0
     rng = np.linalg.norm(xyz[:, :2], axis=1, keepdims=True)
     return np.column_stack([xyz / 10.0, rng / 10.0, intensity]).astype(np.float32)
-
-
-def index_path(d: DataConfig) -> Path:
-    """A data section's prepared index: `index`, else <root>/xmkd_index."""
-    return Path(d.index) if d.index else Path(d.root) / "xmkd_index"
 
 
 class PointMLPRecipe(Recipe):

@@ -27,7 +27,7 @@ from xmkd.config import ExperimentConfig
 from xmkd.data.collate import clip_to_range, in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames
+from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.instances import PasteOptions, paste_for
 from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
@@ -49,7 +49,6 @@ from xmkd.recipes.lidar_seg import (
     subsample,
     time_lag,
 )
-from xmkd.recipes.point_mlp import index_path
 
 
 @dataclass

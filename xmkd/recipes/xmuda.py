@@ -26,7 +26,7 @@ from xmkd.config import DataConfig, ExperimentConfig
 from xmkd.data.collate import in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames, load_index
+from xmkd.data.index import IndexedFrames, index_path, load_index
 from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import kl_probs
 from xmkd.engine.data import sample_rng
@@ -38,7 +38,6 @@ from xmkd.models.image.resnet import normalize_images
 from xmkd.models.image.unet import UNetResNet
 from xmkd.models.point.scn_unet import SCNUNet
 from xmkd.recipes.lidar_seg import Augment, augment_points, subsample
-from xmkd.recipes.point_mlp import index_path
 from xmkd.recipes.u2mkd import resize_camera
 
 
