@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from xmkd.config import DataConfig
 from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames, index_path
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
 from xmkd.engine.checkpoint import load_module_from_file
 from xmkd.errors import XmkdConfigError
@@ -139,8 +138,8 @@ class HSRDNRecipe(LidarDetRecipe):
         u = self.cfg.unlabelled
         if not u.root:
             return labelled
-        frames = IndexedFrames(index_path(u), u.train_split, None, cameras=[self.cfg.model.camera], root=u.root)
-        return ConcatSamples([labelled, FrameSamples(frames, self.make_sample, self.cfg.seed + 1, train=True)])
+        unlabelled = FrameSamples(self.frames_of(u, u.train_split), self.make_sample, self.cfg.seed + 1, train=True)
+        return ConcatSamples([labelled, unlabelled])
 
     def collate(self, samples: list[dict]) -> dict:
         batch = super().collate(samples)

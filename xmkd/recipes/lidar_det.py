@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmkd.config import ExperimentConfig
+from xmkd.config import DataConfig, ExperimentConfig
 from xmkd.data.collate import in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
@@ -138,7 +138,10 @@ class LidarDetRecipe(Recipe):
 
     # -- data -----------------------------------------------------------------------------------------------
     def frames(self, split: str) -> IndexedFrames:
-        d = self.cfg.data
+        return self.frames_of(self.cfg.data, split)
+
+    def frames_of(self, d: DataConfig, split: str) -> IndexedFrames:
+        """A split of the dataset of data section `d`, with the model's camera."""
         return IndexedFrames(index_path(d), split, None, cameras=[self.cfg.model.camera], root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
