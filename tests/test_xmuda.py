@@ -70,6 +70,7 @@ def test_source_only_and_target_only_recipes_train_without_the_unlabelled_target
     recipe.forward = lambda b: seen.append(b) or forward(b)
     losses = recipe.training_step(batch, 0)
     assert set(losses) == {"seg_2d", "seg_3d"} and len(seen) == 1 and seen[0] is batch["source"]
+    assert "target" not in batch  # not even loaded
     with pytest.raises(XmkdConfigError, match="lambda_xm_src"):
         recipe_cls(config(domains, tmp_path, "model.lambda_xm_src=1", path="source_only/synthetic_day_night.yaml")[1],
                    torch.device("cpu")).build()

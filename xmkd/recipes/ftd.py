@@ -98,6 +98,9 @@ class FtDRecipe(XMUDARecipe):
     def emas(self) -> dict[str, EMA]:
         return self._emas
 
+    def uses_target(self) -> bool:
+        return True  # the target pairs with every step: fusion-then-distillation, stylisation, pseudo-labels
+
     # -- data: pseudo-labels and the stylised source ----------------------------------------------------------
     def make_domain_sample(self, frame: Frame, rng: np.random.Generator | None, d, domain: str) -> dict[str, Any]:
         sample = super().make_domain_sample(frame, rng, d, domain)

@@ -102,10 +102,13 @@ def bottom_crop(image: np.ndarray, uv: np.ndarray, crop: list[int], rng: np.rand
 
 class PairedSamples(Dataset):
     """Source sample i of an epoch with a target sample drawn from (seed, epoch, i): one UDA training item; with
-    `labelled` (SSDA) also a labelled target sample drawn the same way."""
+    `labelled` (SSDA) also a labelled target sample drawn the same way. `with_target` false: the target sample is
+    drawn but not loaded (a recipe that never forwards it), so the other draws stay the same."""
 
-    def __init__(self, source: FrameSamples, target: FrameSamples, seed: int, labelled: FrameSamples | None = None):
+    def __init__(self, source: FrameSamples, target: FrameSamples, seed: int, labelled: FrameSamples | None = None,
+                 with_target: bool = True):
         self.source, self.target, self.seed, self.labelled = source, target, seed, labelled
+        self.with_target = with_target
 
     def __len__(self) -> int:
         return len(self.source)
@@ -113,7 +116,10 @@ class PairedSamples(Dataset):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, i = key if isinstance(key, tuple) else (0, key)
         rng = sample_rng(self.seed + 7919, epoch, i)
-        item = {"source": self.source[(epoch, i)], "target": self.target[(epoch, int(rng.integers(len(self.target))))]}
+        item = {"source": self.source[(epoch, i)]}
+        j = int(rng.integers(len(self.target)))
+        if self.with_target:
+            item["target"] = self.target[(epoch, j)]
         if self.labelled is not None:
             item["target_labelled"] = self.labelled[(epoch, int(rng.integers(len(self.labelled))))]
         return item
@@ -221,7 +227,7 @@ class XMUDARecipe(Recipe):
         if c.model.ssda_labelled_split:
             labelled = FrameSamples(self.frames_of(c.target, c.model.ssda_labelled_split), self.sample_maker("target"),
                                     c.seed + 1, True)
-        return PairedSamples(source, target, c.seed, labelled)
+        return PairedSamples(source, target, c.seed, labelled, with_target=self.uses_target())
 
     def val_dataset(self) -> Dataset:
         t = self.cfg.target
@@ -245,8 +251,9 @@ class XMUDARecipe(Recipe):
             source = [s["source"] for s in samples]
             if "target_labelled" in samples[0]:  # SSDA: source and labelled target share one batch, half / half
                 source += [s["target_labelled"] for s in samples]
-            batch = {"source": self._domain_batch(source, self.source_data()),
-                     "target": self._domain_batch([s["target"] for s in samples], self.cfg.target)}
+            batch = {"source": self._domain_batch(source, self.source_data())}
+            if "target" in samples[0]:
+                batch["target"] = self._domain_batch([s["target"] for s in samples], self.cfg.target)
             # per point: 1 where it comes from the labelled target (its own class weights)
             batch["source"]["from_target"] = batch["source"]["point_batch"] >= len(samples)
             return batch
@@ -272,18 +279,21 @@ class XMUDARecipe(Recipe):
         return (kl_probs(out["mimic2d"], F.softmax(out["main3d"], 1).detach())
                 + kl_probs(out["mimic3d"], F.softmax(out["main2d"], 1).detach()))
 
-    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+    def uses_target(self) -> bool:
+        """Whether training reads the unlabelled target: not for source-only and the oracle (both target weights
+        0), as in xMUDA's baseline."""
         m = self.cfg.model
-        # source-only and the oracle (both lambdas 0) never see the unlabelled target, as in xMUDA's baseline
-        return self.adaptation_losses(batch, with_target=bool(m.lambda_xm_trg or m.lambda_minent))[0]
+        return bool(m.lambda_xm_trg or m.lambda_minent)
 
-    def adaptation_losses(self, batch: dict[str, Any], with_target: bool = True
-                          ) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
-        """Source CE, cross-modal KL on source and target, MinEnt; also the source and target outputs (no target
-        forward pass, and None for it, when `with_target` is false)."""
+    def training_step(self, batch: dict[str, Any], step: int) -> dict[str, torch.Tensor]:
+        return self.adaptation_losses(batch)[0]
+
+    def adaptation_losses(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict, dict | None]:
+        """Source CE, cross-modal KL on source and target, MinEnt; also the source and target outputs (None for
+        the target when the batch has none)."""
         m, ig = self.cfg.model, self.space.ignore_index
         src = self.forward(batch["source"])
-        trg = self.forward(batch["target"]) if with_target else None
+        trg = self.forward(batch["target"]) if "target" in batch else None
         y = batch["source"]["labels"]
         if self.target_weights is None:
             losses = {"seg_2d": F.cross_entropy(src["main2d"], y, weight=self.weights, ignore_index=ig),
