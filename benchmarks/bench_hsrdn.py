@@ -21,13 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from xmkd.config import load_config
 from xmkd.data.index import prepare
 from xmkd.data.synthetic.synth import SynthOptions, synthesize
-from xmkd.engine.logging import read_metrics
-from xmkd.engine.trainer import Trainer
+from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
-from xmkd.recipes import get_recipe
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_hsrdn"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -39,18 +36,7 @@ TEACHER_STEPS, STUDENT_STEPS = 1200, 120
 
 
 def train(config: str, overrides: list[str], run: Path) -> dict[str, float]:
-    recipe = get_recipe(_recipe(config))
-    cfg = load_config(CONFIGS / config, overrides, schema=recipe.schema)
-    done = [r for r in read_metrics(run) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
-    if done:
-        return done[-1]
-    return Trainer(cfg, recipe, resume=(run / "checkpoints" / "last.pt").exists(), progress=True).fit()
-
-
-def _recipe(config: str) -> str:
-    from xmkd.config import peek_recipe
-
-    return peek_recipe(CONFIGS / config)
+    return train_or_reuse(CONFIGS / config, overrides, run)
 
 
 def run_seed(seed: int, teacher_steps: int = TEACHER_STEPS, student_steps: int = STUDENT_STEPS

@@ -19,14 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xmkd.config import load_config, peek_recipe
 from xmkd.data.index import prepare
 from xmkd.data.synthetic.synth import SynthOptions, synthesize
-from xmkd.engine.logging import read_metrics
 from xmkd.engine.predict import pseudo_label_split
-from xmkd.engine.trainer import Trainer
+from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
-from xmkd.recipes import get_recipe
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_uda"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -37,13 +34,8 @@ COLUMNS = ("miou_2d", "miou_3d", "miou_xm")
 
 
 def train(config: str, overrides: list[str], run: Path, steps: int) -> dict[str, float]:
-    recipe = get_recipe(peek_recipe(CONFIGS / config))
-    cfg = load_config(CONFIGS / config, [*overrides, f"train.max_iters={steps}", f"train.val_every={steps}",
-                                         f"train.ckpt_every={max(1, steps // 3)}"], schema=recipe.schema)
-    done = [r for r in read_metrics(run) if r.get("kind") == "val" and r.get("step") == steps]
-    if done:
-        return done[-1]
-    return Trainer(cfg, recipe, resume=(run / "checkpoints" / "last.pt").exists(), progress=True).fit()
+    return train_or_reuse(CONFIGS / config, [*overrides, f"train.max_iters={steps}", f"train.val_every={steps}",
+                                             f"train.ckpt_every={max(1, steps // 3)}"], run)
 
 
 def dataset(root: Path, preset: str, seed: int) -> Path:

@@ -20,13 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from xmkd.config import load_config
 from xmkd.data.index import prepare
 from xmkd.data.synthetic.synth import SynthOptions, synthesize
 from xmkd.engine.logging import read_metrics
-from xmkd.engine.trainer import Trainer
+from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
-from xmkd.recipes import get_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -56,20 +54,7 @@ COMMON = ["data.num_workers=1", "train.log_every=10", "train.ckpt_every=40", "da
 
 
 def _train(config: str, overrides: list[str], run_dir: Path) -> dict[str, float]:
-    """Train unless the run already finished (its last checkpoint holds the final step); returns val metrics."""
-    recipe = get_recipe(_peek(config))
-    cfg = load_config(CONFIGS / config, overrides, schema=recipe.schema)
-    done = [r for r in read_metrics(run_dir) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
-    if done and (run_dir / "checkpoints" / "last.pt").exists():
-        return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
-    resume = (run_dir / "checkpoints" / "last.pt").exists()
-    return Trainer(cfg, recipe, resume=resume, progress=True).fit()
-
-
-def _peek(config: str) -> str:
-    from xmkd.config import peek_recipe
-
-    return peek_recipe(CONFIGS / config)
+    return train_or_reuse(CONFIGS / config, overrides, run_dir)
 
 
 def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "demo") -> dict[str, Any]:
