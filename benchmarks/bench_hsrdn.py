@@ -64,8 +64,9 @@ def run_seed(seed: int, teacher_steps: int = TEACHER_STEPS, student_steps: int =
     return rows
 
 
-def main(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
-    per_seed = [run_seed(s) for s in seeds]
+def main(seeds: tuple[int, ...] = (0, 1, 2), teacher_steps: int = TEACHER_STEPS, student_steps: int = STUDENT_STEPS
+         ) -> None:
+    per_seed = [run_seed(s, teacher_steps, student_steps) for s in seeds]
     lines = ["| row | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for row in ROWS:
         cells = []
@@ -75,7 +76,8 @@ def main(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     atomic_write_text(OUT / "table.md", table + "\n")
-    print(f"HSRDN synthetic benchmark ({len(seeds)} seeds, AP_R40 moderate, mean ± std)")
+    print(f"HSRDN synthetic benchmark ({len(seeds)} seeds, teacher {teacher_steps} / students {student_steps} "
+          "iterations, AP_R40 moderate, mean ± std)")
     print(table)
 
 
@@ -84,4 +86,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    main(tuple(parser.parse_args().seeds))
+    parser.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS)
+    parser.add_argument("--student-steps", type=int, default=STUDENT_STEPS,
+                        help="iterations per student (runs of another count would resume under the new schedule: "
+                             "give each count its own XMKD_BENCH_OUT)")
+    args = parser.parse_args()
+    main(tuple(args.seeds), args.teacher_steps, args.student_steps)

@@ -97,6 +97,26 @@ def test_relation_losses_train_the_student_not_the_teacher_at_batch_1_and_2():
     assert all(v == 0 for v in cross_sample_nodes(s2, torch.randn(2, 4, 3, 3)).values())
 
 
+def test_relation_gradient_stays_bounded_when_the_student_collapses():
+    torch.manual_seed(0)
+    teacher, direction = torch.randn(32, 16), torch.randn(32, 16)
+
+    def grad_norm(spread: float, floor: float) -> float:
+        s = (direction * spread).requires_grad_()
+        sum(relation_losses(s, teacher, floor).values()).backward()
+        return float(s.grad.norm())
+
+    # plain RKD (floor 0): the gradient of the same relations grows as 1 / spread
+    assert grad_norm(1e-3, 0.0) > 100 * grad_norm(1.0, 0.0)
+    # floored at 0.1 x the teacher's mean distance: the gradient stops growing once the student is below the floor
+    assert grad_norm(1e-5, 0.1) < 1.01 * grad_norm(1e-3, 0.1) < grad_norm(1e-3, 0.0) / 10
+    # a student spread beyond the floor gets exactly the RKD relations (and so the same losses)
+    s = direction * 2.0
+    plain, floored = relation_losses(s, teacher, 0.0), relation_losses(s, teacher, 0.1)
+    assert torch.isclose(plain["distance"], floored["distance"])
+    assert torch.isclose(plain["angle"], floored["angle"], rtol=1e-3)
+
+
 def test_lid_bins_round_trip_and_out_of_range_bin():
     d = torch.tensor([2.0, 5.0, 20.0, 46.79, 1.0, 50.0, 0.0])
     idx = depth_to_lid(d[:4], 2.0, 46.8, 120)

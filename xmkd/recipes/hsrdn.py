@@ -61,6 +61,7 @@ class HSRDNModel(LidarDetModel):
     weights: DistillWeights = field(default_factory=DistillWeights)
     relation_nodes: str = "within"  # within | cross
     max_nodes: int = 64
+    relation_floor: float = 0.1  # student normalisers >= this x the teacher's mean node distance (0: plain RKD)
     confident: float = 0.3  # teacher score above which an anchor counts in the response normaliser
 
 
@@ -162,8 +163,9 @@ class HSRDNRecipe(LidarDetRecipe):
                 diff = (out["bev"] - teacher["bev"]).pow(2).mean(1)
                 losses["bev"] = w.bev * ((diff * (1 + fg)).mean() if w.bev_foreground else diff.mean())
             if w.distance or w.angle:
-                rel = (within_sample_relations(out["bev"], teacher["bev"], fg, m.max_nodes)
-                       if m.relation_nodes == "within" else cross_sample_nodes(out["bev"], teacher["bev"]))
+                rel = (within_sample_relations(out["bev"], teacher["bev"], fg, m.max_nodes, m.relation_floor)
+                       if m.relation_nodes == "within"
+                       else cross_sample_nodes(out["bev"], teacher["bev"], m.relation_floor))
                 losses["distance"], losses["angle"] = w.distance * rel["distance"], w.angle * rel["angle"]
             if m.stage == "det":
                 losses.update(self.response_losses(out, teacher))

@@ -1,0 +1,70 @@
+"""Per-term gradient norms of an HSRDN student: how hard each loss pulls on the student's parameters, at its
+initialisation or at a checkpoint, for several relation floors (`model.relation_floor`; 0 = plain RKD).
+
+    python -m benchmarks.hsrdn_grad_norms --data outputs/bench_hsrdn/seed0/kitti \\
+        --teacher outputs/bench_hsrdn/seed0/runs/teacher/checkpoints/last.pt [--student CKPT] [--batches 4]
+
+Prints, per floor, the mean over `--batches` training batches of || d(term) / d(student parameters) || for every
+loss term of configs/hsrdn/synthetic.yaml (weights included), next to the gradient clip of its schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xmkd.config import load_config
+from xmkd.engine.checkpoint import load_module_from_file
+from xmkd.recipes import get_recipe
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "hsrdn" / "synthetic.yaml"
+
+
+def grad_norms(data: str, teacher: str, student: str = "", floor: float = 0.1, batches: int = 4,
+               seed: int = 0) -> dict[str, float]:
+    recipe_cls = get_recipe("hsrdn")
+    cfg = load_config(CONFIG, [f"data.root={data}", f"model.teacher_checkpoint={teacher}", "output_dir=/tmp",
+                               f"model.relation_floor={floor}", "data.num_workers=0"], schema=recipe_cls.schema)
+    torch.manual_seed(seed)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    net = recipe.nets["net"]
+    if student:
+        load_module_from_file(net, student, key="net")
+    recipe.nets["teacher"].eval().requires_grad_(False)
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    dataset = recipe.train_dataset()
+    norms: dict[str, list[float]] = {}
+    for b in range(batches):
+        batch = recipe.collate([dataset[(0, 2 * b)], dataset[(0, 2 * b + 1)]])
+        losses = recipe.training_step(batch, 0)
+        for name, value in losses.items():
+            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+            norms.setdefault(name, []).append(float(torch.sqrt(sum((g ** 2).sum() for g in grads if g is not None))))
+    return {name: float(np.mean(v)) for name, v in norms.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="a synthetic KITTI-format root with its xmkd_index")
+    parser.add_argument("--teacher", required=True, help="a lidar_det checkpoint")
+    parser.add_argument("--student", default="", help="a student checkpoint (default: its initialisation)")
+    parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 0.1])
+    parser.add_argument("--batches", type=int, default=4)
+    args = parser.parse_args()
+    rows = {f: grad_norms(args.data, args.teacher, args.student, f, args.batches) for f in args.floors}
+    names = list(next(iter(rows.values())))
+    print("gradient norm of each term w.r.t. the student's parameters (mean over batches; the schedule clips the "
+          "total at 10)")
+    print("| relation_floor | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for floor, row in rows.items():
+        print(f"| {floor:g} | " + " | ".join(f"{row[n]:.3g}" for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main()
