@@ -457,3 +457,7 @@ def test_inspect_json_and_cli(synth_kitti, capsys):
     assert set(info["points_per_frame"]) == {"min", "mean", "max"}
     assert main(["inspect", "kitti_object", "--root", str(synth_kitti), "--frame", "000001"]) == 0
     assert "points:" in capsys.readouterr().out
+    # an unknown label space is a one-line error naming the known ones, not a traceback
+    assert main(["inspect", "kitti_object", "--root", str(synth_kitti), "--label-space", "nuscenes17"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown label space 'nuscenes17'; known: a2d2_10" in err and "Traceback" not in err

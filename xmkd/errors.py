@@ -22,3 +22,11 @@ class XmkdDataError(XmkdError, ValueError):
 
 class XmkdConfigError(XmkdError, ValueError):
     """A config file or command-line override is invalid (unknown key, wrong type, bad value)."""
+
+
+class XmkdNameError(XmkdError, KeyError):
+    """A name that is not in one of xmkd's name -> class tables (dataset, label space); the message lists the known
+    ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""

@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from xmkd.errors import XmkdDataError
+from xmkd.errors import XmkdDataError, XmkdNameError
 
 IGNORE_INDEX = 255
 
@@ -373,4 +373,4 @@ def get_label_space(name: str) -> LabelSpace:
     try:
         return LABEL_SPACES[name]
     except KeyError:
-        raise KeyError(f"unknown label space {name!r}; known: {', '.join(sorted(LABEL_SPACES))}") from None
+        raise XmkdNameError(f"unknown label space {name!r}; known: {', '.join(sorted(LABEL_SPACES))}") from None

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xmkd.errors import XmkdNameError
+
 READERS: dict[str, str] = {
     "nuscenes": "xmkd.data.readers.nuscenes:NuScenesReader",
     "semantickitti": "xmkd.data.readers.semantic_kitti:SemanticKittiReader",
@@ -27,7 +29,7 @@ def reader_class(dataset: str):
     try:
         module, cls = READERS[dataset].split(":")
     except KeyError:
-        raise KeyError(f"unknown dataset {dataset!r}; known: {', '.join(READERS)}") from None
+        raise XmkdNameError(f"unknown dataset {dataset!r}; known: {', '.join(READERS)}") from None
     return getattr(importlib.import_module(module), cls)
 
 
