@@ -129,6 +129,8 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     with pytest.raises(XmkdConfigError, match="no relation losses"):
         hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.weights.angle=1",
               config="cmkd/synthetic.yaml")
+    with pytest.raises(XmkdConfigError, match="model.relation_floor: expected >= 0"):
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_floor=-0.1")
 
 
 def test_hsrdn_trains_on_unlabelled_raw_frames_next_to_labelled_ones(kitti, teacher_run, tmp_path):

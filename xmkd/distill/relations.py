@@ -8,7 +8,7 @@ Here the teacher side is detached and the student side carries the gradient, and
 `cross_sample_nodes` keeps the released variant (one node per sample) for comparison.
 
 Both relations are scale-free, so their gradient grows as 1 / (the student's feature spread): a student whose BEV
-features start (or collapse) near one point gets relation gradients thousands of times larger than the other terms'
+features start (or collapse) near one point gets relation gradients hundreds of times larger than the other terms'
 and, under gradient clipping, the relations alone set the update (measured in docs/hsrdn.md). The student's
 normalisers are therefore floored at `floor` times the teacher's (detached) mean pairwise distance: the relations
 are the RKD ones wherever the student spreads at least that much, and their gradient stays bounded below it.

@@ -95,6 +95,8 @@ class HSRDNRecipe(LidarDetRecipe):
             raise XmkdConfigError(f"model.stage: expected bev or det, got {m.stage!r}")
         if m.relation_nodes not in ("within", "cross"):
             raise XmkdConfigError(f"model.relation_nodes: expected within or cross, got {m.relation_nodes!r}")
+        if m.relation_floor < 0:
+            raise XmkdConfigError(f"model.relation_floor: expected >= 0 (0: plain RKD), got {m.relation_floor}")
         teacher: Second = self.nets.pop("net")
         distils = any(getattr(m.weights, k) for k in ("bev", "response_cls", "response_box", "response_dir",
                                                        "distance", "angle"))
