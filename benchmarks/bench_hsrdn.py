@@ -32,7 +32,7 @@ ROWS = {"teacher (SECOND)": "lidar_det/synthetic.yaml", "student, GT only": "hsr
         "CMKD": "cmkd/synthetic.yaml", "HSRDN": "hsrdn/synthetic.yaml"}
 METRICS = [f"{c}_{m}_r40_moderate{o}" for c in ("car", "pedestrian", "cyclist") for o in ("", "_loose")
            for m in ("3d", "bev")]
-TEACHER_STEPS, STUDENT_STEPS = 1200, 120
+TEACHER_STEPS, STUDENT_STEPS = 1200, 600
 
 
 def train(config: str, overrides: list[str], run: Path) -> dict[str, float]:

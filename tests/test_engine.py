@@ -152,7 +152,10 @@ def test_resume_after_kill_matches_uninterrupted_run(dataset, tmp_path):
 
 def test_ctrl_c_writes_a_checkpoint(dataset, tmp_path):
     cmd = train_cmd(dataset, tmp_path, "train.max_iters=100000", "train.ckpt_every=100000", "train.val_every=100000")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    # a suite started in the background (`cmd &`) inherits an ignored SIGINT, and Python then never turns it into
+    # KeyboardInterrupt: give the run the default disposition, as an interactive shell would
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = tmp_path / "point_mlp_synthetic" / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
