@@ -27,13 +27,15 @@ def pairwise_distances(nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return d, d.sum() / max(n * (n - 1), 1)
 
 
-def distance_relation(nodes: torch.Tensor, floor: float = 1e-6) -> torch.Tensor:
-    """(N, C) -> (N, N) pairwise distances divided by their mean over distinct pairs (at least `floor`)."""
-    d, mean = pairwise_distances(nodes)
+def distance_relation(nodes: torch.Tensor, floor: float | torch.Tensor = 1e-6,
+                      distances: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """(N, C) -> (N, N) pairwise distances divided by their mean over distinct pairs (at least `floor`);
+    `distances`: the nodes' `pairwise_distances`, when the caller already has them."""
+    d, mean = distances if distances is not None else pairwise_distances(nodes)
     return d / torch.clamp(mean, min=floor)
 
 
-def angle_relation(nodes: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
+def angle_relation(nodes: torch.Tensor, floor: float | torch.Tensor = 1e-12) -> torch.Tensor:
     """(N, C) -> (N, N, N): cosine of the angle at node j between the directions to nodes i and k; difference
     vectors shorter than `floor` are divided by `floor` instead of their length."""
     diff = F.normalize(nodes[None, :, :] - nodes[:, None, :], p=2, dim=-1, eps=floor)  # diff[j, i] = unit(i - j)
@@ -47,8 +49,9 @@ def relation_losses(student: torch.Tensor, teacher: torch.Tensor, floor: float =
     if student.shape[0] < 3:
         zero = student.sum() * 0
         return {"distance": zero, "angle": zero}
-    bound = max(floor * float(pairwise_distances(t)[1]), 1e-12)
-    return {"distance": F.smooth_l1_loss(distance_relation(student, bound), distance_relation(t)),
+    t_distances = pairwise_distances(t)
+    bound = torch.clamp(floor * t_distances[1], min=1e-12)  # a tensor: no device -> host copy per sample
+    return {"distance": F.smooth_l1_loss(distance_relation(student, bound), distance_relation(t, 1e-6, t_distances)),
             "angle": F.smooth_l1_loss(angle_relation(student, bound), angle_relation(t))}
 
 
