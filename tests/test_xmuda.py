@@ -208,3 +208,23 @@ def test_bottom_crop_moves_the_points_pixels_with_the_image(domains, tmp_path):
     batch = recipe.collate([recipe.train_dataset()[(0, 0)], recipe.train_dataset()[(0, 1)]])
     assert batch["source"]["images"].shape[-2:] == (40, 64)
     assert recipe.collate([full, recipe.train_dataset()[(0, 1)]["target"]])["images"].shape[-2:] == (90, 160)
+
+
+def test_uda_agreement_tally_on_a_hand_made_example():
+    from benchmarks.uda_agreement import rates, tally
+
+    def one_hot(classes, conf):
+        p = torch.full((len(classes), 3), (1 - conf) / 2)
+        p[torch.arange(len(classes)), torch.tensor(classes)] = conf
+        return p
+
+    # points: both right, shared mistake, 2D right only, 3D right only, ignored
+    labels = torch.tensor([0, 1, 2, 0, 255])
+    p2 = one_hot([0, 0, 2, 1, 0], 0.9)
+    p3 = one_hot([0, 0, 1, 0, 1], 0.6)
+    counts = tally({"2d": p2, "3d": p3, "xm": (p2 + p3) / 2}, labels, 255)
+    assert [counts[k] for k in ("n", "r2", "r3", "agree", "shared", "one")] == [4, 2, 2, 2, 1, 2]
+    assert counts["fixed"] == 1  # the confident 2D wins both disagreements, right once
+    r = rates(counts)
+    assert r["xM fixes"] == 0.5 and r["conf right"] == pytest.approx(0.75) and r["conf wrong"] == pytest.approx(0.75)
+    assert r["xM acc"] == pytest.approx(0.5)
