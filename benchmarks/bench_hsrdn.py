@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmkd.data.index import prepare
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
+from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
 
@@ -43,10 +42,8 @@ def run_seed(seed: int, teacher_steps: int = TEACHER_STEPS, student_steps: int =
              ) -> dict[str, dict[str, float]]:
     folder = OUT / f"seed{seed}"
     data = folder / "kitti"
-    synthesize(SynthOptions(out=str(data), format="kitti", frames=72, frames_per_scene=4, seed=seed,
-                            image_size=(640, 192), workers=2))
-    if not (data / "xmkd_index" / "index.json").exists():
-        prepare("kitti_object", data, data / "xmkd_index")
+    synthesize_indexed(SynthOptions(out=str(data), format="kitti", frames=72, frames_per_scene=4, seed=seed,
+                                    image_size=(640, 192), workers=2), "kitti_object")
     runs = folder / "runs"
     base = [f"data.root={data}", f"output_dir={runs}", f"seed={seed}", "data.num_workers=1", "train.log_every=10"]
     rows = {}

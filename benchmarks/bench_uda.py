@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmkd.data.index import prepare
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
+from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.predict import pseudo_label_split
 from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
@@ -39,11 +38,9 @@ def train(config: str, overrides: list[str], run: Path, steps: int) -> dict[str,
 
 
 def dataset(root: Path, preset: str, seed: int) -> Path:
-    synthesize(SynthOptions(out=str(root), preset=preset, frames=40, frames_per_scene=4, seed=seed,
-                            image_size=(400, 225), cameras=("CAM_FRONT",), sweeps=False, workers=2))
-    if not (root / "xmkd_index" / "index.json").exists():
-        prepare("nuscenes", root, root / "xmkd_index")
-    return root
+    return synthesize_indexed(SynthOptions(out=str(root), preset=preset, frames=40, frames_per_scene=4, seed=seed,
+                                           image_size=(400, 225), cameras=("CAM_FRONT",), sweeps=False, workers=2),
+                              "nuscenes")
 
 
 def run_seed(seed: int, scenario: str = "day-night", steps: int = STEPS, only: tuple[str, ...] = ()

@@ -13,7 +13,8 @@ from xmkd.data.readers.kitti_files import read_calib_file, read_label_file
 from xmkd.data.readers.kitti_object import read_kitti_object_frame
 from xmkd.data.synthetic.generate import generate_keyframes, keyframe_to_frame
 from xmkd.data.synthetic.objects import CATEGORIES
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
+from xmkd.data.synthetic import synth
+from xmkd.data.synthetic.synth import SynthOptions, synthesize, synthesize_indexed
 from xmkd.data.synthetic.world import parse_domain
 from xmkd.errors import XmkdError
 from xmkd.geometry.boxes import box_corners, points_in_boxes
@@ -211,3 +212,21 @@ def test_cli_synth_and_viz(tmp_path, capsys):
     assert any(p.endswith("CAM_FRONT_labels.png") for p in pngs)
     assert main(["synth", "--format", "kitti", "--frames", "1", "--out", str(out), "--seed", "9", "--quiet"]) == 1
     assert "refusing" in capsys.readouterr().err
+
+
+def test_synthesize_indexed_reuses_a_finished_dataset(tmp_path, monkeypatch):
+    opts = dict(preset="night", format="nuscenes", frames=2, frames_per_scene=1, image_size=(96, 54), seed=3)
+    root = synthesize_indexed(SynthOptions(out=str(tmp_path / "d"), **opts), "nuscenes", progress=False)
+    index = root / "xmkd_index" / "index.json"
+    assert index.is_file()
+    digest = tree_digest(root)
+    rendered = []
+    monkeypatch.setattr(synth, "synthesize", lambda *a, **k: rendered.append(a))
+    synthesize_indexed(SynthOptions(out=str(root), workers=2, **opts), "nuscenes", progress=False)
+    assert rendered == [] and tree_digest(root) == digest  # finished with the same options: nothing rewritten
+    synthesize_indexed(SynthOptions(out=str(root), **{**opts, "seed": 4}), "nuscenes", progress=False)
+    assert len(rendered) == 1  # other options go to synthesize(), which refuses them (tested above)
+    monkeypatch.undo()
+    index.unlink()  # an interrupted run: the index is written last, so the data is rendered and indexed again
+    synthesize_indexed(SynthOptions(out=str(root), **opts), "nuscenes", progress=False)
+    assert index.is_file() and tree_digest(root) == digest

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from xmkd.data.index import prepare
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
+from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
@@ -63,11 +62,9 @@ def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "dem
     start = time.perf_counter()
     data = out / "data"
     print(f"[1/4] synthetic dataset -> {data}")
-    synthesize(SynthOptions(out=str(data), preset="day", format="nuscenes", frames=b.frames,
-                            frames_per_scene=b.frames_per_scene, seed=seed, image_size=b.image_size,
-                            cameras=b.cameras, val_fraction=0.25, workers=2))
-    if not (data / "xmkd_index" / "index.json").exists():
-        prepare("nuscenes", data, data / "xmkd_index")
+    synthesize_indexed(SynthOptions(out=str(data), preset="day", format="nuscenes", frames=b.frames,
+                                    frames_per_scene=b.frames_per_scene, seed=seed, image_size=b.image_size,
+                                    cameras=b.cameras, val_fraction=0.25, workers=2), "nuscenes")
     runs = out / "runs"
     base = [f"data.root={data}", f"output_dir={runs}", f"seed={seed}", *COMMON]
     print("[2/4] teacher (LiDAR, keyframe + 2 sweeps)")

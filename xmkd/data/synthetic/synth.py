@@ -105,6 +105,33 @@ def _run(job: _Job) -> Any:
     return lines
 
 
+def _marker(opts: SynthOptions) -> dict[str, Any]:
+    options = asdict(opts)
+    options.pop("out")
+    options.pop("workers")  # does not change the output
+    # through JSON once, so that it compares equal to a marker read back from disk (tuples become lists)
+    return json.loads(json.dumps({"generator": "xmkd synth", "xmkd_version": __version__, "options": options}))
+
+
+def synthesize_indexed(opts: SynthOptions, reader: str, progress: bool = True) -> Path:
+    """`synthesize` then `xmkd prepare` into `<out>/xmkd_index`, unless both finished before with these options (the
+    index is written last): a resumed demo or benchmark does not render its data again, and never rewrites files
+    that another run may be reading."""
+    from xmkd.data.index import prepare
+
+    out = Path(opts.out)
+    marker_file = out / MARKER
+    if (out / "xmkd_index" / "index.json").is_file() and marker_file.is_file():
+        try:
+            if json.loads(marker_file.read_text()) == _marker(opts):
+                return out
+        except json.JSONDecodeError:
+            pass  # synthesize() below names the unreadable marker
+    synthesize(opts, progress)
+    prepare(reader, out, out / "xmkd_index", progress=progress)
+    return out
+
+
 def _check_out_dir(out: Path, marker: dict) -> None:
     if not out.exists() or not any(out.iterdir()):
         return
@@ -128,11 +155,7 @@ def synthesize(opts: SynthOptions, progress: bool = True) -> dict[str, Any]:
     per_scene = opts.frames_per_scene or FRAMES_PER_SCENE[opts.format]
     n_scenes = math.ceil(opts.frames / per_scene)
     n_val = 0 if n_scenes < 2 else max(1, round(opts.val_fraction * n_scenes))
-    options = asdict(opts)
-    options.pop("out")
-    options.pop("workers")  # does not change the output
-    # through JSON once, so that it compares equal to a marker read back from disk (tuples become lists)
-    marker = json.loads(json.dumps({"generator": "xmkd synth", "xmkd_version": __version__, "options": options}))
+    marker = _marker(opts)
     _check_out_dir(out, marker)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / MARKER, json.dumps(marker, indent=1, sort_keys=True))
