@@ -11,9 +11,9 @@ from xmkd.cli import main
 from xmkd.data.labels import get_label_space
 from xmkd.data.readers.kitti_files import read_calib_file, read_label_file
 from xmkd.data.readers.kitti_object import read_kitti_object_frame
+from xmkd.data.synthetic import synth
 from xmkd.data.synthetic.generate import generate_keyframes, keyframe_to_frame
 from xmkd.data.synthetic.objects import CATEGORIES
-from xmkd.data.synthetic import synth
 from xmkd.data.synthetic.synth import SynthOptions, synthesize, synthesize_indexed
 from xmkd.data.synthetic.world import parse_domain
 from xmkd.errors import XmkdError
