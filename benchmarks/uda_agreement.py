@@ -23,8 +23,6 @@ from xmkd.engine.predict import load_trained
 
 COLUMNS = ("2D acc", "3D acc", "xM acc", "agree", "shared wrong", "one right", "xM fixes", "conf right",
            "conf wrong")
-
-
 KEYS = ("n", "r2", "r3", "rx", "agree", "shared", "one", "fixed", "c_right", "c_wrong")
 
 
@@ -33,11 +31,11 @@ def tally(probs: dict[str, torch.Tensor], labels: torch.Tensor, ignore: int) -> 
     keep = labels != ignore
     y = labels[keep]
     l2, l3, lx = (probs[k].argmax(1)[keep] for k in ("2d", "3d", "xm"))
-    r2, r3, rx = l2 == y, l3 == y, lx == y
+    r2, r3, rx, same = l2 == y, l3 == y, lx == y, l2 == l3
     one = r2 ^ r3
     c2, c3 = (probs[k].max(1).values[keep][one] for k in ("2d", "3d"))
     right2 = r2[one]
-    values = (keep.sum(), r2.sum(), r3.sum(), rx.sum(), (l2 == l3).sum(), ((l2 == l3) & ~r2).sum(), one.sum(),
+    values = (keep.sum(), r2.sum(), r3.sum(), rx.sum(), same.sum(), (same & ~r2).sum(), one.sum(),
               (one & rx).sum(), torch.where(right2, c2, c3).sum(), torch.where(right2, c3, c2).sum())
     return {k: float(v) for k, v in zip(KEYS, values)}
 

@@ -120,16 +120,19 @@ def synthesize_indexed(opts: SynthOptions, reader: str, progress: bool = True) -
     from xmkd.data.index import prepare
 
     out = Path(opts.out)
-    marker_file = out / MARKER
-    if (out / "xmkd_index" / "index.json").is_file() and marker_file.is_file():
-        try:
-            if json.loads(marker_file.read_text()) == _marker(opts):
-                return out
-        except json.JSONDecodeError:
-            pass  # synthesize() below names the unreadable marker
+    if (out / "xmkd_index" / "index.json").is_file() and _written_marker(out) == _marker(opts):
+        return out
     synthesize(opts, progress)
     prepare(reader, out, out / "xmkd_index", progress=progress)
     return out
+
+
+def _written_marker(out: Path) -> dict[str, Any] | None:
+    """The marker of the dataset in `out`; None when there is none or it is unreadable."""
+    try:
+        return json.loads((out / MARKER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def _check_out_dir(out: Path, marker: dict) -> None:
@@ -137,11 +140,7 @@ def _check_out_dir(out: Path, marker: dict) -> None:
         return
     existing = out / MARKER
     if existing.is_file():
-        try:
-            old = json.loads(existing.read_text())
-        except json.JSONDecodeError:
-            old = None
-        if old == marker:
+        if _written_marker(out) == marker:
             return  # the same dataset: rewriting it gives identical files
         raise XmkdError(f"refusing to write into {out}: it holds a synthetic dataset made with other options "
                         f"({existing}); choose another --out or delete it")
