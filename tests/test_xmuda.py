@@ -228,3 +228,27 @@ def test_uda_agreement_tally_on_a_hand_made_example():
     r = rates(counts)
     assert r["xM fixes"] == 0.5 and r["conf right"] == pytest.approx(0.75) and r["conf wrong"] == pytest.approx(0.75)
     assert r["xM acc"] == pytest.approx(0.5)
+
+
+def test_uda_agreement_where_counts_one_row_of_the_confusion_matrix():
+    from benchmarks.uda_agreement import predicted_as
+
+    labels = torch.tensor([2, 2, 2, 0, 255, 2])
+    logits = torch.eye(3)[torch.tensor([0, 2, 0, 0, 2, 1])]  # the class-2 points go to 0, 2, 0 and 1
+    counts = predicted_as({"2d": logits, "xm": logits.flip(1)}, labels, 2)
+    assert counts["2d"].tolist() == [2, 1, 1]
+    assert counts["xm"].tolist() == [1, 1, 2]  # flipped: 0 <-> 2
+
+
+def test_point_heights_go_through_the_ego_pose_and_group_by_class():
+    from benchmarks.point_heights import heights_by_class, summary
+    from xmkd.data.frame import Frame
+
+    pose = np.eye(4)
+    pose[:3, :3] = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]  # LiDAR x points down: global z = -x + 2
+    pose[2, 3] = 2.0
+    pts = np.array([[2, 5, 9, 0], [1, 0, 0, 0], [0, 0, 0, 0], [-1, 0, 0, 0]], np.float32)
+    frame = Frame("f", pts, labels=np.array([0, 1, 1, 255]), ego_pose=pose)
+    by_class = heights_by_class([frame, frame], 3)
+    assert by_class[0].tolist() == [0.0, 0.0] and sorted(by_class[1].tolist()) == [1.0, 1.0, 2.0, 2.0]
+    assert by_class[2].size == 0 and summary(by_class[1])[:2] == (4, 1.5) and summary(by_class[2])[0] == 0
