@@ -18,7 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames, load_index
+from xmkd.data.index import IndexedFrames
+from xmkd.geometry.transforms import transform_points
 
 
 def heights_by_class(frames: Iterable[Frame], num_classes: int) -> list[np.ndarray]:
@@ -27,8 +28,7 @@ def heights_by_class(frames: Iterable[Frame], num_classes: int) -> list[np.ndarr
     for frame in frames:
         if frame.labels is None or frame.ego_pose is None:
             raise SystemExit(f"{frame.source or frame.frame_id}: needs point labels and an ego pose")
-        pose = np.asarray(frame.ego_pose, dtype=np.float64)
-        z = frame.points[:, :3].astype(np.float64) @ pose[2, :3] + pose[2, 3]
+        z = transform_points(frame.ego_pose, frame.points[:, :3])[:, 2]
         for cls in range(num_classes):
             parts[cls].append(z[frame.labels == cls])
     return [np.concatenate(p) if p else np.zeros(0) for p in parts]
@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     print("| dataset | class | points | median z (m) | 90th pct z (m) |\n|---|---|---|---|---|")
     for root in args.roots:
-        frames = IndexedFrames(load_index(f"{root}/xmkd_index"), args.split, label_space=args.label_space, root=root)
+        frames = IndexedFrames(f"{root}/xmkd_index", args.split, label_space=args.label_space, root=root)
         names = frames.reader.label_space.class_names
-        loaded = (frames[i] for i in range(len(frames)))
-        by_class = heights_by_class(tqdm(loaded, total=len(frames), desc=root, unit="frame"), len(names))
+        by_class = heights_by_class(tqdm(frames, desc=root, unit="frame"), len(names))
         for name, heights in zip(names, by_class):
             n, median, p90 = summary(heights)
             print(f"| {root} | {name} | {n} | {median:.2f} | {p90:.2f} |")
