@@ -242,6 +242,7 @@ def test_relation_nodes_are_the_teachers_foreground_cells_only():
 @pytest.mark.parametrize("options", [
     {"depth_head": "aspp", "feature_layer": 3, "scnet_gate": "se"},
     {"depth_head": "conv", "feature_layer": 4, "scnet_gate": "sc", "sampling": "caddn"},
+    {"depth_head": "aspp", "dilate": [False, True, False], "scnet_gate": "se"},  # layer4 at stride 16, logits resized
     {"oracle_depth": True, "scnet_gate": "sc"},
 ])
 def test_student_forward_backward_on_cpu(options):

@@ -3,7 +3,8 @@
 
 image -> ResNet (torchvision names, dilated layer3 / layer4: output stride 8) ->
 - depth logits (LID bins + one out-of-range bin) from a DeepLabV3 ASPP head on **layer4** (`depth_head: aspp`,
-  the release's `DDNDeepLabV3` classifier; `conv` is a small 3x3-conv head for CPU-scale runs),
+  the release's `DDNDeepLabV3` classifier; `conv` is a small 3x3-conv head for CPU-scale runs), resized bilinearly
+  to the frustum features' size (as released; a no-op when layer4 is dilated to output stride 8 too),
 - frustum features from **layer3** (`feature_layer: 3`, the release's `feat_extract_layer`) reduced by a 1x1
   conv + BN + ReLU to `frustum_channels`,
 -> frustum = softmax(depth) x features -> trilinear sampling at the voxel centres of a grid whose x / y cells are the
@@ -75,10 +76,6 @@ def check_mono_config(cfg: MonoConfig) -> None:
         raise ValueError(f"model.student.sampling: expected one of {SAMPLINGS}, got {cfg.sampling!r}")
     if cfg.scnet_blocks and cfg.scnet_gate not in GATES:
         raise ValueError(f"model.student.scnet_gate: expected one of {GATES}, got {cfg.scnet_gate!r}")
-    if output_stride(cfg) != 32 // 2 ** sum(dilation(cfg)):
-        raise ValueError(f"model.student: layer{cfg.feature_layer} (stride {output_stride(cfg)}) and layer4 (stride "
-                         f"{32 // 2 ** sum(dilation(cfg))}) must share a resolution; dilate layer4 "
-                         "(model.student.dilate)")
 
 
 class MonoDetector(nn.Module):
@@ -127,7 +124,10 @@ class MonoDetector(nn.Module):
         cell_depth (B, Hf, Wf) metres per feature cell, 0 where unknown (needed by `oracle_depth` only).
         Returns the distilled BEV map `bev` (B, bev_channels, ny, nx) and `depth_logits` (B, D + 1, Hf, Wf)
         (absent with `oracle_depth`)."""
-        feats = self.backbone(normalize_images(images))
+        r = self.backbone
+        feats = {3: r.layer3(r.layer2(r.layer1(r.maxpool(r.stem(normalize_images(images))))))}
+        if self.depth_head is not None or self.cfg.feature_layer == 4:  # the oracle at layer3 needs no layer4
+            feats[4] = r.layer4(feats[3])
         image = self.reduce(feats[self.cfg.feature_layer])
         out: dict[str, torch.Tensor] = {}
         if self.depth_head is None:
