@@ -11,11 +11,12 @@ CMKD - GT-only with mean, std and a 95 % t-interval.
 Per seed S: `xmkd synth --format kitti --frames 400 --seed S --val-fraction 0.5` at 640x192 (KITTI's aspect); the
 classes reported are those with >= 41 valid moderate validation boxes in every seed (counted with the evaluator's
 filters), so the official 41-point recall sampling can reach 100; the table prints each class's ceiling, the AP
-of the ground-truth boxes inside the point range written and scored like a detector's. The grid (`GRID`): 0.05 m
-teacher voxels over [2, -16, -3, 34, 16, 1] (0.4 m BEV cells, KITTI's stride; cars get ~5 positive anchors,
-measured and printed). Teacher `configs/lidar_det/synthetic.yaml` for `TEACHER_STEPS` iterations; students
-`configs/{hsrdn,cmkd}/*synthetic_bev.yaml` for `BEV_STEPS` then `*synthetic.yaml` for `DET_STEPS`. Outputs in
-outputs/bench_hsrdn/seed<S>/; the table is printed and written to outputs/bench_hsrdn/table.md.
+of the ground-truth boxes inside the point range written and scored like a detector's. The grid (`GRID`): 0.0625 m
+teacher voxels over [2, -16, -3, 34, 16, 1] (a 64 x 64 BEV map of 0.5 m cells, near KITTI's 0.32-0.4 m: cars get
+~3 positive anchors each, measured and printed; 1.6 m cells gave them one). Teacher
+`configs/lidar_det/synthetic.yaml` for `TEACHER_STEPS` iterations; students `configs/{hsrdn,cmkd}/*synthetic_bev.yaml`
+for `BEV_STEPS` then `*synthetic.yaml` for `DET_STEPS`. Outputs in outputs/bench_hsrdn/seed<S>/; the table is
+printed and written to outputs/bench_hsrdn/table.md.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from xmkd.recipes.lidar_det import kitti_lines
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_hsrdn"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 POINT_RANGE = [2.0, -16.0, -3.0, 34.0, 16.0, 1.0]
-GRID = [f"data.voxel_size={0.05}", f"data.point_range=[{','.join(str(v) for v in POINT_RANGE)}]"]
+VOXEL, CELL = 0.0625, 0.5  # teacher voxels and BEV cells (x 8), metres
+GRID = [f"data.voxel_size={VOXEL}", f"data.point_range=[{','.join(str(v) for v in POINT_RANGE)}]"]
 STUDENT = ["model.student.depth_max=34.0", "model.student.grid_z=10"]  # LID bins over the range, 0.4 m z-cells
 # (name, slug, stage-1 config, stage-2 config, needs the teacher)
 STUDENTS = [("student, GT only", "mono_gt", "hsrdn/mono_gt_synthetic_bev.yaml", "hsrdn/mono_gt_synthetic.yaml", False),
@@ -54,7 +56,7 @@ STUDENTS = [("student, GT only", "mono_gt", "hsrdn/mono_gt_synthetic_bev.yaml", 
 TEACHER = "teacher (SECOND)"
 ROWS = [TEACHER] + [s[0] for s in STUDENTS]
 FRAMES, VAL_FRACTION, MIN_VALID = 400, 0.5, 41
-TEACHER_STEPS, BEV_STEPS, DET_STEPS = 3000, 1200, 600
+TEACHER_STEPS, BEV_STEPS, DET_STEPS = 1500, 600, 300
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95 % t quantiles by degrees of freedom
 
 
@@ -131,7 +133,7 @@ def run_seed(seed: int, steps: tuple[int, int, int]) -> dict:
         info = json.loads(info_file.read_text())
     else:
         info = {"valid_moderate": valid_moderate(data), "ceiling": ceilings(data),
-                "positive_anchors_0.4m": positive_anchors(data, 0.4)}
+                "positive_anchors": positive_anchors(data, CELL)}
         atomic_write_text(info_file, json.dumps(info, indent=1))
     runs = folder / "runs"
     base = [f"data.root={data}", f"output_dir={runs}", f"seed={seed}", "data.num_workers=0", "train.log_every=20",
@@ -181,7 +183,7 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
     for s, r in zip(seeds, per_seed):
         parts = [f"{c} {r['valid_moderate'][c]} ({r['ceiling'][f'{c}/R40']:.1f} / {r['ceiling'][f'{c}/R11']:.1f})"
                  for c in CLASSES]
-        pos = ", ".join(f"{k} {v:.1f}" for k, v in r["positive_anchors_0.4m"].items())
+        pos = ", ".join(f"{k} {v:.1f}" for k, v in r["positive_anchors"].items())
         lines.append(f"- seed {s}: {'; '.join(parts)}; positive anchors per training box: {pos}")
     skipped = [c for c in CLASSES if c not in reported]
     lines += ["", f"Reported classes: {', '.join(reported) or 'none'}"

@@ -239,3 +239,20 @@ def test_bev_stage_leaves_the_head_alone_and_the_det_stage_starts_from_it(kitti,
         built("synthetic.yaml", "name=x", "model.student.init=''", "data.voxel_size=0.1")
     with pytest.raises(XmkdConfigError, match="image_pretrained: .* an xmkd run checkpoint"):
         built("synthetic.yaml", "name=x", "model.student.init=''", f"model.student.image_pretrained={bev_run}")
+
+
+def test_hsrdn_benchmark_counts_valid_boxes_as_the_evaluator_and_pairs_seeds(kitti):
+    from benchmarks.bench_hsrdn import ceilings, paired, valid_moderate
+
+    counts = valid_moderate(kitti)
+    by_hand = {"Car": 0, "Pedestrian": 0, "Cyclist": 0}
+    for fid in (kitti / "ImageSets" / "val.txt").read_text().split():
+        for line in (kitti / "training" / "label_2" / f"{fid}.txt").read_text().splitlines():
+            f = line.split()
+            if f[0] in by_hand and float(f[1]) <= 0.3 and int(f[2]) <= 1 and float(f[7]) - float(f[5]) > 25:
+                by_hand[f[0]] += 1
+    assert counts == by_hand
+    ceiling = ceilings(kitti)
+    for cls, n in counts.items():  # below 41 valid boxes the 41-point sampling caps R40 at (n - 1) / 40
+        assert ceiling[f"{cls}/R40"] <= 100 * max(n - 1, 0) / 40 + 1e-6
+    assert paired([3.0, 5.0, 4.0], [1.0, 2.0, 3.0]) == "+2.0 / +3.0 / +1.0; +2.00 ± 1.00, 95 % CI [-0.5, +4.5]"
