@@ -163,8 +163,12 @@ def test_lidar_only_needs_no_image_or_camera_calibration(dataset, layout, tmp_pa
     idx = load_index(index)
     assert idx["cameras"] == [] and not idx["bad"] and idx["frames"]
     assert all(r["cameras"] == {} and r["stats"]["cameras"] == {} for r in idx["frames"])
-    frame = IndexedFrames(index, next(iter(idx["split_ids"])))[0]  # all cameras asked for: the index has none
+    split = next(iter(idx["split_ids"]))
+    frame = IndexedFrames(index, split)[0]  # every camera asked for: the index has none
     assert frame.cameras == {} and frame.num_points > 0
+    with pytest.raises(XmkdError, match=rf"cameras \['{CAMERA_OF[dataset]}'\] were not prepared: the index was "
+                                        "prepared with --cameras none"):
+        IndexedFrames(index, split, cameras=[CAMERA_OF[dataset]])
     capsys.readouterr()
     assert main(["inspect", dataset, "--root", str(root), "--cameras", "none", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

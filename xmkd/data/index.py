@@ -127,13 +127,19 @@ def load_index(path: str | Path) -> dict[str, Any]:
 
 
 class IndexedFrames:
-    """The frames of one split of a prepared dataset, loaded on demand: `frames[i]` is a `Frame`."""
+    """The frames of one split of a prepared dataset, loaded on demand: `frames[i]` is a `Frame`. `cameras` (None =
+    every camera in the index, [] = none, or names) must be among the cameras the index was prepared with."""
 
     def __init__(self, index: str | Path | dict, split: str, label_space: str | None = None,
                  cameras: Sequence[str] | None = None, sweeps: int = 0, root: str | Path | None = None):
         self.index = index if isinstance(index, dict) else load_index(index)
         if split not in self.index["split_ids"]:
             raise XmkdError(f"split {split!r} not in the index (have {sorted(self.index['split_ids'])})")
+        prepared = self.index.get("cameras")  # None: prepared with every camera
+        missing = [c for c in cameras or () if prepared is not None and c not in prepared]
+        if missing:
+            raise XmkdError(f"cameras {missing} were not prepared: the index was prepared with --cameras "
+                            f"{','.join(prepared) or 'none'}; run `xmkd prepare` again with them")
         ids = set(self.index["split_ids"][split])
         self.records = [r for r in self.index["frames"] if r["id"] in ids]
         self.reader = make_reader(self.index["dataset"], root or self.index["root"], label_space, cameras, sweeps,
