@@ -173,6 +173,10 @@ def test_lidar_only_needs_no_image_or_camera_calibration(dataset, layout, tmp_pa
     assert main(["inspect", dataset, "--root", str(root), "--cameras", "none", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["bad"] == [] and info["cameras"] == {} and info["frames"] == len(idx["frames"])
+    frame_id = idx["frames"][0]["id"]
+    assert main(["inspect", dataset, "--root", str(root), "--cameras", "none", "--json", "--frame", frame_id]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["id"] == frame_id and one["cameras"] == {} and one["points"] == idx["frames"][0]["stats"]["points"]
     assert main(["viz", dataset, "--root", str(root), "--cameras", "none", "--out", str(tmp_path / "viz")]) == 0
     assert [p.name.endswith("_bev.png") for p in (tmp_path / "viz").iterdir()] == [True]
 
