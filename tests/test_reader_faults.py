@@ -261,6 +261,5 @@ def test_a_git_lfs_pointer_is_named_as_such(dataset, kind, layout, tmp_path):
     path.write_text(LFS_POINTER)
     reasons = reasons_of(dataset, root, tmp_path / "index")
     assert reasons, f"a Git LFS pointer in place of {path.name} passed"
-    for reason in reasons:
-        assert (f"{path}: a Git LFS pointer (to 1843200 bytes), not the data: fetch the file with `git lfs pull`"
-                in reason), reason
+    expected = f"{path}: a Git LFS pointer (to 1843200 bytes), not the data: fetch the file with `git lfs pull`"
+    assert all(reason == expected for reason in reasons), reasons

@@ -96,8 +96,9 @@ class A2D2Reader(DatasetReader):
     @functools.cached_property
     def calibration(self) -> dict:
         path = self.root / "cams_lidars.json"
+        text = read_text(path, "calibration")
         try:
-            cam = json.loads(read_text(path, "calibration"))["cameras"]["front_center"]
+            cam = json.loads(text)["cameras"]["front_center"]
             out = {"K": np.asarray(cam["CamMatrix"], np.float64), "K_orig": np.asarray(cam["CamMatrixOriginal"], float),
                    "dist": np.asarray(cam["Distortion"], np.float64).ravel(), "lens": str(cam.get("Lens", "Telecam"))}
         except (KeyError, ValueError, TypeError) as err:
@@ -110,8 +111,9 @@ class A2D2Reader(DatasetReader):
     def color_table(self) -> dict[int, int]:
         """24-bit colour -> class index in class_list.json order (must match xMUDA's A2D2 class order)."""
         path = self.root / "class_list.json"
+        text = read_text(path, "class list")
         try:
-            items = list(json.loads(read_text(path, "class list")).items())
+            items = list(json.loads(text).items())
         except (ValueError, AttributeError) as err:
             raise XmkdDataError(f"expected a JSON object of colour: class name: {err}", source=str(path)) from None
         names = [n for _, n in items]
@@ -185,11 +187,12 @@ class A2D2Reader(DatasetReader):
         if self.with_cameras:
             cam = rec["cameras"]["cam_front_center"]
             sizes["cam_front_center"] = list(image_size(self.path(cam["file"])))
+            K = self.calibration["K"]
             try:
-                T = fit_extrinsic(data["points"].astype(np.float64), data["row"], data["col"], self.calibration["K"])
-            except ValueError as err:
+                T = fit_extrinsic(data["points"].astype(np.float64), data["row"], data["col"], K)
+            except ValueError as err:  # fewer than 6 points
                 raise XmkdDataError(str(err), source=str(self.path(rec["lidar"]))) from None
-            rec["cameras"] = {"cam_front_center": {**cam, "K": matrix_list(self.calibration["K"]),
+            rec["cameras"] = {"cam_front_center": {**cam, "K": matrix_list(K),
                                                    "T_cam_lidar": matrix_list(T)}}
         else:
             rec["cameras"] = {}

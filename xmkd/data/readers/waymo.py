@@ -90,6 +90,12 @@ def beam_inclinations(minimum: float, maximum: float, values, height: int) -> np
     return minimum + (np.arange(height) + 0.5) / height * (maximum - minimum)
 
 
+def _transform(values, source: str, field: str) -> np.ndarray:
+    """A row-major 4x4 transform stored as 16 numbers; another count or NaN / Inf is an error naming the field."""
+    arr = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    return as_matrix(arr.reshape(4, 4) if arr.size == 16 else arr, (4, 4), source, field)
+
+
 def _decode(data: bytes, source: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
@@ -150,7 +156,7 @@ class WaymoReader(DatasetReader):
         if not rows:
             raise XmkdDataError("no calibration for the TOP LiDAR (laser_name 1)", source=str(path))
         r = rows[0]
-        ext = as_matrix(np.asarray(r[f"{LCAL}.extrinsic.transform"]).reshape(4, 4), (4, 4), str(path), "extrinsic")
+        ext = _transform(r[f"{LCAL}.extrinsic.transform"], str(path), "extrinsic")
         return ext, r[f"{LCAL}.beam_inclination.min"], r[f"{LCAL}.beam_inclination.max"], \
             r[f"{LCAL}.beam_inclination.values"]
 
@@ -165,7 +171,7 @@ class WaymoReader(DatasetReader):
         for r in _read(path, cols).to_pylist():
             K = [[r[f"{CCAL}.intrinsic.f_u"], 0.0, r[f"{CCAL}.intrinsic.c_u"]],
                  [0.0, r[f"{CCAL}.intrinsic.f_v"], r[f"{CCAL}.intrinsic.c_v"]], [0.0, 0.0, 1.0]]
-            E = as_matrix(np.asarray(r[f"{CCAL}.extrinsic.transform"]).reshape(4, 4), (4, 4), str(path), "extrinsic")
+            E = _transform(r[f"{CCAL}.extrinsic.transform"], str(path), "extrinsic")
             T = OPENCV_FROM_WAYMO_CAMERA @ np.linalg.inv(E)  # vehicle (= our LiDAR frame) -> OpenCV camera
             out[CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))] = {
                 "K": K, "T_cam_lidar": matrix_list(T), "width": r[f"{CCAL}.width"], "height": r[f"{CCAL}.height"]}
@@ -230,9 +236,8 @@ class WaymoReader(DatasetReader):
                 stats["labels"] = self.histogram(raw)
         if rec.get("vehicle_pose"):
             row = self._row(rec["vehicle_pose"], "[VehiclePoseComponent].world_from_vehicle.transform", ts)
-            rec["ego_pose"] = matrix_list(as_matrix(np.asarray(
-                row["[VehiclePoseComponent].world_from_vehicle.transform"]).reshape(4, 4), (4, 4),
-                str(self.path(rec["vehicle_pose"])), "world_from_vehicle"))
+            rec["ego_pose"] = matrix_list(_transform(row["[VehiclePoseComponent].world_from_vehicle.transform"],
+                                                     str(self.path(rec["vehicle_pose"])), "world_from_vehicle"))
         rec["stats"] = stats
         return rec
 
