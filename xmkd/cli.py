@@ -113,13 +113,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_kitti(args: argparse.Namespace) -> int:
-    from xmkd.eval.kitti import evaluate_folders, format_table, write_json
+    from xmkd.eval.kitti import CEILING_NOTE, N_SAMPLE, format_table, kitti_report, write_json
 
-    results = evaluate_folders(args.gt, args.pred, args.split)
-    print(format_table(results, "strict"))
-    print(format_table(results, "loose"))
+    report = kitti_report(args.gt, args.pred, args.split, allow_missing=args.allow_missing)
+    print(format_table(report, "strict"))
+    print(format_table(report, "loose"))
+    if any(n < N_SAMPLE for n in report.valid_gt.values()):
+        print(CEILING_NOTE)
+    for warning in report.warnings:
+        print(f"xmkd eval-kitti: warning: {warning}", file=sys.stderr)
     if args.json:
-        write_json(results, args.json)
+        write_json(report, args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -325,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")
     p.add_argument("--pred", required=True, help="folder of prediction files in KITTI format")
     p.add_argument("--split", help="file listing the frame ids to evaluate")
-    p.add_argument("--json", help="write the AP table to this JSON file")
+    p.add_argument("--json", help="write the AP table (with valid ground-truth counts, AP ceilings and warnings) to "
+                   "this JSON file")
+    p.add_argument("--allow-missing", action="store_true", help="frames without a prediction file count as frames "
+                   "without detections, with a warning (the official devkit refuses them, as xmkd does by default)")
     p.set_defaults(handler=_cmd_eval_kitti)
 
     p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
