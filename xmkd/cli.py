@@ -20,6 +20,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     from xmkd.config import load_config, peek_recipe, save_config, to_yaml
     from xmkd.recipes import get_recipe
 
+    if args.list:
+        print(_config_list())
+        return 0
     path, overrides = args.config, list(args.overrides)
     if path is not None and "=" in path and not Path(path).exists():  # `xmkd config key=value ...`
         path, overrides = None, [path, *overrides]
@@ -32,12 +35,40 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_list() -> str:
+    """The shipped configs: name, recipe and the first line of the file's opening comment."""
+    from xmkd.config import CONFIG_DIR, list_configs, peek_recipe
+
+    names = list_configs()
+    width = max(len(n) for n in names)
+    lines = [f"{'config':<{width}}  {'recipe':<12}  description"]
+    for name in names:
+        path = CONFIG_DIR / f"{name}.yaml"
+        first = path.read_text().splitlines()[:1]
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        recipe = peek_recipe(path) or "(section)"
+        lines.append(f"{name:<{width}}  {recipe:<12}  {about}")
+    lines.append(f"({len(names)} configs in {CONFIG_DIR}; name one as CONFIG anywhere a command takes a config file, "
+                 "e.g. `xmkd train u2mkd/synthetic`)")
+    return "\n".join(lines)
+
+
 def _image_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x360, got {text!r}") from None
     return w, h
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
+    from xmkd.recipes.summary import format_summary, summarize
+
+    summary = summarize(args.config, args.overrides, depth=args.depth)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -240,6 +271,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+CONFIG_HELP = "YAML config file, or the name of a shipped config (e.g. u2mkd/synthetic; `xmkd config --list`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xmkd",
@@ -294,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_inspect)
 
     p = sub.add_parser("train", help="train a recipe from a config (runs under torchrun for DDP)")
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -363,10 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a smoke test of the pipeline; bench: the benchmark's larger budget (~25 min)")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("config", help="print (or save) a fully resolved, validated config")
-    p.add_argument("config", nargs="?", help="YAML config file (default: the built-in defaults)")
+    p = sub.add_parser("summary", help="each network of a config's recipe with its parameter and trainable counts "
+                       "(built on CPU, no data or weights needed)")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.cr=1")
+    p.add_argument("--depth", type=int, default=1, help="also list submodules this many levels down (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_cmd_summary)
+
+    p = sub.add_parser("config", help="print (or save) a fully resolved, validated config; --list the shipped ones")
+    p.add_argument("config", nargs="?", help=f"{CONFIG_HELP} (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--out", help="write <out>/config.yaml instead of printing")
+    p.add_argument("--list", action="store_true", help="list the configs shipped with xmkd (name, recipe, what)")
     p.set_defaults(handler=_cmd_config)
     return parser
 

@@ -38,6 +38,14 @@ class Recipe:
     def frozen(self) -> set[str]:
         return set()
 
+    def freeze_teachers(self) -> None:
+        """Put the nets in `frozen()` in eval mode with gradients off (the engine does this after `build`)."""
+        for name in self.frozen():
+            net = self.nets[name]
+            net.eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+
     def param_groups(self) -> dict[str, list[dict[str, Any]]]:
         """Optimizer name -> torch param groups; one optimizer over every trainable module by default."""
         params = [p for n, m in self.nets.items() if n not in self.frozen() for p in m.parameters() if p.requires_grad]

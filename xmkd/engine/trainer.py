@@ -86,12 +86,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.recipe = recipe_cls(cfg, self.device)
         self.recipe.build()
+        self.recipe.freeze_teachers()
         frozen = self.recipe.frozen()
-        for name in frozen:
-            net = self.recipe.nets[name]
-            net.eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
         for name, net in self.recipe.nets.items():
             if name in frozen or not any(p.requires_grad for p in net.parameters()):
                 continue
