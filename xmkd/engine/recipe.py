@@ -38,14 +38,6 @@ class Recipe:
     def frozen(self) -> set[str]:
         return set()
 
-    def freeze_teachers(self) -> None:
-        """Put the nets in `frozen()` in eval mode with gradients off (the engine does this after `build`)."""
-        for name in self.frozen():
-            net = self.nets[name]
-            net.eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
-
     def param_groups(self) -> dict[str, list[dict[str, Any]]]:
         """Optimizer name -> torch param groups; one optimizer over every trainable module by default."""
         params = [p for n, m in self.nets.items() if n not in self.frozen() for p in m.parameters() if p.requires_grad]
@@ -91,3 +83,13 @@ class Recipe:
     def visualize(self, batch: Any) -> dict[str, np.ndarray]:
         """A few (H, W, 3) uint8 images for TensorBoard (optional)."""
         return {}
+
+
+def freeze_teachers(recipe: Any) -> None:
+    """Put the recipe's nets named in `frozen()` in eval mode with gradients off: what the trainer does after
+    `build()` (and `xmkd summary` before counting). Any object with `nets` and `frozen()` will do."""
+    for name in recipe.frozen():
+        net = recipe.nets[name]
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)

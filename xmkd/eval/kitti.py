@@ -443,16 +443,16 @@ def frame_ids(gt_dir: str | Path, split: str | Path | None) -> list[str]:
     return ids
 
 
-def _missing_predictions(pred_dir: Path, ids: list[str], allow_missing: bool) -> tuple[list[str], list[str]]:
+def _coverage_warnings(pred_dir: Path, ids: list[str], allow_missing: bool) -> list[str]:
     """Check that the prediction folder covers the frames, as the devkit does (it stops at the first frame without
-    a file). Returns (missing ids, warnings); with `allow_missing` a partly covered folder is a warning (those
-    frames count as frames without detections), but a folder that covers no frame is always an error."""
+    a file). With `allow_missing` a partly covered folder is a warning (those frames count as frames without
+    detections), but a folder that covers no frame is always an error."""
     if not pred_dir.is_dir():
         raise XmkdDataError("prediction folder not found", source=str(pred_dir))
     stems = {p.stem for p in pred_dir.glob("*.txt")}
     missing = [i for i in ids if i not in stems]
     if not missing:
-        return [], []
+        return []
     n, total = len(missing), len(ids)
     examples = ", ".join(f"{i}.txt" for i in missing[:3]) + (", ..." if n > 3 else "")
     hints = []
@@ -476,8 +476,8 @@ def _missing_predictions(pred_dir: Path, ids: list[str], allow_missing: bool) ->
         rule = ("every frame needs one (empty when nothing is detected), as the official devkit requires" if n < total
                 else "nothing to evaluate")
         raise XmkdDataError(f"{what}; {rule}", source=str(pred_dir))
-    return missing, [f"{pred_dir}: {what}; counted as frames without detections (--allow-missing), so their "
-                     "ground truth counts as missed"]
+    return [f"{pred_dir}: {what}; counted as frames without detections (--allow-missing), so their ground truth "
+            "counts as missed"]
 
 
 def _box_warnings(dt: Annotations, pred_dir: Path) -> list[str]:
@@ -508,7 +508,7 @@ def kitti_report(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | N
     """
     ids = frame_ids(gt_dir, split)
     pred_dir = Path(pred_dir)
-    _, warnings = _missing_predictions(pred_dir, ids, allow_missing)
+    warnings = _coverage_warnings(pred_dir, ids, allow_missing)
     dt = read_annotations(pred_dir, ids, True)
     report = evaluate(read_annotations(gt_dir, ids, False), dt)
     report.warnings = warnings + _box_warnings(dt, pred_dir)

@@ -3,9 +3,9 @@
 Each recipe builds its networks with its own `build()` (the code a training run uses; nothing here knows any
 method's wiring), on CPU and under `xmkd.io.architecture_only()`: files the config names (teacher checkpoints,
 ImageNet weights, the dataset index, instance databases) are not read, so a summary works from the config alone.
-Teachers are frozen as the trainer freezes them, and "trainable" counts exactly the parameters the recipe hands
-to its optimizers (`Recipe.param_groups`). EMA mean teachers (`Recipe.emas`) are listed too: they hold weights in
-memory, though no optimizer updates them.
+Teachers are frozen as the trainer freezes them (`freeze_teachers`), and "trainable" counts exactly the parameters
+the recipe hands to its optimizers (`Recipe.param_groups`). EMA mean teachers (`Recipe.emas`) are listed too: they
+hold weights in memory, though no optimizer updates them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from xmkd.config import load_config, peek_recipe, resolve_config
-from xmkd.engine.recipe import Recipe
+from xmkd.engine.recipe import Recipe, freeze_teachers
 from xmkd.errors import XmkdConfigError
 from xmkd.io import architecture_only
 from xmkd.recipes import get_recipe
@@ -35,7 +35,7 @@ def build_recipe(config: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     recipe = recipe_cls(cfg, torch.device("cpu"))
     with architecture_only():
         recipe.build()
-    recipe.freeze_teachers()
+    freeze_teachers(recipe)
     return recipe
 
 
