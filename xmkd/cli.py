@@ -20,6 +20,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     from xmkd.config import load_config, peek_recipe, save_config, to_yaml
     from xmkd.recipes import get_recipe
 
+    if args.list:
+        print(_config_list())
+        return 0
     path, overrides = args.config, list(args.overrides)
     if path is not None and "=" in path and not Path(path).exists():  # `xmkd config key=value ...`
         path, overrides = None, [path, *overrides]
@@ -30,6 +33,24 @@ def _cmd_config(args: argparse.Namespace) -> int:
     else:
         print(to_yaml(cfg), end="")
     return 0
+
+
+def _config_list() -> str:
+    """The shipped configs: name, recipe and the first line of the file's opening comment."""
+    from xmkd.config import CONFIG_DIR, list_configs, peek_recipe
+
+    names = list_configs()
+    width = max(len(n) for n in names)
+    lines = [f"{'config':<{width}}  {'recipe':<12}  description"]
+    for name in names:
+        path = CONFIG_DIR / f"{name}.yaml"
+        first = path.read_text().splitlines()[:1]
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        recipe = peek_recipe(path) or "(section)"
+        lines.append(f"{name:<{width}}  {recipe:<12}  {about}")
+    lines.append(f"({len(names)} configs in {CONFIG_DIR}; name one as CONFIG anywhere a command takes a config file, "
+                 "e.g. `xmkd train u2mkd/synthetic`)")
+    return "\n".join(lines)
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -48,6 +69,16 @@ def _camera_list(text: str) -> list[str]:
     if not all(names):
         raise argparse.ArgumentTypeError(f"expected comma-separated camera names or 'none', got {text!r}")
     return names
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
+    from xmkd.recipes.summary import format_summary, summarize
+
+    summary = summarize(args.config, args.overrides, depth=args.depth)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -123,13 +154,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_kitti(args: argparse.Namespace) -> int:
-    from xmkd.eval.kitti import evaluate_folders, format_table, write_json
+    from xmkd.eval.kitti import CEILING_NOTE, N_SAMPLE, format_table, kitti_report, write_json
 
-    results = evaluate_folders(args.gt, args.pred, args.split)
-    print(format_table(results, "strict"))
-    print(format_table(results, "loose"))
+    report = kitti_report(args.gt, args.pred, args.split, allow_missing=args.allow_missing)
+    print(format_table(report, "strict"))
+    print(format_table(report, "loose"))
+    if any(n < N_SAMPLE for n in report.valid_gt.values()):
+        print(CEILING_NOTE)
+    for warning in report.warnings:
+        print(f"xmkd eval-kitti: warning: {warning}", file=sys.stderr)
     if args.json:
-        write_json(results, args.json)
+        write_json(report, args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -256,6 +291,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 CAMERAS_HELP = ("comma-separated camera names, or 'none' for LiDAR only (then no image or camera calibration is "
                 "needed); default: every camera")
 
+CONFIG_HELP = "YAML config file, or the name of a shipped config (e.g. u2mkd/synthetic; `xmkd config --list`)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -313,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_inspect)
 
     p = sub.add_parser("train", help="train a recipe from a config (runs under torchrun for DDP)")
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -348,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")
     p.add_argument("--pred", required=True, help="folder of prediction files in KITTI format")
     p.add_argument("--split", help="file listing the frame ids to evaluate")
-    p.add_argument("--json", help="write the AP table to this JSON file")
+    p.add_argument("--json", help="write the AP table (with valid ground-truth counts, AP ceilings and warnings) to "
+                   "this JSON file")
+    p.add_argument("--allow-missing", action="store_true", help="frames without a prediction file count as frames "
+                   "without detections, with a warning (the official devkit refuses them, as xmkd does by default)")
     p.set_defaults(handler=_cmd_eval_kitti)
 
     p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
@@ -379,10 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a smoke test of the pipeline; bench: the benchmark's larger budget (~25 min)")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("config", help="print (or save) a fully resolved, validated config")
-    p.add_argument("config", nargs="?", help="YAML config file (default: the built-in defaults)")
+    p = sub.add_parser("summary", help="each network of a config's recipe with its parameter and trainable counts "
+                       "(built on CPU, no data or weights needed)")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.cr=1")
+    p.add_argument("--depth", type=int, default=1, help="also list submodules this many levels down (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_cmd_summary)
+
+    p = sub.add_parser("config", help="print (or save) a fully resolved, validated config; --list the shipped ones")
+    p.add_argument("config", nargs="?", help=f"{CONFIG_HELP} (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--out", help="write <out>/config.yaml instead of printing")
+    p.add_argument("--list", action="store_true", help="list the configs shipped with xmkd (name, recipe, what)")
     p.set_defaults(handler=_cmd_config)
     return parser
 

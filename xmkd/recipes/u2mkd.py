@@ -36,6 +36,7 @@ from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
+from xmkd.io import is_architecture_only
 from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
@@ -115,7 +116,7 @@ class U2MKDRecipe(Recipe):
         self.nets["student"] = student.to(self.device)
         self.paste = paste_for(self.space, m.paste)
         if self.distill:
-            if not m.teacher.checkpoint:
+            if not m.teacher.checkpoint and not is_architecture_only():
                 raise XmkdConfigError("model.teacher.checkpoint: a trained lidar_seg checkpoint is required when "
                                       "model.kd=true")
             teacher = SparseUNet(5 if self.cfg.data.sweeps else 4, self.space.num_classes, m.teacher.backbone)

@@ -34,6 +34,7 @@ from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
+from xmkd.io import is_architecture_only
 from xmkd.models.image.resnet import normalize_images
 from xmkd.models.image.unet import UNetResNet
 from xmkd.models.point.scn_unet import SCNUNet
@@ -154,13 +155,14 @@ class XMUDARecipe(Recipe):
         self.nets["net3d"] = nn.ModuleDict({"backbone": SCNUNet(levels=m.scn_levels, bn_momentum=m.scn_bn_momentum),
                                             "head": DualHead(16, n)}).to(self.device)
         src = self.source_data()
-        weights = class_weights(load_index(index_path(src)), src.train_split, src.label_space) if m.class_weights \
+        counted = m.class_weights and not is_architecture_only()  # (counting parameters reads no dataset)
+        weights = class_weights(load_index(index_path(src)), src.train_split, src.label_space) if counted \
             else np.ones(n, np.float32)
         self.weights = torch.from_numpy(weights).to(self.device)
         self.target_weights = None
         if m.ssda_labelled_split:
             t = self.cfg.target
-            tw = class_weights(load_index(index_path(t)), m.ssda_labelled_split, t.label_space) if m.class_weights \
+            tw = class_weights(load_index(index_path(t)), m.ssda_labelled_split, t.label_space) if counted \
                 else np.ones(n, np.float32)
             self.target_weights = torch.from_numpy(tw).to(self.device)
 
