@@ -45,6 +45,7 @@ from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
 from xmkd.engine.checkpoint import load, load_module_from_file, load_weights
 from xmkd.errors import XmkdConfigError
 from xmkd.geometry.camera import project_points
+from xmkd.io import is_architecture_only
 from xmkd.models.det.frustum import cell_depths, depth_bin_targets
 from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
@@ -148,7 +149,7 @@ class HSRDNRecipe(LidarDetRecipe):
                                    self.cfg.data.point_range, bev_grid)
         except ValueError as err:
             raise XmkdConfigError(str(err)) from None
-        if m.student.image_pretrained:
+        if m.student.image_pretrained and not is_architecture_only():
             path = m.student.image_pretrained
             state = load(path)
             if "models" in state:
@@ -173,9 +174,9 @@ class HSRDNRecipe(LidarDetRecipe):
     def check_teacher_voxels(self, path: str) -> None:
         """The teacher is re-voxelised on this config's point range (the student's, as released) but must keep the
         voxel size it was trained on: XmkdConfigError when the checkpoint's config says otherwise."""
-        text = load(path).get("config")
+        text = None if is_architecture_only() else load(path).get("config")
         if not text:
-            return  # a bare state dict: nothing to compare
+            return  # a bare state dict (or no file read): nothing to compare
         trained = yaml.safe_load(text).get("data", {})
         for key in ("voxel_size", "voxel_z"):
             mine = getattr(self.cfg.data, key)
