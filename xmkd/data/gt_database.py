@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from xmkd.data.frame import Frame
+from xmkd.data.instances import save_npz, sharded
 from xmkd.errors import XmkdDataError
 from xmkd.geometry.boxes import points_in_boxes
 from xmkd.geometry.iou import bev_iou
-from xmkd.io import atomic_write, atomic_write_text
+from xmkd.io import atomic_write_text
 
 FORMAT_VERSION = 1
 DEFAULT_FOLDER = "xmkd_gt_database"  # under the dataset root
@@ -83,28 +83,15 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in _ARRAYS}
 
 
-def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays), fsync=False)
-
-
 def build_box_database(frames: Any, out: str | Path, shard_size: int = 200, progress: bool = True
                        ) -> dict[str, Any]:
     """Cut the boxes of `frames` (an `IndexedFrames` of the training split, with boxes) into `out`; resumable.
     Returns the summary also written to `out/database.json`."""
     out = Path(out)
-    shards = out / "box_shards"
-    shards.mkdir(parents=True, exist_ok=True)
-    starts = list(range(0, len(frames), shard_size))
-    bar = tqdm(total=len(frames), desc="boxes", disable=not progress)
-    for s in starts:
-        path = shards / f"shard_{s // shard_size:05d}_{shard_size}.npz"
-        stop = min(s + shard_size, len(frames))
-        if not path.exists():
-            _save(path, _concat([frame_box_entries(frames[i]) for i in range(s, stop)]))
-        bar.update(stop - s)
-    bar.close()
-    merged = _concat([dict(np.load(shards / f"shard_{s // shard_size:05d}_{shard_size}.npz")) for s in starts])
-    _save(out / "boxes.npz", merged)
+    parts = sharded(len(frames), out / "box_shards", shard_size,
+                    lambda r: _concat([frame_box_entries(frames[i]) for i in r]), "boxes", progress)
+    merged = _concat(parts)
+    save_npz(out / "boxes.npz", merged)
     names, counts = np.unique(merged["names"], return_counts=True)
     summary = {"version": FORMAT_VERSION, "kind": "boxes", "frames": len(frames), "boxes": int(len(merged["counts"])),
                "points": int(len(merged["points"])), "per_class": {str(n): int(c) for n, c in zip(names, counts)}}

@@ -236,9 +236,10 @@ class LidarDetRecipe(Recipe):
             pts, boxes, names = self.gt_sampler()(np.column_stack([xyz, intensity]).astype(np.float32), boxes, names,
                                                   rng, frame.meta.get("road_plane"), frame.meta.get("T_rect_lidar"))
             xyz, intensity = pts[:, :3], pts[:, 3]
-        known = np.isin(names, self.class_names)
+        class_names = self.class_names  # (a property that reads the config: once, not per box)
+        known = np.isin(names, class_names)
         boxes = boxes[known]
-        labels = np.array([self.class_names.index(n) for n in names[known]], np.int64)
+        labels = np.array([class_names.index(n) for n in names[known]], np.int64)
         if rng is not None:
             xyz, boxes = augment_scene(xyz, boxes, rng, m.augment)
         keep = np.nonzero(in_range(xyz, d.point_range))[0]
