@@ -74,3 +74,18 @@ def test_shipped_dataset_sections_validate():
     for path in configs:
         cfg = load_config(path, schema=ExperimentConfig)
         assert cfg.data.dataset
+
+
+def test_data_cameras_null_is_every_camera_and_empty_is_none():
+    import torch
+
+    from xmkd.recipes import get_recipe
+
+    assert load_config(None).data.cameras is None
+    assert load_config(None, ["data.cameras=[]"]).data.cameras == []
+    assert load_config(REPO / "configs" / "lidar_seg" / "semantickitti_teacher.yaml",
+                       schema=get_recipe("lidar_seg").schema).data.cameras == []
+    cfg = load_config(REPO / "configs" / "u2mkd" / "synthetic.yaml", ["data.cameras=[]"],
+                      schema=get_recipe("u2mkd").schema)
+    with pytest.raises(XmkdConfigError, match=r"u2mkd needs cameras: data.cameras is \[\] \(none\)"):
+        get_recipe("u2mkd")(cfg, torch.device("cpu")).frames("train")

@@ -40,6 +40,16 @@ def _image_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _camera_list(text: str) -> list[str]:
+    """`--cameras`: comma-separated camera names, or `none` for LiDAR only ([])."""
+    if text.strip().lower() == "none":
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated camera names or 'none', got {text!r}")
+    return names
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from xmkd.data.synthetic.synth import SynthOptions, synthesize
 
@@ -127,7 +137,7 @@ def _cmd_eval_kitti(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from xmkd.data.index import prepare
 
-    report = prepare(args.dataset, args.root, args.out, args.split, progress=not args.quiet)
+    report = prepare(args.dataset, args.root, args.out, args.split, progress=not args.quiet, cameras=args.cameras)
     resumed = f" ({report.resumed} frames from an interrupted run)" if report.resumed else ""
     print(f"indexed {report.frames} frames{resumed} -> {report.index_path}")
     for name, count in sorted(report.splits.items()):
@@ -173,9 +183,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from xmkd.data.index import describe_frame, inspect
 
     if args.frame:
-        info = describe_frame(args.dataset, args.root, args.frame, args.label_space)
+        info = describe_frame(args.dataset, args.root, args.frame, args.label_space, args.cameras)
     else:
-        info = inspect(args.dataset, args.root, args.index, progress=not args.json, label_space=args.label_space)
+        info = inspect(args.dataset, args.root, args.index, progress=not args.json, label_space=args.label_space,
+                       cameras=args.cameras)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -186,7 +197,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _format_summary(info: dict) -> str:
     lines = []
     for key, value in info.items():
-        if isinstance(value, dict) and value:
+        if key == "bad":  # every bad file with its reason, under bad_files
+            lines += [f"  {b['frame']}: {b['reason']}" for b in value]
+        elif key == "cameras" and value and all(isinstance(v, dict) for v in value.values()):
+            lines.append("cameras:")
+            width = max(len(str(k)) for k in value)
+            lines += [f"  {k:<{width}}  " + ", ".join(f"{size} ({n} frames)" for size, n in sizes.items())
+                      for k, sizes in value.items()]
+        elif isinstance(value, dict) and value:
             lines.append(f"{key}:")
             width = max(len(str(k)) for k in value)
             lines += [f"  {str(k):<{width}}  {v}" for k, v in value.items()]
@@ -214,12 +232,16 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     from xmkd.viz.frame import save_frame_pictures
 
     space = get_label_space(args.label_space) if args.label_space else None
+    cameras = None if args.cameras is None else tuple(args.cameras)
     if args.source == "synthetic":
         from xmkd.data.synthetic.generate import generate_keyframes, keyframe_to_frame
         from xmkd.data.synthetic.world import parse_domain
 
+        if args.frame:
+            raise XmkdError("xmkd viz synthetic renders a frame of the synthetic world: choose it with --preset, "
+                            "--seed and --scene, not --frame")
         domain = parse_domain(args.preset)
-        kf = next(generate_keyframes(args.seed, args.scene, domain, 1, with_sweeps=False))
+        kf = next(generate_keyframes(args.seed, args.scene, domain, 1, with_sweeps=False, cameras=cameras))
         space = space or get_label_space("nuscenes16")
         frame = keyframe_to_frame(kf, space, frame_id=f"synthetic_{domain.name.replace(',', '_')}_s{args.seed}")
     else:
@@ -227,16 +249,11 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 
         if not args.root:
             raise XmkdError(f"xmkd viz {args.source} needs --root")
-        reader = make_reader(args.source, args.root, args.label_space)
+        reader = make_reader(args.source, args.root, args.label_space, cameras)
         space = space or reader.label_space
-        records = reader.scan()
-        rec = next((r for r in records if args.frame in (None, r["id"])), None)
-        if rec is None:
-            raise XmkdError(f"no frame {args.frame!r} in {args.source} under {args.root}")
-        frame = reader.load(reader.check(rec))
-    cameras = args.cameras.split(",") if args.cameras else None
+        frame = reader.load(reader.check(reader.find(args.frame)))
     pred = _kitti_predictions(args.pred, frame) if args.pred else None
-    for path in save_frame_pictures(frame, space, args.out, cameras, pred):
+    for path in save_frame_pictures(frame, space, args.out, list(frame.cameras), pred):
         print(path)
     return 0
 
@@ -247,6 +264,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+CAMERAS_HELP = ("comma-separated camera names, or 'none' for LiDAR only (then no image or camera calibration is "
+                "needed); default: every camera")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="dataset root")
     p.add_argument("--out", required=True, help="folder for index.json (e.g. <root>/xmkd_index)")
     p.add_argument("--split", action="append", help="only frames of these splits (repeatable)")
+    p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_prepare)
 
@@ -302,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", help="index folder or file (default: <root>/xmkd_index if present)")
     p.add_argument("--frame", help="describe one frame by id")
     p.add_argument("--label-space", help="label space for the histogram (default: the dataset's)")
+    p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_inspect)
 
@@ -360,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="synthetic: dataset seed")
     p.add_argument("--scene", type=int, default=0, help="synthetic: scene index")
     p.add_argument("--label-space", help="colour points and pixels in this label space (default nuscenes16)")
-    p.add_argument("--cameras", help="comma-separated camera names (default: all)")
+    p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--pred", help="kitti_object: folder of KITTI prediction files (`xmkd infer`) to draw in red")
     p.add_argument("--out", default="viz", help="output folder for the PNG files")
     p.set_defaults(handler=_cmd_viz)

@@ -32,7 +32,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
-    cameras: list[str] = field(default_factory=list)  # camera names to load; empty = all the dataset has
+    cameras: list[str] | None = None  # camera names to load; null = every camera the dataset has, [] = none
     sweeps: int = 0  # extra LiDAR sweeps merged into each keyframe
     voxel_size: float = 0.05  # metres
     voxel_z: float = 0.0  # metres along z when it differs from voxel_size (detection grids); 0 = voxel_size

@@ -131,7 +131,10 @@ class U2MKDRecipe(Recipe):
     # -- data -----------------------------------------------------------------------------------------------
     def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
-        return IndexedFrames(index_path(d), split, d.label_space, cameras=list(d.cameras) or None,
+        if d.cameras == []:
+            raise XmkdConfigError(f"{self.name} needs cameras: data.cameras is [] (none); set it to null (every "
+                                  "camera) or list the cameras")
+        return IndexedFrames(index_path(d), split, d.label_space, cameras=d.cameras,
                              sweeps=d.sweeps if self.distill else 0, root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
