@@ -50,7 +50,7 @@ from xmkd.models.det.frustum import cell_depths, depth_bin_targets
 from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.image.deeplab import image_weights
-from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe
+from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe, load_second_checkpoint
 from xmkd.recipes.u2mkd import resize_camera
 
 
@@ -161,8 +161,9 @@ class HSRDNRecipe(LidarDetRecipe):
             if head is not None:
                 load_weights(student.depth_head, head, f"{path} [classifier]")
         if m.teacher_checkpoint:
-            self.check_teacher_voxels(m.teacher_checkpoint)
-            load_module_from_file(teacher, m.teacher_checkpoint, key="net")
+            if not is_architecture_only():
+                self.check_teacher_voxels(m.teacher_checkpoint)
+                load_second_checkpoint(teacher, m.teacher_checkpoint)  # xmkd's, or an OpenPCDet / CMKD checkpoint
             self.nets["teacher"] = teacher.to(self.device)
         if m.student.init:
             load_module_from_file(student, m.student.init, key="net")
@@ -174,9 +175,9 @@ class HSRDNRecipe(LidarDetRecipe):
     def check_teacher_voxels(self, path: str) -> None:
         """The teacher is re-voxelised on this config's point range (the student's, as released) but must keep the
         voxel size it was trained on: XmkdConfigError when the checkpoint's config says otherwise."""
-        text = None if is_architecture_only() else load(path).get("config")
+        text = load(path).get("config")
         if not text:
-            return  # a bare state dict (or no file read): nothing to compare
+            return  # an OpenPCDet checkpoint: nothing to compare
         trained = yaml.safe_load(text).get("data", {})
         for key in ("voxel_size", "voxel_z"):
             mine = getattr(self.cfg.data, key)
