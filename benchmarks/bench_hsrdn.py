@@ -28,23 +28,22 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from benchmarks.teacher_grid import positive_counts
 from xmkd.data.collate import in_range
+from xmkd.data.gt_database import DEFAULT_FOLDER, build_box_database
 from xmkd.data.index import IndexedFrames
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import train_or_reuse
 from xmkd.eval.kitti import CLASSES, MAX_OCCLUSION, MAX_TRUNCATION, MIN_HEIGHT, evaluate_folders, read_annotations
 from xmkd.io import atomic_write_text
-from xmkd.models.det.anchors import KITTI_ANCHORS, anchor_classes, generate_anchors
-from xmkd.models.det.targets import assign
 from xmkd.recipes.lidar_det import kitti_lines
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_hsrdn"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 POINT_RANGE = [2.0, -16.0, -3.0, 34.0, 16.0, 1.0]
-VOXEL, CELL = 0.0625, 0.5  # teacher voxels and BEV cells (x 8), metres
+VOXEL = 0.0625  # teacher voxels, metres (BEV cells: 8 voxels)
 GRID = [f"data.voxel_size={VOXEL}", f"data.point_range=[{','.join(str(v) for v in POINT_RANGE)}]"]
 STUDENT = ["model.student.depth_max=34.0", "model.student.grid_z=10"]  # LID bins over the range, 0.4 m z-cells
 # (name, slug, stage-1 config, stage-2 config, needs the teacher)
@@ -56,7 +55,7 @@ STUDENTS = [("student, GT only", "mono_gt", "hsrdn/mono_gt_synthetic_bev.yaml", 
 TEACHER = "teacher (SECOND)"
 ROWS = [TEACHER] + [s[0] for s in STUDENTS]
 FRAMES, VAL_FRACTION, MIN_VALID = 400, 0.5, 41
-TEACHER_STEPS, BEV_STEPS, DET_STEPS = 1500, 600, 300
+TEACHER_STEPS, BEV_STEPS, DET_STEPS = 1200, 600, 300
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95 % t quantiles by degrees of freedom
 
 
@@ -94,26 +93,10 @@ def ceilings(data: Path) -> dict[str, float]:
     return {f"{cls}/R{r}": ap[f"{cls}/3d/R{r}/strict/moderate"] for cls in CLASSES for r in (40, 11)}
 
 
-def positive_anchors(data: Path, cell: float) -> dict[str, float]:
-    """Mean number of positive anchors per training box of each class on BEV cells of `cell` metres."""
-    ny, nx = round((POINT_RANGE[4] - POINT_RANGE[1]) / cell), round((POINT_RANGE[3] - POINT_RANGE[0]) / cell)
-    anchors = generate_anchors(KITTI_ANCHORS, (ny, nx), POINT_RANGE).reshape(-1, 7)
-    a_cls = anchor_classes(KITTI_ANCHORS).repeat(ny * nx)
-    names = [c.name for c in KITTI_ANCHORS]
-    counts: dict[str, list[int]] = {n: [] for n in names}
-    frames = IndexedFrames(data / "xmkd_index", "train", None, cameras=["image_2"], root=str(data))
-    for i, frame in enumerate(frames):
-        if i == 100:
-            break
-        b = frame.boxes
-        keep = np.isin(b.names, names) & in_range(b.boxes[:, :3], POINT_RANGE)
-        if not keep.any():
-            continue
-        boxes = torch.from_numpy(b.boxes[keep].astype(np.float32))
-        labels = torch.tensor([names.index(n) for n in b.names[keep]])
-        t = assign(anchors, a_cls, KITTI_ANCHORS, boxes, labels)
-        for j in range(len(boxes)):
-            counts[names[int(labels[j])]].append(int(((t.labels >= 0) & (t.boxes == boxes[j]).all(1)).sum()))
+def positive_anchors(data: Path) -> dict[str, float]:
+    """Mean number of positive anchors per training box of each class on the benchmark's grid, with the teacher's
+    own anchors and assignment (`benchmarks.teacher_grid`)."""
+    counts, _ = positive_counts(data, GRID)
     return {n: float(np.mean(v)) if v else float("nan") for n, v in counts.items()}
 
 
@@ -128,12 +111,16 @@ def run_seed(seed: int, steps: tuple[int, int, int]) -> dict:
     synthesize_indexed(SynthOptions(out=str(data), format="kitti", frames=FRAMES, frames_per_scene=4, seed=seed,
                                     image_size=(640, 192), workers=1, val_fraction=VAL_FRACTION), "kitti_object",
                        progress=False)
+    if not (data / DEFAULT_FOLDER / "database.json").is_file():  # the teacher's gt-sampling database
+        build_box_database(IndexedFrames(data / "xmkd_index", "train", None, cameras=(), root=str(data)),
+                           data / DEFAULT_FOLDER,
+                           progress=False)
     info_file = folder / "data.json"
     if info_file.is_file():
         info = json.loads(info_file.read_text())
     else:
         info = {"valid_moderate": valid_moderate(data), "ceiling": ceilings(data),
-                "positive_anchors": positive_anchors(data, CELL)}
+                "positive_anchors": positive_anchors(data)}
         atomic_write_text(info_file, json.dumps(info, indent=1))
     runs = folder / "runs"
     base = [f"data.root={data}", f"output_dir={runs}", f"seed={seed}", "data.num_workers=0", "train.log_every=20",
