@@ -134,8 +134,7 @@ class MonoDetector(nn.Module):
             if cell_depth is None:
                 raise ValueError("MonoDetector: oracle_depth needs the batch's per-cell LiDAR depth ('depth')")
             c = self.cfg
-            bins = depth_bin_targets(torch.where(cell_depth > 0, cell_depth, torch.zeros_like(cell_depth)),
-                                     c.depth_min, c.depth_max, c.depth_bins)
+            bins = depth_bin_targets(cell_depth, c.depth_min, c.depth_max, c.depth_bins)  # 0 m: out of range
             probs = F.one_hot(bins, c.depth_bins + 1).permute(0, 3, 1, 2).to(image.dtype)
             frustum = image[:, :, None] * probs[:, None, :-1]
         else:
