@@ -446,7 +446,8 @@ def test_kitti_label_fields_are_named(layout, tmp_path):
     root = layout.copy("kitti_object", tmp_path)
     label = root / "training" / "label_2" / "000000.txt"
     lines = ["Car 0.00 0 -1.57 10.0 10.0 40.0 30.0 1.50 1.60 3.90 1.00 1.50 10.00 0.00"] * 2
-    for value, expected in (("1,5", "field 'height' (column 9) is '1,5'; expected a number (a comma decimal? write a point)"),
+    comma = "expected a number (a comma decimal? write a point)"
+    for value, expected in (("1,5", f"field 'height' (column 9) is '1,5'; {comma}"),
                             ("nan", "field 'height' (column 9) is 'nan'; expected a finite number"),
                             ("1_000", "field 'height' (column 9) is '1_000'; expected a number")):
         parts = lines[-1].split()
