@@ -68,7 +68,7 @@ MINIMAL_ARGS = {"synth": [], "prepare": ["nuscenes", "--root", "R"], "prepare-in
 
 def output_options():
     """(command, option, is a file) for every output option of every command (`outputs` in its defaults)."""
-    from xmkd.cli import FILE_OUTPUTS, build_parser
+    from xmkd.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     found = []
@@ -76,7 +76,7 @@ def output_options():
         outputs = parser._defaults.get("outputs", {})
         writes = {a.dest for a in parser._actions if a.dest in ("out", "json") and a.nargs != 0}  # not flags
         assert writes == set(outputs), f"{name}: output options {writes} vs checked {set(outputs)}"
-        found += [(name, o, o in FILE_OUTPUTS or f"{name.replace('-', '_')}.{o}" in FILE_OUTPUTS) for o in outputs]
+        found += [(name, option, kind == "file") for option, (_, kind) in outputs.items()]
     return found
 
 

@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabelled", type=int, default=0, help="kitti: extra unlabelled frames (KITTI raw layout)")
     p.add_argument("--workers", type=int, default=1, help="render scenes in this many processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_synth, outputs={"out": "the dataset"})
+    p.set_defaults(handler=_cmd_synth, outputs={"out": ("the dataset", "folder")})
 
     datasets = ["nuscenes", "semantickitti", "kitti_object", "kitti_raw", "waymo", "a2d2", "virtualkitti"]
     p = sub.add_parser("prepare", help="validate a dataset on disk and write its compact index (resumable)")
@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="only frames of these splits (repeatable)")
     p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_prepare, outputs={"out": "the index"})
+    p.set_defaults(handler=_cmd_prepare, outputs={"out": ("the index", "folder")})
 
     p = sub.add_parser("prepare-instances", help="cut thing instances out of a split into a paste database")
     p.add_argument("--index", required=True, help="index folder or file written by `xmkd prepare`")
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-points", type=int, help="smallest instance kept (default: nuScenes 10, "
                    "SemanticKITTI 40, Waymo 50)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_prepare_instances, outputs={"out": "the instance database"})
+    p.set_defaults(handler=_cmd_prepare_instances, outputs={"out": ("the instance database", "folder")})
 
     p = sub.add_parser("inspect", help="summarise a dataset: frames, points, cameras, labels, boxes")
     p.add_argument("dataset", choices=datasets)
@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--all", action="store_true", help="every saved checkpoint, with a metric curve")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_eval, outputs={"json": "a JSON file"})
+    p.set_defaults(handler=_cmd_eval, outputs={"json": ("a JSON file", "file")})
 
     p = sub.add_parser("predict", help="write a segmentation run's point predictions in the submission format")
     p.add_argument("run_dir")
@@ -422,14 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "SemanticKITTI: sequences/*/predictions/*.label)")
     p.add_argument("--eval-set", help="nuScenes eval set name for the folder (default: the split)")
     _run_options(p)
-    p.set_defaults(handler=_cmd_predict, outputs={"out": "the predictions"})
+    p.set_defaults(handler=_cmd_predict, outputs={"out": ("the predictions", "folder")})
 
     p = sub.add_parser("infer", help="write a detection run's boxes for a split as KITTI label files")
     p.add_argument("run_dir")
     p.add_argument("--split", required=True, help="split of the run's dataset index, e.g. val or test")
     p.add_argument("--out", required=True, help="folder for <frame>.txt prediction files")
     _run_options(p)
-    p.set_defaults(handler=_cmd_infer, outputs={"out": "the prediction files"})
+    p.set_defaults(handler=_cmd_infer, outputs={"out": ("the prediction files", "folder")})
 
     p = sub.add_parser("eval-kitti", help="KITTI 3D object AP (R11/R40; bbox, BEV, 3D, AOS) on CPU")
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")
@@ -439,14 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "this JSON file")
     p.add_argument("--allow-missing", action="store_true", help="frames without a prediction file count as frames "
                    "without detections, with a warning (the official devkit refuses them, as xmkd does by default)")
-    p.set_defaults(handler=_cmd_eval_kitti, outputs={"json": "a JSON file"})
+    p.set_defaults(handler=_cmd_eval_kitti, outputs={"json": ("a JSON file", "file")})
 
     p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
     p.add_argument("run_dir")
     p.add_argument("--split", required=True, help="target split to label, e.g. the target's train split")
     p.add_argument("--out", required=True, help="output file (.npz); then model.pseudo_labels=<out>")
     _run_options(p)
-    p.set_defaults(handler=_cmd_pseudo_label, outputs={"out": "a .npz file"})
+    p.set_defaults(handler=_cmd_pseudo_label, outputs={"out": ("a .npz file", "file")})
 
     p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view (PNG files)")
     p.add_argument("source", choices=["synthetic", *datasets],
@@ -462,14 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extent", type=float, help="half-width of the bird's-eye view in metres (default: 50, widened "
                    "to hold every box; what lies outside is named)")
     p.add_argument("--out", default="viz", help="output folder for the PNG files")
-    p.set_defaults(handler=_cmd_viz, outputs={"out": "the pictures"})
+    p.set_defaults(handler=_cmd_viz, outputs={"out": ("the pictures", "folder")})
 
     p = sub.add_parser("demo", help="the main job: synthetic data, U2MKD teacher and students, results table")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", choices=["demo", "tiny", "bench"], default="demo",
                    help="tiny: a smoke test of the pipeline; bench: the benchmark's larger budget (~25 min)")
-    p.set_defaults(handler=_cmd_demo, outputs={"out": "the demo's outputs"})
+    p.set_defaults(handler=_cmd_demo, outputs={"out": ("the demo's outputs", "folder")})
 
     p = sub.add_parser("summary", help="each network of a config's recipe with its parameter and trainable counts "
                        "(built on CPU, no data or weights needed)")
@@ -485,25 +485,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--out", help="write <out>/config.yaml instead of printing")
     p.add_argument("--list", action="store_true", help="list the configs shipped with xmkd (name, recipe, what)")
-    p.set_defaults(handler=_cmd_config, outputs={"out": "config.yaml"})
+    p.set_defaults(handler=_cmd_config, outputs={"out": ("config.yaml", "folder")})
     return parser
 
 
-# How each command's `outputs` (option -> what it writes) is written: a folder, or a file.
-FILE_OUTPUTS = {"json", "pseudo_label.out"}
-
-
 def check_outputs(args: argparse.Namespace) -> None:
-    """Every output path of the command (its `outputs` default: option -> what is written there) checked with
-    `xmkd.io.check_output` before the command does any work, so that a long job cannot fail at its end (or with a
-    traceback) for a path it could never write."""
+    """Every output path of the command (its `outputs` default: option -> (what is written there, "file" or
+    "folder")) checked with `xmkd.io.check_output` before the command does any work, so that a long job cannot fail
+    at its end (or with a traceback) for a path it could never write."""
     from xmkd.io import check_output
 
-    for option, what in getattr(args, "outputs", {}).items():
+    for option, (what, kind) in getattr(args, "outputs", {}).items():
         value = getattr(args, option, None)
         if value is not None:
-            is_file = option in FILE_OUTPUTS or f"{args.command.replace('-', '_')}.{option}" in FILE_OUTPUTS
-            check_output(value, folder=not is_file, what=what)
+            check_output(value, folder=kind == "folder", what=what)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

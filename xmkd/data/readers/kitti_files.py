@@ -22,6 +22,7 @@ OBJECT_FIELDS = ("type", "truncated", "occluded", "alpha", "bbox_left", "bbox_to
 # A number as the devkit's C++ reader (`fscanf %f`) and every KITTI writer spell it: no digit separators, no comma
 # decimal, no surrounding text. Python's float() also takes "1_000", which no KITTI tool writes.
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBERS = re.compile(rf"(?:{_NUMBER.pattern} )*{_NUMBER.pattern}")  # a whole line's numbers, one space apart
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 KITTI_CALIB_SHAPES = {"P0": (3, 4), "P1": (3, 4), "P2": (3, 4), "P3": (3, 4), "R0_rect": (3, 3),
@@ -114,6 +115,10 @@ def object_line_values(parts: list[str], lineno: int, source: str) -> list[float
     """The numbers of one split label / result line (`parts[0]` is the type; 15 or 16 columns, counted by the
     caller): each must be a finite number spelled plainly. The error names the line, the field (OBJECT_FIELDS),
     its column and the text found."""
+    if _NUMBERS.fullmatch(" ".join(parts[1:])):  # the common case, at one regex match per line
+        values = [float(v) for v in parts[1:]]
+        if all(map(math.isfinite, values)):
+            return values
     values = []
     for col, text in enumerate(parts[1:], 2):
         field = OBJECT_FIELDS[col - 1] if col <= len(OBJECT_FIELDS) else f"column {col}"
