@@ -223,6 +223,19 @@ def _cmd_prepare_instances(args: argparse.Namespace) -> int:
     from xmkd.data.instances import build_database
 
     frames = IndexedFrames(args.index, args.split, args.label_space, cameras=(), root=args.root)
+    if args.boxes:
+        from xmkd.data.gt_database import build_box_database
+
+        if args.min_points is not None:
+            print("xmkd prepare-instances: --min-points does not apply to --boxes (the box database keeps every box; "
+                  "model.augment.gt_sampling.min_points filters when sampling)", file=sys.stderr)
+            return 2
+
+        summary = build_box_database(frames, args.out, progress=not args.quiet)
+        print(f"{summary['boxes']} boxes ({summary['points']} points) from {summary['frames']} frames -> {args.out}")
+        for name, count in summary["per_class"].items():
+            print(f"  {name:<24} {count:>8}")
+        return 0
     summary = build_database(frames, args.out, args.label_space or frames.reader.label_space.name, args.min_points,
                              progress=not args.quiet)
     print(f"{summary['instances']} instances ({summary['points']} points) from {summary['frames']} frames -> "
@@ -376,14 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_prepare, outputs={"out": ("the index", "folder")})
 
-    p = sub.add_parser("prepare-instances", help="cut thing instances out of a split into a paste database")
+    p = sub.add_parser("prepare-instances", help="cut thing instances (or, with --boxes, labelled boxes) out of a "
+                       "split into a paste database")
     p.add_argument("--index", required=True, help="index folder or file written by `xmkd prepare`")
     p.add_argument("--split", required=True, help="the training split, e.g. train")
     p.add_argument("--out", required=True, help="database folder (then model.paste.database=<out>)")
     p.add_argument("--root", help="dataset root (default: the one recorded in the index)")
     p.add_argument("--label-space", help="default: the dataset's")
     p.add_argument("--min-points", type=int, help="smallest instance kept (default: nuScenes 10, "
-                   "SemanticKITTI 40, Waymo 50)")
+                   "SemanticKITTI 40, Waymo 50; with --boxes every box is kept, the sampler filters)")
+    p.add_argument("--boxes", action="store_true", help="a detection box database for lidar_det's gt-sampling "
+                   "(then model.augment.gt_sampling.database=<out>, or <out> = <root>/xmkd_gt_database)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_prepare_instances, outputs={"out": ("the instance database", "folder")})
 

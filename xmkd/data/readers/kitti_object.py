@@ -113,7 +113,25 @@ class KittiObjectReader(DatasetReader):
             frame.meta["dontcare_bbox"] = np.asarray(record["boxes"]["ignored_bbox"], dtype=np.float64).reshape(-1, 4)
         if record.get("T_rect_lidar") is not None:
             frame.meta["T_rect_lidar"] = np.asarray(record["T_rect_lidar"])
+        plane = self.path(record["lidar"].replace("/velodyne/", "/planes/").replace(".bin", ".txt"))
+        if plane.is_file():  # the optional road planes (gt-sampling puts its boxes on them)
+            frame.meta["road_plane"] = read_road_plane(plane)
         return frame
+
+
+def read_road_plane(path: Path) -> np.ndarray:
+    """(4,) road plane a, b, c, d (a x + b y + c z + d = 0 in the rectified camera frame) of a KITTI `planes/` file
+    (its 4th line), scaled to a unit normal that points up (-y) [OpenPCDet: kitti_dataset.py get_road_plane]."""
+    lines = read_text(path, "road plane").splitlines()
+    try:
+        plane = np.array([float(v) for v in lines[3].split()], np.float64)
+    except (IndexError, ValueError):
+        plane = np.zeros(0)
+    if plane.shape != (4,) or not np.isfinite(plane).all() or np.linalg.norm(plane[:3]) == 0:
+        raise XmkdDataError("expected 4 numbers (a b c d) with a non-zero normal on line 4", source=str(path),
+                            field="plane")
+    plane = -plane if plane[1] > 0 else plane
+    return plane / np.linalg.norm(plane[:3])
 
 
 def read_kitti_object_frame(root: str | Path, frame_id: str, split: str = "training",
