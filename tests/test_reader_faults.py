@@ -379,6 +379,21 @@ def test_a_camera_recipe_on_an_index_prepared_without_cameras(layout, tmp_path):
     assert len(IndexedFrames(tmp_path / "index", "synthetic_train")) > 0  # a LiDAR-only reader may ask for all
 
 
+def test_waymo_frames_without_segmentation_labels(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    root = layouts.waymo(tmp_path / "waymo")["root"]
+    path = first(root, FILES["waymo"]["labels"])
+    pq.write_table(pa.Table.from_pylist(pq.read_table(path).to_pylist()[:1], schema=pq.read_schema(path)), path)
+    report = prepare("waymo", root, tmp_path / "index", progress=False)
+    assert not report.bad and report.splits == {"training": 2, "training_labelled": 1}
+    assert report.unlabelled == {"training": 1}  # Waymo labels a subset of frames: those are a split of their own
+    assert len(IndexedFrames(tmp_path / "index", "training_labelled").require_labels("lidar_seg")) == 1
+    with pytest.raises(XmkdDataError, match="1 of the 2 frames of split 'training' have no point labels"):
+        IndexedFrames(tmp_path / "index", "training").require_labels("lidar_seg")
+
+
 def test_one_bad_waymo_segment_does_not_stop_prepare(tmp_path):
     pytest.importorskip("pyarrow")
     root = layouts.waymo(tmp_path / "waymo", image_sizes=((32, 24), (40, 30)))["root"]

@@ -10,9 +10,11 @@ extrinsic's yaw) into the **vehicle frame**, which is the frame of the returned 
 ego-motion correction the official code applies to the TOP LiDAR is not reproduced (points differ by the
 vehicle's motion during the 0.1 s sweep). Labels come from the segmentation range image (semantic class,
 instance id), images from the JPEG bytes; camera distortion is ignored (pinhole `K` from f_u, f_v, c_u, c_v).
-Frame ids are `<segment>/<timestamp_micros>`; a segment whose `lidar` file cannot be read is one bad entry named
-`<segment>` (the other segments are read). A frame's cameras are the calibrated ones with an image at its
-timestamp; without cameras (`cameras=[]`) neither `camera_image` nor `camera_calibration` is read.
+Waymo labels a subset of frames: a frame with a segmentation row is also in split `<split>_labelled` (e.g.
+`training_labelled`), the split to train a segmentation recipe on. Frame ids are `<segment>/<timestamp_micros>`;
+a segment whose `lidar` file cannot be read is one bad entry named `<segment>` (the other segments are read).
+A frame's cameras are the calibrated ones with an image at its timestamp; without cameras (`cameras=[]`)
+neither `camera_image` nor `camera_calibration` is read.
 """
 
 from __future__ import annotations
@@ -254,6 +256,7 @@ class WaymoReader(DatasetReader):
                 raw = seg[..., 1].reshape(-1)[valid]
                 self.label_space.from_raw(raw, source=str(self.path(rec["labels"])))
                 stats["labels"] = self.histogram(raw)
+                rec["splits"] = [*rec["splits"], *(f"{s}_labelled" for s in rec["splits"])]
         if rec.get("vehicle_pose"):
             row = self._row(rec["vehicle_pose"], "[VehiclePoseComponent].world_from_vehicle.transform", ts)
             rec["ego_pose"] = matrix_list(_transform(row["[VehiclePoseComponent].world_from_vehicle.transform"],
