@@ -165,13 +165,19 @@ def test_short_times_and_short_poses_leave_the_same_trainable_frames(layout, tmp
     assert n0 == k0 + k1 and n1 == k1 + k0  # each merges the other scan only: 2 and 3 are outside the tables
 
 
-def test_waymo_vehicle_pose_without_a_row_for_a_frame(tmp_path):
+def waymo_without_a_second_row(tmp_path, kind):
+    """A Waymo layout whose `kind` component (FILES["waymo"]) keeps only the first frame's row."""
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     root = layouts.waymo(tmp_path / "waymo")["root"]
-    path = first(root, FILES["waymo"]["poses"])
+    path = first(root, FILES["waymo"][kind])
     pq.write_table(pa.Table.from_pylist(pq.read_table(path).to_pylist()[:1], schema=pq.read_schema(path)), path)
+    return root, path
+
+
+def test_waymo_vehicle_pose_without_a_row_for_a_frame(tmp_path):
+    root, path = waymo_without_a_second_row(tmp_path, "poses")
     report = prepare("waymo", root, tmp_path / "index", progress=False)
     assert [(b["file"], b["reason"].split(": ")[-1]) for b in report.bad] == [(str(path), "no row for timestamp "
                                                                                "1100000")]
@@ -380,12 +386,7 @@ def test_a_camera_recipe_on_an_index_prepared_without_cameras(layout, tmp_path):
 
 
 def test_waymo_frames_without_segmentation_labels(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    import pyarrow.parquet as pq
-
-    root = layouts.waymo(tmp_path / "waymo")["root"]
-    path = first(root, FILES["waymo"]["labels"])
-    pq.write_table(pa.Table.from_pylist(pq.read_table(path).to_pylist()[:1], schema=pq.read_schema(path)), path)
+    root, _ = waymo_without_a_second_row(tmp_path, "labels")
     report = prepare("waymo", root, tmp_path / "index", progress=False)
     assert not report.bad and report.splits == {"training": 2, "training_labelled": 1}
     assert report.unlabelled == {"training": 1}  # Waymo labels a subset of frames: those are a split of their own
