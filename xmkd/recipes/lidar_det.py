@@ -31,7 +31,7 @@ from xmkd.data.index import IndexedFrames, index_path
 from xmkd.engine import distributed
 from xmkd.engine.checkpoint import load, load_weights
 from xmkd.engine.recipe import Recipe
-from xmkd.errors import XmkdConfigError
+from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.eval.kitti import evaluate_folders
 from xmkd.geometry.boxes import box_corners, lidar_to_kitti_camera, project_boxes_to_image, rotation_y_to_alpha
 from xmkd.geometry.camera import project_points
@@ -260,10 +260,12 @@ class LidarDetRecipe(Recipe):
         return self._sampler
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name, "boxes"),
+                            self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split).require_labels(self.name, "boxes"),
+                            self.make_sample, self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict]) -> dict:
         batch = voxel_batch([s["xyz"] for s in samples], [s["features"] for s in samples], self.voxel,
@@ -278,8 +280,8 @@ class LidarDetRecipe(Recipe):
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         if not batch["labelled"].all():
             unlabelled = [meta["frame_id"] for meta, ok in zip(batch["meta"], batch["labelled"].tolist()) if not ok]
-            raise ValueError(f"lidar_det trains on labelled frames only; no labels for {', '.join(unlabelled)} "
-                             f"(split {self.cfg.data.train_split!r})")
+            raise XmkdDataError(f"lidar_det trains on labelled frames only; no labels for {', '.join(unlabelled)} "
+                                f"(split {self.cfg.data.train_split!r})")
         return self.gt_losses(self.nets["net"](batch), batch)
 
     def gt_losses(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
 from xmkd.engine.checkpoint import load_module_from_file
 from xmkd.engine.recipe import Recipe
-from xmkd.errors import XmkdConfigError
+from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
 from xmkd.io import is_architecture_only
@@ -136,11 +136,12 @@ class U2MKDRecipe(Recipe):
             raise XmkdConfigError(f"{self.name} needs cameras: data.cameras is [] (none); set it to null (every "
                                   "camera) or list the cameras")
         return IndexedFrames(index_path(d), split, d.label_space, cameras=d.cameras,
-                             sweeps=d.sweeps if self.distill else 0, root=d.root)
+                             sweeps=d.sweeps if self.distill else 0, root=d.root).require_cameras(self.name)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         if frame.labels is None or not frame.cameras:
-            raise ValueError(f"{frame.source}: u2mkd needs labelled frames with cameras")
+            raise XmkdDataError(f"{'no point labels' if frame.labels is None else 'no camera'}; {self.name} needs "
+                                "labelled frames with cameras", source=frame.source)
         m, d = self.cfg.model, self.cfg.data
         n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
         key_xyz = frame.points[:n_key, :3]
@@ -189,10 +190,12 @@ class U2MKDRecipe(Recipe):
         return sample
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict]) -> dict:
         d = self.cfg.data
