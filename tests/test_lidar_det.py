@@ -205,6 +205,8 @@ def test_bev_stage_leaves_the_head_alone_and_the_det_stage_starts_from_it(kitti,
     trainer = Trainer(load_config(configs / "synthetic_bev.yaml", [*common, "name=bev"], schema=recipe_cls.schema),
                       recipe_cls, progress=False)
     student = trainer.recipe.nets["net"]
+    # the release's AdamW (betas 0.9 / 0.999) under OneCycleLR, whose beta1 starts at MAX_MOM 0.95
+    assert all(g["betas"] == (0.95, 0.999) for o in trainer.optimizers.values() for g in o.param_groups)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     metrics = trainer.fit()
     assert "car_3d_r40_moderate" in metrics  # the BEV stage validates the teacher's head on the student's features

@@ -69,6 +69,9 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=list)  # multistep, in iterations
     gamma: float = 0.1  # multistep decay factor
     pct_start: float = 0.3  # onecycle
+    # onecycle: [high, low] Adam beta1 / SGD momentum cycled against the lr (high -> low while it rises, back while it
+    # falls; torch OneCycleLR cycle_momentum, OpenPCDet OneCycle MOMS); [] keeps the optimizer's value fixed
+    momentum: list[float] = field(default_factory=list)
 
 
 @dataclass
