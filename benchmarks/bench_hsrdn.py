@@ -7,6 +7,8 @@ CMKD - GT-only with mean, std and a 95 % t-interval.
 
     python -m benchmarks hsrdn                        # resumable: finished runs are reused
     python -m benchmarks.bench_hsrdn --seeds 0        # some seeds only (the table covers the seeds given)
+    XMKD_BENCH_OUT=outputs/bench_hsrdn_smoke python -m benchmarks.bench_hsrdn --seeds 0 --frames 12 --steps 2 2 2
+                                                      # the whole pipeline in a few minutes (numbers meaningless)
 
 Per seed S: `xmkd synth --format kitti --frames 400 --seed S --val-fraction 0.5` at 640x192 (KITTI's aspect); the
 classes reported are those with >= 41 valid moderate validation boxes in every seed (counted with the evaluator's
@@ -104,11 +106,11 @@ def train(config: str, overrides: list[str], run: Path) -> dict[str, float]:
     return train_or_reuse(CONFIGS / config, overrides, run, progress=False)
 
 
-def run_seed(seed: int, steps: tuple[int, int, int]) -> dict:
+def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES) -> dict:
     teacher_steps, bev_steps, det_steps = steps
     folder = OUT / f"seed{seed}"
     data = folder / "kitti"
-    synthesize_indexed(SynthOptions(out=str(data), format="kitti", frames=FRAMES, frames_per_scene=4, seed=seed,
+    synthesize_indexed(SynthOptions(out=str(data), format="kitti", frames=frames, frames_per_scene=4, seed=seed,
                                     image_size=(640, 192), workers=1, val_fraction=VAL_FRACTION), "kitti_object",
                        progress=False)
     if not (data / DEFAULT_FOLDER / "database.json").is_file():  # the teacher's gt-sampling database
@@ -203,9 +205,9 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
     return "\n".join(lines)
 
 
-def main(seeds: tuple[int, ...] = (0, 1, 2), steps: tuple[int, int, int] = (TEACHER_STEPS, BEV_STEPS, DET_STEPS)
-         ) -> None:
-    per_seed = [run_seed(s, steps) for s in seeds]
+def main(seeds: tuple[int, ...] = (0, 1, 2), steps: tuple[int, int, int] = (TEACHER_STEPS, BEV_STEPS, DET_STEPS),
+         frames: int = FRAMES) -> None:
+    per_seed = [run_seed(s, steps, frames) for s in seeds]
     text = table(per_seed, seeds)
     atomic_write_text(OUT / "table.md", text + "\n")
     print(f"HSRDN synthetic benchmark ({len(seeds)} seeds; teacher {steps[0]}, students {steps[1]} + {steps[2]} "
@@ -222,5 +224,7 @@ if __name__ == "__main__":
                         metavar=("TEACHER", "BEV", "DET"),
                         help="iterations (a run of another count resumes under the new schedule: give each count its "
                              "own XMKD_BENCH_OUT)")
+    parser.add_argument("--frames", type=int, default=FRAMES,
+                        help="synthetic frames per seed (fewer leave every class below 41 valid boxes: a smoke run)")
     args = parser.parse_args()
-    main(tuple(args.seeds), tuple(args.steps))
+    main(tuple(args.seeds), tuple(args.steps), args.frames)
