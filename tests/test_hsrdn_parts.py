@@ -223,6 +223,54 @@ def test_response_weights_vanish_where_the_teacher_scores_sum_to_at_most_0_1():
     assert torch.allclose(w[1], torch.tensor([1.0 / 3, 0.0, 0.6 / 3, 0.11 / 3]))
 
 
+def test_response_and_depth_losses_are_the_released_formulas():
+    from types import SimpleNamespace
+
+    from xmkd.recipes.hsrdn import DistillWeights, HSRDNRecipe, focal_ce
+
+    g = torch.Generator().manual_seed(0)
+    b, ny, nx, a, classes = 2, 3, 4, 2, 3
+    student = {"cls": torch.randn(b, ny, nx, a, classes, generator=g), "box": torch.randn(b, ny, nx, a, 7, generator=g),
+               "dir": torch.randn(b, ny, nx, a, 2, generator=g)}
+    teacher = {"cls": torch.randn(b, ny, nx, a, classes, generator=g) * 3 - 3,
+               "box": torch.randn(b, ny, nx, a, 7, generator=g), "dir": torch.randn(b, ny, nx, a, 2, generator=g)}
+    cfg = SimpleNamespace(model=SimpleNamespace(weights=DistillWeights(), response_threshold=0.1))
+    got = HSRDNRecipe.response_losses(SimpleNamespace(cfg=cfg), student, teacher)
+    # written from anchor_head_single_cmkd_v2.py:79-155 and loss_utils.py (QualityFocalLoss_no_reduction,
+    # WeightedSmoothL1Loss beta 1/9, WeightedCrossEntropyLoss on the teacher's argmax bin), anchor by anchor
+    s_cls, t = student["cls"].reshape(b, -1, classes), teacher["cls"].sigmoid().reshape(b, -1, classes)
+    s_box, t_box = student["box"].reshape(b, -1, 7), teacher["box"].reshape(b, -1, 7)
+    s_dir, t_dir = student["dir"].reshape(b, -1, 2), teacher["dir"].reshape(b, -1, 2)
+    cls = box = direction = 0.0
+    for i in range(b):
+        for c in range(classes):
+            norm = max(float((t[i, :, c] > 0.1).sum()), 1.0)
+            for n in range(s_cls.shape[1]):
+                x, y = float(s_cls[i, n, c]), float(t[i, n, c])
+                p = 1 / (1 + math.exp(-x))
+                cls += (max(x, 0) - x * y + math.log1p(math.exp(-abs(x)))) * abs(p - y) ** 2 / norm
+        total = t[i].sum(-1)
+        count = max(float((total > 0.1).sum()), 1.0)
+        for n in range(s_box.shape[1]):
+            if total[n] <= 0.1:
+                continue
+            w = float(total[n]) / count
+            diff = (s_box[i, n] - t_box[i, n]).tolist()
+            ra, rb = float(s_box[i, n, 6]), float(t_box[i, n, 6])
+            diff[6] = math.sin(ra) * math.cos(rb) - math.cos(ra) * math.sin(rb)  # add_sin_difference
+            box += w * sum(0.5 * d * d * 9 if abs(d) < 1 / 9 else abs(d) - 0.5 / 9 for d in diff)
+            logits = s_dir[i, n].tolist()
+            target = int(t_dir[i, n].argmax())
+            direction += w * (math.log(sum(math.exp(v) for v in logits)) - logits[target])
+    assert math.isclose(float(got["resp_cls"]), 2.0 * cls, rel_tol=1e-4)
+    assert math.isclose(float(got["resp_box"]), 2.0 * box / b, rel_tol=1e-4)
+    assert math.isclose(float(got["resp_dir"]), 0.4 * direction / b, rel_tol=1e-4)
+    # kornia's FocalLoss(alpha 0.25, gamma 2), mean over cells: -alpha (1 - p_t)^2 log p_t
+    logits, target = torch.randn(5, 4, generator=g), torch.tensor([0, 3, 1, 1, 2])
+    p_t = logits.softmax(1)[torch.arange(5), target]
+    assert torch.isclose(focal_ce(logits, target), (-0.25 * (1 - p_t) ** 2 * p_t.log()).mean())
+
+
 def test_relation_nodes_are_the_teachers_foreground_cells_only():
     torch.manual_seed(0)
     s, t = torch.randn(2, 8, 6, 7, requires_grad=True), torch.randn(2, 8, 6, 7)
