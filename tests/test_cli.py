@@ -111,8 +111,8 @@ def test_config_list_whole_sentences_and_folders(capsys, monkeypatch):
     start = next(i for i, line in enumerate(out) if line.startswith("cmkd/kitti "))
     rest = [line.strip() for line in out[start + 1:] if line.startswith(" ")][: 3]
     text = " ".join([out[start].split(None, 2)[2], *rest])
-    assert text.startswith("CMKD on KITTI at the published scale: configs/hsrdn/kitti.yaml without the relation "
-                           "losses.")
+    assert text.startswith("CMKD on KITTI at the published scale, stage 2: configs/hsrdn/kitti.yaml without the "
+                           "relation losses.")
     assert main(["config", "u2mkd"]) == 1
     err = capsys.readouterr().err
     assert "'u2mkd' is a folder of shipped configs, not a config; name one of them: u2mkd/nuscenes, " \
