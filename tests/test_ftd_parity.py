@@ -338,3 +338,31 @@ def test_synthetic_world_writes_an_ssda_split(worlds):
     splits = json.loads(next((worlds["night"]).glob("*/splits.json")).read_text())
     labelled, unlabelled = splits["synthetic_train_labeled"], splits["synthetic_train_unlabeled"]
     assert labelled and unlabelled and sorted(labelled + unlabelled) == sorted(splits["synthetic_train"])
+
+
+def test_absent_classes_count_zero_and_the_release_3d_augmentation_and_crop():
+    from xmkd.recipes.lidar_seg import Augment, augment_points
+    from xmkd.recipes.xmuda import bottom_crop
+
+    recipe = unbuilt("xmuda/synthetic_day_night.yaml")  # 6 classes; the batch has classes 0 and 1 only
+    probs = torch.eye(6)[torch.tensor([0, 0, 1, 1])]
+    recipe.predict_all = lambda batch: {"2d": probs, "3d": probs, "xm": probs}
+    batch = {"labels": torch.tensor([0, 1, 1, 1])}
+    assert math.isclose(recipe.validate([batch])["miou_xm"], (0.5 + 2 / 3) / 6)  # absent classes: IoU 0
+    skip = unbuilt("xmuda/synthetic_day_night.yaml", "model.absent_class_iou=skip")
+    skip.predict_all = recipe.predict_all
+    assert math.isclose(skip.validate([batch])["miou_xm"], (0.5 + 2 / 3) / 2)
+    # xMUDA's augment_and_scale_3d: points @ (I + N(0, 0.1^2)), then the flip and the rotation about z
+    xyz = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    aug = recipe.cfg.model.augment
+    assert (aug.noisy_rot, list(aug.scale)) == (0.1, [1.0, 1.0])
+    only_noise = augment_points(xyz, np.random.default_rng(3), Augment(False, False, [1.0, 1.0], 0.0, 0.1))
+    noise = np.random.default_rng(3).normal(0, 0.1, (3, 3))
+    assert np.allclose(only_noise, xyz @ (np.eye(3) + noise), atol=1e-5)
+    # the KITTI bottom crop is drawn again while it holds at most 100 points
+    uv = np.column_stack([np.random.default_rng(1).uniform(900, 1000, 150), np.full(150, 300.0)]).astype(np.float32)
+    image = np.zeros((375, 1242, 3), np.uint8)
+    first = int(np.random.default_rng(1).integers(0, 1242 - 480 + 1))
+    assert not 520 < first <= 900  # the first draw misses the points: a single draw would keep none of them
+    _, _, _, inside = bottom_crop(image, uv, [480, 302], np.random.default_rng(1))
+    assert inside.sum() > 100

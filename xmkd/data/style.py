@@ -1,7 +1,8 @@
 """Source-to-target stylisation for FtD++'s domain-preserving distillation (METHODS.md section 2).
 
 - `fda`: Fourier domain adaptation: the source image keeps its phase and takes the target's low-frequency
-  amplitude (a centred square of half-width L * min(H, W) in the shifted spectrum, L = 0.1).
+  amplitude, frequencies -b .. b - 1 in both axes with b = floor(L * min(H, W)), L = 0.1 (the release's four b x b
+  corner blocks of the unshifted spectrum, FTD:xmuda/models/fda.py#L12-L19); uint8 in and out (rounded, clipped).
 - `mixup`: a convex blend of the source image toward a target image.
 - `density_transfer`: rescales a source point cloud so its points-per-volume (bounding-box volume per point)
   matches the target's: alpha = (v_s / v_t)^(-1/3).
@@ -22,7 +23,7 @@ def fda(source: np.ndarray, target: np.ndarray, L: float = 0.1) -> np.ndarray:
     h, w = source.shape[:2]
     b = int(np.floor(min(h, w) * L))
     ch, cw = h // 2, w // 2
-    amp[ch - b: ch + b + 1, cw - b: cw + b + 1] = np.abs(t)[ch - b: ch + b + 1, cw - b: cw + b + 1]
+    amp[ch - b: ch + b, cw - b: cw + b] = np.abs(t)[ch - b: ch + b, cw - b: cw + b]
     out = np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * phase), axes=(0, 1)), axes=(0, 1)).real
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 

@@ -29,7 +29,6 @@ from torch import nn
 from xmkd.distill.losses import kl_probs
 from xmkd.errors import XmkdConfigError
 from xmkd.models.bftd import VARIANTS, BFtDFusion
-from xmkd.models.image.resnet import normalize_images
 from xmkd.recipes.ftd import FtDConfig, FtDModel, FtDRecipe, choose
 from xmkd.recipes.xmuda import XMUDARecipe
 
@@ -74,12 +73,8 @@ class BFtDRecipe(FtDRecipe):
 
     def run(self, batch: dict[str, Any], net2d: nn.Module, net3d: nn.Module, fusion: nn.Module
             ) -> dict[str, torch.Tensor]:
-        img = net2d["backbone"](normalize_images(batch["images"]))
-        h, w = img.shape[-2:]
-        cols = batch["point_uv"][:, 0].long().clamp(0, w - 1)
-        rows = batch["point_uv"][:, 1].long().clamp(0, h - 1)
+        img, f2 = self.image_features(net2d["backbone"], batch)
         sample = batch["point_batch"]
-        f2 = img[sample, :, rows, cols]
         f3 = net3d["backbone"](batch)
         main2, mimic2 = net2d["head"](f2)
         main3, mimic3 = net3d["head"](f3)

@@ -38,7 +38,6 @@ from xmkd.data.style import density_transfer, fda, mixup
 from xmkd.distill.losses import kl_probs
 from xmkd.engine.ema import EMA
 from xmkd.errors import XmkdConfigError
-from xmkd.models.image.resnet import normalize_images
 from xmkd.models.mffm import MFFM
 from xmkd.recipes.xmuda import XMUDAConfig, XMUDAModel, XMUDARecipe
 
@@ -182,12 +181,8 @@ class FtDRecipe(XMUDARecipe):
     # -- steps ----------------------------------------------------------------------------------------------
     def run(self, batch: dict[str, Any], net2d: nn.Module, net3d: nn.Module, fusion: nn.Module
             ) -> dict[str, torch.Tensor]:
-        img = net2d["backbone"](normalize_images(batch["images"]))
-        h, w = img.shape[-2:]
-        cols = batch["point_uv"][:, 0].long().clamp(0, w - 1)
-        rows = batch["point_uv"][:, 1].long().clamp(0, h - 1)
+        img, f2 = self.image_features(net2d["backbone"], batch)
         sample = batch["point_batch"]
-        f2 = img[sample, :, rows, cols]
         f3 = net3d["backbone"](batch)
         fused = fusion["mffm"](img, sample, batch["point_uv"], f3, sample, int(batch["batch_size"]))
         _, mimic2 = net2d["head"](f2)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -74,7 +75,8 @@ class XMUDAModel:
     lambda_minent: float = 0.0
     class_weights: bool = True  # log(5 N / N_c) / min over the front-camera points of the source training split
     max_points: int = 0
-    augment: Augment = field(default_factory=lambda: Augment(rotate=True, flip=True, scale=[0.95, 1.05]))
+    # the release's 3D augmentation: N(0, 0.1^2) noise on the rotation matrix, a flip, a rotation about z
+    augment: Augment = field(default_factory=lambda: Augment(rotate=True, flip=True, scale=[1.0, 1.0], noisy_rot=0.1))
     hflip: bool = True  # horizontal image flip (with the pixels of the points)
     # [W, H]: in training, a W x H window at the bottom of the image at a random horizontal position (xMUDA's
     # KITTI-family crop), for every domain that keeps its native image size (empty `image_size`)
@@ -88,6 +90,8 @@ class XMUDAModel:
     lr_2d: float = 0.0  # the 2D network's learning rate (FtD++ U->S, vK->SK, A2D2: 1e-4); 0 = train.optimizer.lr
     source_points: int = 0  # training: the source cloud drawn down to this many points first (vKITTI: 10000)
     random_weather: list[str] = field(default_factory=list)  # training: a vKITTI weather per source sample
+    image_normalizer: str = "none"  # none: [0, 1] images (the release's) | imagenet: ImageNet mean / std
+    absent_class_iou: str = "zero"  # a class absent from ground truth and prediction: zero (release) | skip
 
 
 @dataclass
@@ -109,16 +113,23 @@ def counts_cache(d: DataConfig) -> Path:
     return (p if p.is_dir() else p.parent) / "front_camera_class_counts.json"
 
 
-def bottom_crop(image: np.ndarray, uv: np.ndarray, crop: list[int], rng: np.random.Generator
+def bottom_crop(image: np.ndarray, uv: np.ndarray, crop: list[int], rng: np.random.Generator,
+                keep: np.ndarray | None = None, tries: int = 10, min_points: int = 100
                 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
     """A crop[0] x crop[1] window at the bottom of `image`, at a random horizontal offset: the cropped image, the
-    pixels moved into it, its (W, H) and which pixels fall inside."""
+    pixels moved into it, its (W, H) and which pixels fall inside. As released (FTD:xmuda/data/semantic_kitti/
+    semantic_kitti_dataloader.py#L228-L249), the offset is drawn again (up to `tries` times) while at most
+    `min_points` of the `keep` points fall inside; the last draw stands."""
     h, w = image.shape[:2]
     cw, ch = min(int(crop[0]), w), min(int(crop[1]), h)
-    left, top = int(rng.integers(0, w - cw + 1)), h - ch
-    uv = uv - np.array([left, top], np.float32)
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < cw) & (uv[:, 1] >= 0) & (uv[:, 1] < ch)
-    return np.ascontiguousarray(image[top:, left:left + cw]), uv, (cw, ch), inside
+    keep = np.ones(len(uv), bool) if keep is None else keep
+    for _ in range(tries):
+        left, top = int(rng.integers(0, w - cw + 1)), h - ch
+        moved = uv - np.array([left, top], np.float32)
+        inside = (moved[:, 0] >= 0) & (moved[:, 0] < cw) & (moved[:, 1] >= 0) & (moved[:, 1] < ch)
+        if (inside & keep).sum() > min_points:
+            break
+    return np.ascontiguousarray(image[top:, left:left + cw]), moved, (cw, ch), inside
 
 
 class Deferred:
@@ -193,6 +204,9 @@ class XMUDARecipe(Recipe):
                 raise XmkdConfigError(f"model.random_weather: a list of VKITTI weathers ({', '.join(WEATHERS)}) "
                                       f"for a virtualkitti source, got {m.random_weather} for "
                                       f"{self.source_data().dataset!r}")
+        for key, allowed in (("image_normalizer", ("none", "imagenet")), ("absent_class_iou", ("zero", "skip"))):
+            if getattr(m, key) not in allowed:
+                raise XmkdConfigError(f"model.{key}: expected one of {', '.join(allowed)}, got {getattr(m, key)!r}")
         if m.color_jitter and (len(m.color_jitter) != 3 or min(m.color_jitter) < 0):
             raise XmkdConfigError(f"model.color_jitter: expected [brightness, contrast, saturation] >= 0 or [], got "
                                   f"{m.color_jitter}")
@@ -333,7 +347,7 @@ class XMUDARecipe(Recipe):
             if domain == "source" and m.source_points:
                 keep = subsample(keep, m.source_points, rng)
             if m.bottom_crop and not d.image_size:
-                image, uv, size, inside = bottom_crop(image, uv, m.bottom_crop, rng)
+                image, uv, size, inside = bottom_crop(image, uv, m.bottom_crop, rng, keep)
                 keep &= inside
             keep = subsample(keep, m.max_points, rng)
             xyz = augment_points(xyz, rng, m.augment)
@@ -405,13 +419,21 @@ class XMUDARecipe(Recipe):
         return batch
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Per point: 2D / 3D main and mimicry logits, and the point features of both networks."""
-        img = self.nets["net2d"]["backbone"](normalize_images(batch["images"]))
+    def image_features(self, backbone: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 2D network's (B, 64, H, W) feature map of the batch's images and its (N, 64) feature at each point's
+        pixel. Images go in as [0, 1] floats (the release's `image_normalizer=()`) or ImageNet-normalised
+        (`model.image_normalizer: imagenet`)."""
+        images = batch["images"]
+        x = normalize_images(images) if self.cfg.model.image_normalizer == "imagenet" else images.float() / 255.0
+        img = backbone(x)
         h, w = img.shape[-2:]
         cols = batch["point_uv"][:, 0].long().clamp(0, w - 1)
         rows = batch["point_uv"][:, 1].long().clamp(0, h - 1)
-        f2 = img[batch["point_batch"], :, rows, cols]
+        return img, img[batch["point_batch"], :, rows, cols]
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per point: 2D / 3D main and mimicry logits, and the point features of both networks."""
+        img, f2 = self.image_features(self.nets["net2d"]["backbone"], batch)
         f3 = self.nets["net3d"]["backbone"](batch)
         main2, mimic2 = self.nets["net2d"]["head"](f2)
         main3, mimic3 = self.nets["net3d"]["head"](f3)
@@ -457,7 +479,9 @@ class XMUDARecipe(Recipe):
         if m.lambda_xm_trg and trg is not None:
             losses["xm_trg"] = m.lambda_xm_trg * self.xm_loss(trg)
         if m.lambda_minent and trg is not None:
+            # entropy / log C, as the release's entropy_loss (FTD:xmuda/models/losses.py#L7-L22)
             ent = sum(-(F.softmax(trg[k], 1) * F.log_softmax(trg[k], 1)).sum(1).mean() for k in ("main2d", "main3d"))
+            ent = ent / math.log(self.space.num_classes)
             losses["minent"] = m.lambda_minent * ent
         return losses, src, trg
 
@@ -479,8 +503,11 @@ class XMUDARecipe(Recipe):
         for batch in batches:
             for k, p in self.predict_all(batch).items():
                 cms[k].update(p.argmax(1), batch["labels"])
-        metrics = {f"miou_{k}": cm.all_reduce().miou() for k, cm in cms.items()}
-        metrics.update({f"iou_xm_{c}": float(v) for c, v in zip(names, cms["xm"].iou()) if v == v})
+        # the release counts a class absent from ground truth and prediction as IoU 0 (FTD:xmuda/data/utils/
+        # evaluate.py `overall_iou`): the "semantickitti" convention, as argmax never predicts ignore
+        conv = "semantickitti" if self.cfg.model.absent_class_iou == "zero" else "nuscenes"
+        metrics = {f"miou_{k}": cm.all_reduce().miou(conv) for k, cm in cms.items()}
+        metrics.update({f"iou_xm_{c}": float(v) for c, v in zip(names, cms["xm"].iou(conv)) if v == v})
         return metrics
 
 
