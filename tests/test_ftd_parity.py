@@ -366,3 +366,16 @@ def test_absent_classes_count_zero_and_the_release_3d_augmentation_and_crop():
     assert not 520 < first <= 900  # the first draw misses the points: a single draw would keep none of them
     _, _, _, inside = bottom_crop(image, uv, [480, 302], np.random.default_rng(1))
     assert inside.sum() > 100
+
+
+def test_uda_benchmark_paired_differences():
+    from benchmarks.bench_uda import paired, tables
+
+    assert paired([1.0, 2.0, 3.0]) == "+2.0 ± 1.0 [-0.5, +4.5]"  # t(0.975, 2) = 4.303: 2 +- 4.303 / sqrt(3)
+
+    def row(xm):
+        return {"miou_2d": 0.3, "miou_3d": 0.4, "miou_xm": xm}
+    per_seed = [{"source-only": row(0.30), "xMUDA": row(0.35), "FtD++": row(x)} for x in (0.50, 0.45, 0.50)]
+    text = tables(per_seed, (0, 1, 2))
+    assert "| FtD++ − xMUDA | +15.0 | +10.0 | +15.0 | +13.3 ± 2.9 [+6.2, +20.5] |" in text
+    assert "| xMUDA − source-only | +5.0 | +5.0 | +5.0 |" in text and "FtD++ + PL −" not in text
