@@ -379,3 +379,19 @@ def test_uda_benchmark_paired_differences():
     text = tables(per_seed, (0, 1, 2))
     assert "| FtD++ − xMUDA | +15.0 | +10.0 | +15.0 | +13.3 ± 2.9 [+6.2, +20.5] |" in text
     assert "| xMUDA − source-only | +5.0 | +5.0 | +5.0 |" in text and "FtD++ + PL −" not in text
+
+
+def test_bftd_fusion_classifier_parameter_counts():
+    """Counts derived from the BFtD release's definitions (BFTD:xmuda/models/xmuda_arch.py, CBAM.py,
+    ExternalAttention.py), 6 classes: CBAMBlock(64, 4, 3) = 2 * 64 * 16 + 2 * 9 + 1 = 2067; Mult_EA(d) =
+    (4d^2 + 4d) + (d/8 * 64 + 64) + (64 * d/8 + d/8) + (4d * d + d): 34184 (64), 2450 (16), 52954 (80)."""
+    from xmkd.models.bftd import BFtDFusion
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+    mffm, v1 = BFtDFusion(6, "mffm"), BFtDFusion(6, "mffm_v1")
+    assert (count(mffm.cbam), count(mffm.ea_2d), count(mffm.ea_3d), count(v1.ea)) == (2067, 34184, 2450, 52954)
+    # MFFM: + MLP 80->80->64 (11664) + Mult_EA(64) + Linear 64->32, BN(32), Linear 32->6 (2342)
+    assert count(mffm) == 2067 + 34184 + 2450 + 11664 + 34184 + 2080 + 64 + 198 == 86891
+    # MFFM_v1: + MLP 80->80->80 (12960) + Mult_EA(80) + Linear 80->64, 64->64, 64->6 (9734)
+    assert count(v1) == 2067 + 34184 + 2450 + 12960 + 52954 + 5184 + 4160 + 390 == 114349

@@ -1,9 +1,10 @@
 """BFtD's fusion classifier (the conference version of FtD++; Barcaaaa/BFtD-xMUDA `xmuda/models/xmuda_arch.py`,
 "BFTD:" below): an MFFM whose output is a class prediction of its own, trained with its own source CE.
 
-CBAM refines the (detached) 2D feature map; point features are gathered from it; external attention with residuals
-refines the 2D (64) and 3D (16) point features; their concatenation (80) goes through an MLP, external attention
-(+ residual) and a classifier. Two released variants:
+CBAM(64, reduction 4, kernel 3, + residual) refines the (detached) 2D feature map; point features are gathered from
+it; external attention (the release's `Mult_EA`: 32 heads over a 4x expansion, 64 memory units, dropout 0.2,
+softmax over every point of the batch; + residual) refines the 2D (64) and 3D (16) point features; their
+concatenation (80) goes through an MLP, external attention (+ residual) and a classifier. Two released variants:
 - `mffm` (day->night, BFTD:xmuda/models/build_dn.py): MLP Linear 80->80, ReLU, Linear 80->64; attention on 64;
   classifier Linear 64->32, BatchNorm, ReLU, Linear 32->K (BFTD:xmuda_arch.py `MFFM`);
 - `mffm_v1` (usa->singapore, a2d2, BFTD:build_us.py, build_as.py): MLP Linear 80->80, ReLU, Linear 80->80, ReLU;
@@ -21,22 +22,24 @@ VARIANTS = ("mffm", "mffm_v1")
 
 
 class BFtDFusion(nn.Module):
-    def __init__(self, classes: int, variant: str = "mffm", heads: int = 4, memory: int = 64):
+    def __init__(self, classes: int, variant: str = "mffm", heads: int = 32, memory: int = 64, expansion: int = 4,
+                 dropout: float = 0.2, scope: str = "batch"):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"BFtD fusion variant: expected one of {VARIANTS}, got {variant!r}")
+        attention = (heads, memory, expansion, dropout, scope)
         self.cbam = CBAM(64, 4, 3)
-        self.ea_2d = ExternalAttention(64, heads, memory)
-        self.ea_3d = ExternalAttention(16, heads, memory)
+        self.ea_2d = ExternalAttention(64, *attention)
+        self.ea_3d = ExternalAttention(16, *attention)
         if variant == "mffm":
             self.mix = nn.Sequential(nn.Linear(80, 80), nn.ReLU(inplace=True), nn.Linear(80, 64))
-            self.ea = ExternalAttention(64, heads, memory)
+            self.ea = ExternalAttention(64, *attention)
             self.cls = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(inplace=True),
                                      nn.Linear(32, classes))
         else:
             self.mix = nn.Sequential(nn.Linear(80, 80), nn.ReLU(inplace=True), nn.Linear(80, 80),
                                      nn.ReLU(inplace=True))
-            self.ea = ExternalAttention(80, heads, memory)
+            self.ea = ExternalAttention(80, *attention)
             self.cls = nn.Sequential(nn.Linear(80, 64), nn.ReLU(inplace=True), nn.Linear(64, 64), nn.Sigmoid(),
                                      nn.Linear(64, classes))
 

@@ -69,7 +69,8 @@ class BFtDRecipe(FtDRecipe):
     def make_fusion(self) -> nn.Module:
         m = self.cfg.model
         return nn.ModuleDict({"mffm": BFtDFusion(self.space.num_classes, m.fusion_net, m.attention_heads,
-                                                 m.memory_units)})
+                                                 m.memory_units, m.attention_expansion, m.attention_dropout,
+                                                 m.attention_scope)})
 
     def run(self, batch: dict[str, Any], net2d: nn.Module, net3d: nn.Module, fusion: nn.Module
             ) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ from xmkd.data.style import density_transfer, fda, mixup
 from xmkd.distill.losses import kl_probs
 from xmkd.engine.ema import EMA
 from xmkd.errors import XmkdConfigError
-from xmkd.models.mffm import MFFM
+from xmkd.models.mffm import MFFM, SCOPES, FusedHead
 from xmkd.recipes.xmuda import XMUDAConfig, XMUDAModel, XMUDARecipe
 
 STYLES = ("fda", "mixup", "mixup_or_fda", "none")
@@ -61,26 +61,19 @@ class FtDModel(XMUDAModel):
     pseudo_labels: str = ""  # file written by `xmkd pseudo-label`
     pl_weight: str = "xdpl"  # xdpl (exp(-KL_xm), one weight per batch) | none (plain CE: the release's vK->SK)
     pl_weight_detach: bool = True  # false: the release's gradient through exp(-KL_xm)
-    attention_heads: int = 4
+    # MFFM external attention (release `Mult_EA`): 32 heads over a 4x expansion, 64 memory units, dropout 0.2,
+    # softmax over every point of the batch (`sample`: over each sample's points)
+    attention_heads: int = 32
     memory_units: int = 64
+    attention_expansion: int = 4
+    attention_dropout: float = 0.2
+    attention_scope: str = "batch"
 
 
 @dataclass
 class FtDConfig(XMUDAConfig):
     recipe: str = "ftd"
     model: FtDModel = field(default_factory=FtDModel)
-
-
-class FusedHead(nn.Module):
-    """P^F from [2D feature ; projection of the fused feature]."""
-
-    def __init__(self, dim_2d: int, dim_fused: int, classes: int):
-        super().__init__()
-        self.proj = nn.Linear(dim_fused, dim_2d)
-        self.cls = nn.Linear(2 * dim_2d, classes)
-
-    def forward(self, f2: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        return self.cls(torch.cat([f2, self.proj(fused)], 1))
 
 
 def choose(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -99,6 +92,7 @@ class FtDRecipe(XMUDARecipe):
         choose("teacher_mode", m.teacher_mode, ("train", "eval"))
         choose("teacher_init", m.teacher_init, ("independent", "student"))
         choose("pl_weight", m.pl_weight, ("xdpl", "none"))
+        choose("attention_scope", m.attention_scope, SCOPES)
         super().build()
         self.nets["fusion"] = self.make_fusion().to(self.device)
         self._emas = {k: self.make_teacher(k) for k in self.teacher_nets} if m.lambda_cons else {}
@@ -116,7 +110,8 @@ class FtDRecipe(XMUDARecipe):
 
     def make_fusion(self) -> nn.Module:
         m = self.cfg.model
-        return nn.ModuleDict({"mffm": MFFM(64, 16, m.attention_heads, m.memory_units)})
+        return nn.ModuleDict({"mffm": MFFM(64, 16, m.attention_heads, m.memory_units, m.attention_expansion,
+                                           m.attention_dropout, m.attention_scope)})
 
     def make_teacher(self, name: str) -> EMA:
         """The EMA teacher of one module: independently built (its own random init, ImageNet encoder if any) and

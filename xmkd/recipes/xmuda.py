@@ -70,6 +70,7 @@ class XMUDAModel:
     pretrained_2d: str = ""  # ImageNet state dict file (torchvision names)
     dropout_2d: float = 0.4
     scn_levels: int = 7
+    scn_bn_momentum: float = 0.01  # PyTorch's convention; SparseConvNet's BatchNormReLU default (0.99 in its own)
     lambda_xm_src: float = 1.0
     lambda_xm_trg: float = 0.1
     lambda_minent: float = 0.0
@@ -222,7 +223,8 @@ class XMUDARecipe(Recipe):
 
     def make_net3d(self) -> nn.Module:
         """The sparse U-Net with the main and mimicry heads on its 16-d point features."""
-        return nn.ModuleDict({"backbone": SCNUNet(levels=self.cfg.model.scn_levels),
+        m = self.cfg.model
+        return nn.ModuleDict({"backbone": SCNUNet(levels=m.scn_levels, bn_momentum=m.scn_bn_momentum),
                               "head": DualHead(16, self.space.num_classes)})
 
     def modules_2d(self) -> list[nn.Module]:
