@@ -395,3 +395,16 @@ def test_bftd_fusion_classifier_parameter_counts():
     assert count(mffm) == 2067 + 34184 + 2450 + 11664 + 34184 + 2080 + 64 + 198 == 86891
     # MFFM_v1: + MLP 80->80->80 (12960) + Mult_EA(80) + Linear 80->64, 64->64, 64->6 (9734)
     assert count(v1) == 2067 + 34184 + 2450 + 12960 + 52954 + 5184 + 4160 + 390 == 114349
+
+
+def test_density_transfer_uses_the_whole_clouds(worlds, tmp_path):
+    from xmkd.data.style import density_transfer
+
+    recipe = build(worlds, tmp_path, "ftd/synthetic_day_night.yaml")
+    item = recipe.train_dataset()[(0, 0)]
+    s, t = item["source"], item["target"]
+    assert not np.array_equal(s["metric"], s["xyz"])  # far points: clipped for the grid, not for alpha
+    moved, alpha = density_transfer(s["metric"], t["metric"])
+    styled = recipe.stylise(s, t, 0.7)["xyz"]
+    d = recipe.cfg.data
+    assert np.allclose(styled, np.clip(moved, np.array(d.point_range[:3]) + 0.1, np.array(d.point_range[3:]) - 0.1))

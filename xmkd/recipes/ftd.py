@@ -140,7 +140,8 @@ class FtDRecipe(XMUDARecipe):
 
     def stylise(self, src: dict[str, Any], trg: dict[str, Any], coin: float) -> dict[str, Any]:
         """The teacher's copy of a labelled sample: its image styled toward the paired target image, its points
-        rescaled to the target's density (clipped onto the grid), every point kept (one for one with the student)."""
+        rescaled to the target's density (alpha from both whole front-camera clouds, as released; then clipped onto
+        the grid), every point kept (one for one with the student)."""
         m = self.cfg.model
         style = ("mixup" if coin < 0.5 else "fda") if m.style == "mixup_or_fda" else m.style
         image = src["image"]
@@ -149,8 +150,8 @@ class FtDRecipe(XMUDARecipe):
         elif style == "mixup":
             image = mixup(image, trg["image"], m.mixup_weight)
         xyz = src["xyz"]
-        if m.density_transfer and len(trg["xyz"]) > 1:
-            xyz = clip_to_range(density_transfer(xyz, trg["xyz"])[0], self.cfg.data.point_range,
+        if m.density_transfer and len(trg["metric"]) > 1:  # alpha from the whole clouds, far points included
+            xyz = clip_to_range(density_transfer(src["metric"], trg["metric"])[0], self.cfg.data.point_range,
                                 self.cfg.data.voxel_size)
         return {**src, "image": image, "xyz": xyz}
 

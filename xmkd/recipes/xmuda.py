@@ -360,9 +360,10 @@ class XMUDARecipe(Recipe):
                 uv[:, 0] = np.clip(size[0] - uv[:, 0], 0, size[0] - 1e-3)
         # far points (or points that augmentation moved off the grid) sit on the boundary voxels: every
         # front-camera point is trained on and scored, as in the release
-        xyz = clip_to_range(xyz[keep], d.point_range, d.voxel_size)
-        return {"xyz": xyz, "uv": uv[keep], "labels": labels[keep], "image": image,
-                "raw": np.nonzero(keep)[0], "frame_id": frame.frame_id, "points": n_key}
+        # (`metric`: the points where they are, for FtD++'s density transfer over the whole cloud)
+        return {"xyz": clip_to_range(xyz[keep], d.point_range, d.voxel_size), "metric": xyz[keep].astype(np.float32),
+                "uv": uv[keep], "labels": labels[keep], "image": image, "raw": np.nonzero(keep)[0],
+                "frame_id": frame.frame_id, "points": n_key}
 
     def train_dataset(self) -> Dataset:
         c = self.cfg
