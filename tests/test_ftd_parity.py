@@ -322,10 +322,10 @@ def test_bftd_fusion_classifier_step(worlds, tmp_path):
     losses = recipe.training_step(batch, 0)
     assert set(losses) == {"seg_2d", "seg_3d", "seg_fusion", "xm_src", "xm_trg", "cons"}
     sum(losses.values()).backward()
-    assert recipe.nets["fusion"]["mffm"].cls[-1].weight.grad.abs().sum() > 0  # its own source CE
+    assert recipe.nets["fusion"]["mffm"].proj[-1].weight.grad.abs().sum() > 0  # its own source CE
     recipe.nets["fusion"].zero_grad(set_to_none=True)
     recipe.xm_loss(recipe.forward(batch["target"])).backward()
-    assert recipe.nets["fusion"]["mffm"].cls[-1].weight.grad is None  # the mimicry targets are detached
+    assert recipe.nets["fusion"]["mffm"].proj[-1].weight.grad is None  # the mimicry targets are detached
     for net in recipe.nets.values():
         net.eval()
     probs = recipe.predict_all(batch["target"])

@@ -13,44 +13,32 @@ concatenation (80) goes through an MLP, external attention (+ residual) and a cl
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from xmkd.models.mffm import CBAM, ExternalAttention
+from xmkd.models.mffm import MFFM, ExternalAttention
 
 VARIANTS = ("mffm", "mffm_v1")
 
 
-class BFtDFusion(nn.Module):
+class BFtDFusion(MFFM):
+    """FtD++'s MFFM with BFtD's MLP, attention width and classifier: `proj` is the classifier here, so the forward
+    (CBAM, gather, attention on 2D and 3D, MLP, attention, `proj`) is MFFM's and returns (N, classes) logits."""
+
     def __init__(self, classes: int, variant: str = "mffm", heads: int = 32, memory: int = 64, expansion: int = 4,
                  dropout: float = 0.2, scope: str = "batch"):
-        super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"BFtD fusion variant: expected one of {VARIANTS}, got {variant!r}")
+        super().__init__(64, 16, heads, memory, expansion, dropout, scope)  # CBAM(64, 4, 3), EA(64), EA(16)
         attention = (heads, memory, expansion, dropout, scope)
-        self.cbam = CBAM(64, 4, 3)
-        self.ea_2d = ExternalAttention(64, *attention)
-        self.ea_3d = ExternalAttention(16, *attention)
         if variant == "mffm":
             self.mix = nn.Sequential(nn.Linear(80, 80), nn.ReLU(inplace=True), nn.Linear(80, 64))
             self.ea = ExternalAttention(64, *attention)
-            self.cls = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(inplace=True),
-                                     nn.Linear(32, classes))
+            self.proj = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(inplace=True),
+                                      nn.Linear(32, classes))
         else:
             self.mix = nn.Sequential(nn.Linear(80, 80), nn.ReLU(inplace=True), nn.Linear(80, 80),
                                      nn.ReLU(inplace=True))
             self.ea = ExternalAttention(80, *attention)
-            self.cls = nn.Sequential(nn.Linear(80, 64), nn.ReLU(inplace=True), nn.Linear(64, 64), nn.Sigmoid(),
-                                     nn.Linear(64, classes))
-
-    def forward(self, image_features: torch.Tensor, point_image: torch.Tensor, point_uv: torch.Tensor,
-                point_features_3d: torch.Tensor, point_sample: torch.Tensor, num_samples: int) -> torch.Tensor:
-        """image_features (B, 64, H, W) and 3D point features (N, 16), both detached here (BFTD:train_dn.py#L318);
-        every point lies in image `point_image` at pixel `point_uv` = (u, v). Returns (N, classes) logits."""
-        img = self.cbam(image_features.detach())
-        h, w = img.shape[-2:]
-        cols = point_uv[:, 0].long().clamp(0, w - 1)
-        rows = point_uv[:, 1].long().clamp(0, h - 1)
-        f2 = self.ea_2d(img[point_image, :, rows, cols], point_sample, num_samples)
-        f3 = self.ea_3d(point_features_3d.detach(), point_sample, num_samples)
-        return self.cls(self.ea(self.mix(torch.cat([f2, f3], 1)), point_sample, num_samples))
+            self.proj = nn.Sequential(nn.Linear(80, 64), nn.ReLU(inplace=True), nn.Linear(64, 64), nn.Sigmoid(),
+                                      nn.Linear(64, classes))
+        self.out_channels = classes
