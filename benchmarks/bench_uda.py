@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
+from xmkd.engine.logging import read_metrics
 from xmkd.engine.predict import pseudo_label_split
 from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
@@ -34,6 +35,8 @@ STEPS = 120
 SCENARIOS = {"day-night": ("day", "night", "day_night"), "city": ("city-a", "city-b", "city_a_city_b"),
              "rig": ("rig-a", "rig-b", "rig_a_rig_b")}
 COLUMNS = ("miou_2d", "miou_3d", "miou_xm")
+ROW_RUNS = {"source-only": "source_only", "xMUDA": "xmuda", "FtD++": "ftd", "FtD++ + PL": "ftd_pl",
+            "target-only": "oracle"}
 PAIRS = (("FtD++", "xMUDA"), ("xMUDA", "source-only"), ("FtD++ + PL", "FtD++"))
 # two-sided 95 % quantiles of Student's t by degrees of freedom (more seeds: the normal 1.96 is within 3 %)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -62,11 +65,11 @@ def run_seed(seed: int, scenario: str = "day-night", steps: int = STEPS, only: t
     base = [f"data.root={source}", f"target.root={target}", f"output_dir={runs}", f"seed={seed}",
             "data.num_workers=1", "train.log_every=10"]
     pl = folder / "pl.npz"
-    plan = {"source-only": ("source_only", "source_only"), "xMUDA": ("xmuda", "xmuda"), "FtD++": ("ftd", "ftd"),
-            "FtD++ + PL": ("ftd", "ftd_pl", "model.lambda_pl=1.0", f"model.pseudo_labels={pl}"),
-            "target-only": ("target_only", "oracle")}
+    plan = {"source-only": ("source_only",), "xMUDA": ("xmuda",), "FtD++": ("ftd",),
+            "FtD++ + PL": ("ftd", "model.lambda_pl=1.0", f"model.pseudo_labels={pl}"), "target-only": ("target_only",)}
     rows = {}
-    for row, (method, name, *extra) in plan.items():
+    for row, (method, *extra) in plan.items():
+        name = ROW_RUNS[row]
         if only and name not in only:
             continue
         if name == "ftd_pl" and not pl.exists():
@@ -99,6 +102,14 @@ def tables(per_seed: list[dict[str, dict[str, float]]], seeds: tuple[int, ...]) 
     for row in rows:
         cells = [" / ".join(f"{100 * r[row][c]:.1f}" for c in COLUMNS) for r in per_seed]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    classes = [k[len("iou_xm_"):] for k in per_seed[0][rows[0]] if k.startswith("iou_xm_")]
+    if classes:
+        lines += ["", f"| row: xM IoU {' / '.join(classes)} | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "|---|" + "---|" * len(seeds)]
+        for row in rows:
+            cells = [" / ".join(f"{100 * r[row].get(f'iou_xm_{c}', float('nan')):.0f}" for c in classes)
+                     for r in per_seed]
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     lines += ["", "| paired difference (points) | " + " | ".join(f"seed {s}" for s in seeds)
               + " | xM mean ± std [95 % interval] | 2D mean ± std | 3D mean ± std |",
               "|---|" + "---|" * (len(seeds) + 3)]
@@ -112,15 +123,27 @@ def tables(per_seed: list[dict[str, dict[str, float]]], seeds: tuple[int, ...]) 
     return "\n".join(lines)
 
 
+def finished_rows(seed: int, scenario: str) -> dict[str, dict[str, float]]:
+    """The rows of one seed whose run has validated its last iteration (read from the runs, nothing trained)."""
+    runs = OUT / scenario / f"seed{seed}" / "runs"
+    rows = {}
+    for row, name in ROW_RUNS.items():
+        done = [r for r in read_metrics(runs / name) if r.get("kind") == "val" and r.get("step") == STEPS]
+        if done:
+            rows[row] = {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
+    return rows
+
+
 def main(seeds: tuple[int, ...] = (0, 1, 2), scenario: str = "day-night", reuse_only: bool = False) -> None:
     """Train (or reuse) every row of every seed, print the tables and write them to <OUT>/<scenario>/table.md.
-    `reuse_only`: the seeds whose results.json exists, nothing trained."""
+    `reuse_only`: the finished runs of the seeds that have any, nothing trained (rows missing in a seed are left
+    out of the table)."""
     if reuse_only:
-        found = [(s, OUT / scenario / f"seed{s}" / "results.json") for s in seeds]
-        seeds = tuple(s for s, f in found if f.exists())
-        per_seed = [json.loads((OUT / scenario / f"seed{s}" / "results.json").read_text()) for s in seeds]
+        found = {s: finished_rows(s, scenario) for s in seeds}
+        seeds = tuple(s for s in seeds if found[s])
+        per_seed = [found[s] for s in seeds]
         if not per_seed:
-            raise SystemExit(f"no finished seed under {OUT / scenario}")
+            raise SystemExit(f"no finished run under {OUT / scenario}")
     else:
         per_seed = [run_seed(s, scenario) for s in seeds]
     table = tables(per_seed, seeds)
