@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import read_write
 from PIL import Image, ImageEnhance
 
 from xmkd.config import load_config, peek_recipe
@@ -237,6 +238,11 @@ def test_student_mixup_and_the_teacher_coin_flip(worlds, tmp_path):
     assert np.array_equal(recipe.stylise(s, t, 0.7)["image"], fda(s["image"], t["image"], 0.1))
     styled = batch["styled"]["images"][0].permute(1, 2, 0).numpy()
     assert np.array_equal(styled, recipe.stylise(s, t, items[0]["coin"])["image"])  # built from the unmixed image
+    with read_write(recipe.cfg):
+        recipe.cfg.model.style_float = True  # the release's float images: neither rounded nor clipped
+    assert np.array_equal(recipe.stylise(s, t, 0.7)["image"], fda(s["image"], t["image"], 0.1, as_uint8=False))
+    batch = recipe.collate(items)
+    assert batch["styled"]["images"].dtype == batch["source"]["images"].dtype == torch.float32
 
 
 def test_3d_source_ce_weight_and_the_2d_learning_rate(worlds, tmp_path):

@@ -54,6 +54,7 @@ class FtDModel(XMUDAModel):
     mixup_weight: float = 0.05  # the target image's share in the teacher's mixup (release 0.95 / 0.05)
     student_mixup: float = 0.0  # the target image's share in the student's labelled images (D->N 0.2, A2D2 0.05)
     density_transfer: bool = True
+    style_float: bool = False  # true: stylised / mixed images stay float (the release's), not rounded to uint8
     ema_decay: float = 0.999
     teacher_mode: str = "train"  # train (release: batch statistics, dropout) | eval (the student's statistics)
     teacher_init: str = "independent"  # independent (release: its own init, first average 1/2) | student (a copy)
@@ -146,9 +147,9 @@ class FtDRecipe(XMUDARecipe):
         style = ("mixup" if coin < 0.5 else "fda") if m.style == "mixup_or_fda" else m.style
         image = src["image"]
         if style == "fda":
-            image = fda(image, trg["image"], m.fda_L)
+            image = fda(image, trg["image"], m.fda_L, as_uint8=not m.style_float)
         elif style == "mixup":
-            image = mixup(image, trg["image"], m.mixup_weight)
+            image = mixup(image, trg["image"], m.mixup_weight, as_uint8=not m.style_float)
         xyz = src["xyz"]
         if m.density_transfer and len(trg["metric"]) > 1:  # alpha from the whole clouds, far points included
             xyz = clip_to_range(density_transfer(src["metric"], trg["metric"])[0], self.cfg.data.point_range,
@@ -164,7 +165,7 @@ class FtDRecipe(XMUDARecipe):
         styled = [self.stylise(s, t, items[0]["coin"]) for s, t in zip(supervised, targets)] if m.lambda_cons \
             else None
         if m.student_mixup:
-            supervised = [{**s, "image": mixup(s["image"], t["image"], m.student_mixup)}
+            supervised = [{**s, "image": mixup(s["image"], t["image"], m.student_mixup, as_uint8=not m.style_float)}
                           for s, t in zip(supervised, targets)]
         batch = super().collate_training(supervised, n_source, targets, items)
         if styled is not None:
