@@ -106,6 +106,13 @@ def test_every_front_camera_point_is_scored_and_weighs_in_the_class_weights(worl
         lab = f.labels[:len(v)][v]
         counts += np.bincount(lab[lab != 255], minlength=6)[:6]
     assert np.allclose(recipe.weights.numpy(), log_class_weights(counts), atol=1e-6)
+    # training keeps every front-camera point as well (no `max_points` cap, which the test's SMALL settings set)
+    with read_write(recipe.cfg):
+        recipe.cfg.model.max_points = 0
+    rng = np.random.default_rng(0)
+    for f in list(src)[:2]:
+        sample = recipe.make_domain_sample(f, rng, recipe.cfg.data, "source")
+        assert np.array_equal(sample["raw"], np.nonzero(front_camera_points(f, "CAM_FRONT", (64, 36)))[0])
     assert (worlds["day"] / "xmkd_index" / "front_camera_class_counts.json").is_file()  # counted once, then cached
     given = build(worlds, tmp_path, "xmuda/synthetic_day_night.yaml", "model.class_weight_values=[1,2,3,4,5,6]")
     assert given.weights.tolist() == [1, 2, 3, 4, 5, 6]

@@ -44,7 +44,7 @@ from xmkd.data.collate import clip_to_range, voxel_batch
 from xmkd.data.color import color_jitter
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.index import IndexedFrames, index_path
+from xmkd.data.index import IndexedFrames, index_path, load_index
 from xmkd.data.labels import get_label_space
 from xmkd.data.readers.base import read_image
 from xmkd.data.readers.virtual_kitti import WEATHERS, weather_image
@@ -55,7 +55,7 @@ from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
-from xmkd.io import atomic_write_text
+from xmkd.io import atomic_write_text, is_architecture_only
 from xmkd.models.image.resnet import normalize_images
 from xmkd.models.image.unet import UNetResNet
 from xmkd.models.point.scn_unet import SCNUNet
@@ -214,6 +214,8 @@ class XMUDARecipe(Recipe):
         self.nets["net2d"] = self.make_net2d().to(self.device)
         self.nets["net3d"] = self.make_net3d().to(self.device)
         self._weights: dict[str, torch.Tensor] = {}
+        if not is_architecture_only():  # a training build stops here, not at its first step, without the index
+            load_index(index_path(self.source_data()))
 
     def make_net2d(self) -> nn.Module:
         """UNet-ResNet34 (or -18) with the main and mimicry heads on its 64-d point features."""
