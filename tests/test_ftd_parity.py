@@ -15,13 +15,14 @@ from omegaconf import read_write
 from PIL import Image, ImageEnhance
 
 from xmkd.config import load_config, peek_recipe
-from xmkd.data.collate import in_range
+from xmkd.data.collate import in_range, voxel_batch
 from xmkd.data.index import IndexedFrames, prepare
 from xmkd.data.labels import get_label_space
 from xmkd.data.pseudo_labels import PseudoLabels
 from xmkd.data.style import fda, mixup
 from xmkd.data.synthetic.synth import SynthOptions, synthesize
 from xmkd.geometry.camera import DEFAULT_MIN_DEPTH
+from xmkd.models.point.scn_unet import SCNUNet
 from xmkd.recipes import get_recipe
 from xmkd.recipes.xmuda import log_class_weights
 
@@ -421,3 +422,21 @@ def test_density_transfer_uses_the_whole_clouds(worlds, tmp_path):
     styled = recipe.stylise(s, t, 0.7)["xyz"]
     d = recipe.cfg.data
     assert np.allclose(styled, np.clip(moved, np.array(d.point_range[:3]) + 0.1, np.array(d.point_range[3:]) - 0.1))
+
+
+def test_the_release_grid_extent_is_a_point_range_away():
+    """docs/ftd.md, Release parity (points): `data.point_range` of +-102.4 m (the release's 4096 voxels of 5 cm in x
+    and y, a grid of more than 2^31 cells) runs on spconv and computes the same features as +-51.2 m for the points
+    inside both (the origins differ by 1024 voxels, a multiple of the network's stride 64)."""
+    rng = np.random.default_rng(0)
+    xyz = np.concatenate([rng.uniform([-50, -50, -2], [50, 50, 3], (1500, 3)),
+                          rng.uniform([-50, -50, -2], [-45, -45, 3], (1500, 3))]).astype(np.float32)
+    torch.manual_seed(0)
+    net = SCNUNet(levels=7).eval()
+    out = []
+    for r in (51.2, 102.4):
+        batch = voxel_batch([xyz], [np.ones((len(xyz), 1), np.float32)], 0.05, [-r, -r, -6.4, r, r, 6.4], multiple=64)
+        with torch.no_grad():
+            out.append(net(batch))
+    assert batch["spatial_shape"].tolist() == [4096, 4096, 256] and out[0].abs().max() > 0
+    assert torch.equal(out[0], out[1])

@@ -2,8 +2,9 @@
 
 Every array is concatenated once and wrapped with `torch.from_numpy` (no second copy). Voxel coordinates
 are (batch, x, y, z) at stride 1 on a fixed grid over `point_range`; points outside the range are dropped
-by the sample builder before collation (training) or clipped onto the boundary voxels (evaluation, so that
-every point of a scan is scored), so every point has a voxel.
+by the sample builder before collation (lidar_seg training) or clipped onto the boundary voxels (evaluation, so
+that every point of a scan is scored; xmuda / ftd / bftd also in training, as their releases keep every
+front-camera point), so every point has a voxel.
 """
 
 from __future__ import annotations
