@@ -426,8 +426,9 @@ def test_density_transfer_uses_the_whole_clouds(worlds, tmp_path):
 
 def test_the_release_grid_extent_is_a_point_range_away():
     """docs/ftd.md, Release parity (points): `data.point_range` of +-102.4 m (the release's 4096 voxels of 5 cm in x
-    and y, a grid of more than 2^31 cells) runs on spconv and computes the same features as +-51.2 m for the points
-    inside both (the origins differ by 1024 voxels, a multiple of the network's stride 64)."""
+    and y, 2^32 cells) runs on spconv and computes the same features as +-51.2 m for the points inside both (the
+    origins differ by 1024 voxels, a multiple of the network's stride 64). One sample only: on CPU, spconv 2.3.8
+    aliases the samples of a batch once batch x cells exceeds 2^32 (docs/ftd.md)."""
     rng = np.random.default_rng(0)
     xyz = np.concatenate([rng.uniform([-50, -50, -2], [50, 50, 3], (1500, 3)),
                           rng.uniform([-50, -50, -2], [-45, -45, 3], (1500, 3))]).astype(np.float32)
