@@ -441,3 +441,27 @@ def test_the_release_grid_extent_is_a_point_range_away():
             out.append(net(batch))
     assert batch["spatial_shape"].tolist() == [4096, 4096, 256] and out[0].abs().max() > 0
     assert torch.equal(out[0], out[1])
+
+
+def test_the_release_3d_translation_as_a_switch(worlds, tmp_path):
+    """`model.translate_3d` (docs/ftd.md, Release parity, 3D augmentation): a uniform shift of 0 .. 64 voxels per
+    axis, the fraction on the points, the whole voxels on the grid; every other draw of the sample stays the same."""
+    moved = build(worlds, tmp_path, "xmuda/synthetic_day_night.yaml", "model.translate_3d=true")
+    plain = build(worlds, tmp_path, "xmuda/synthetic_day_night.yaml")
+    ds, ds0 = moved.train_dataset(), plain.train_dataset()
+    items, items0 = [ds[(0, 0)], ds[(0, 1)]], [ds0[(0, 0)], ds0[(0, 1)]]
+    s, s0 = items[0]["source"], items0[0]["source"]
+    assert np.array_equal(s["uv"], s0["uv"]) and np.array_equal(s["image"], s0["image"])
+    offset, size = s["voxel_offset"], moved.cfg.data.voxel_size
+    assert offset.shape == (3,) and 0 <= offset.min() and offset.max() < 64
+    assert np.abs(s["xyz"] - s0["xyz"]).max() <= size + 1e-4  # the fraction of a voxel (or a clip at the edge)
+    batch, batch0 = moved.collate(items), plain.collate(items0)
+    src, src0 = batch["source"], batch0["source"]
+    assert src["spatial_shape"].tolist() == (src0["spatial_shape"] + 64).tolist()
+    first = src["voxel_coords"][:, 0] == 0
+    lo = np.asarray(moved.cfg.data.point_range[:3])
+    cell = np.floor((s["xyz"].astype(np.float64) - lo) / size).astype(np.int64) + offset
+    assert {tuple(c) for c in cell} == {tuple(c) for c in src["voxel_coords"][first, 1:].tolist()}
+    assert "voxel_offset" not in moved.val_dataset()[(0, 0)]  # evaluation: no augmentation
+    losses = moved.training_step(batch, 0)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -93,6 +93,9 @@ class XMUDAModel:
     random_weather: list[str] = field(default_factory=list)  # training: a vKITTI weather per source sample
     image_normalizer: str = "none"  # none: [0, 1] images (the release's) | imagenet: ImageNet mean / std
     absent_class_iou: str = "zero"  # a class absent from ground truth and prediction: zero (release) | skip
+    # training: the release's random translation inside its grid as the sparse U-Net sees it: a uniform shift of
+    # 0 .. 2^(scn_levels - 1) voxels per axis (the voxelisation phase and the alignment of the stride-2 levels)
+    translate_3d: bool = False
 
 
 @dataclass
@@ -331,7 +334,9 @@ class XMUDARecipe(Recipe):
                            ) -> dict[str, Any]:
         """Every keyframe point that projects into the domain's camera (rng None: evaluation, no augmentation).
         Training: vKITTI weather and downsampling (source), bottom crop, `max_points`, 3D augmentation, colour
-        jitter and horizontal flip. Points beyond `point_range` are clipped onto its boundary voxels."""
+        jitter, horizontal flip and (`translate_3d`) a random shift: its fraction of a voxel moves the points, its
+        whole voxels go to `voxel_offset` (added on the grid by `voxel_batch`). Points beyond `point_range` are
+        clipped onto its boundary voxels."""
         m = self.cfg.model
         cam = frame.cameras.get(self.camera_of(d))
         if cam is None:
@@ -342,6 +347,7 @@ class XMUDARecipe(Recipe):
         size = tuple(d.image_size) if d.image_size else (image.shape[1], image.shape[0])
         image, K = resize_camera(image, cam.K, size)
         n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
+        shift = None
         xyz = frame.points[:n_key, :3]
         proj = project_points(xyz, K, cam.T_cam_lidar, size)
         keep, uv = proj.visible, proj.uv.astype(np.float32)
@@ -360,12 +366,17 @@ class XMUDARecipe(Recipe):
             if m.hflip and rng.random() < 0.5:
                 image = image[:, ::-1].copy()
                 uv[:, 0] = np.clip(size[0] - uv[:, 0], 0, size[0] - 1e-3)
+            shift = rng.uniform(0, 2 ** (m.scn_levels - 1), 3) if m.translate_3d else None
         # far points (or points that augmentation moved off the grid) sit on the boundary voxels: every
         # front-camera point is trained on and scored, as in the release
         # (`metric`: the points where they are, for FtD++'s density transfer over the whole cloud)
-        return {"xyz": clip_to_range(xyz[keep], d.point_range, d.voxel_size), "metric": xyz[keep].astype(np.float32),
-                "uv": uv[keep], "labels": labels[keep], "image": image, "raw": np.nonzero(keep)[0],
-                "frame_id": frame.frame_id, "points": n_key}
+        moved = xyz[keep] if shift is None else xyz[keep] + (shift % 1) * np.asarray(d.voxel_size)
+        sample = {"xyz": clip_to_range(moved, d.point_range, d.voxel_size), "metric": xyz[keep].astype(np.float32),
+                  "uv": uv[keep], "labels": labels[keep], "image": image, "raw": np.nonzero(keep)[0],
+                  "frame_id": frame.frame_id, "points": n_key}
+        if shift is not None:  # the whole voxels of the shift: on the grid (voxel_batch), past its far edge
+            sample["voxel_offset"] = np.floor(shift).astype(np.int64)
+        return sample
 
     def train_dataset(self) -> Dataset:
         c = self.cfg
@@ -386,8 +397,9 @@ class XMUDARecipe(Recipe):
                             self.cfg.seed, train=False)
 
     def _domain_batch(self, samples: list[dict[str, Any]], d: DataConfig) -> dict[str, Any]:
+        offsets = [s["voxel_offset"] for s in samples] if "voxel_offset" in samples[0] else None
         batch = voxel_batch([s["xyz"] for s in samples], [np.ones((len(s["xyz"]), 1), np.float32) for s in samples],
-                            d.voxel_size, d.point_range, multiple=2 ** (self.cfg.model.scn_levels - 1))
+                            d.voxel_size, d.point_range, multiple=2 ** (self.cfg.model.scn_levels - 1), offsets=offsets)
         # native sizes differ between SemanticKITTI sequences: pad right / bottom (no pixel of a point moves)
         h, w = max(s["image"].shape[0] for s in samples), max(s["image"].shape[1] for s in samples)
         images = np.zeros((len(samples), h, w, 3), samples[0]["image"].dtype)
