@@ -480,7 +480,49 @@ def test_kitti_object_lidar_only_training_frames_need_their_labels_testing_frame
     (root / "testing" / "velodyne").mkdir(parents=True)
     shutil.copy(root / "training" / "velodyne" / "000001.bin", root / "testing" / "velodyne" / "000007.bin")
     report = prepare("kitti_object", root, tmp_path / "index", progress=False, cameras=[])
-    assert [b["frame"] for b in report.bad] == ["000000"]
+    assert [b["frame"] for b in report.bad] == ["000000", "000000"]  # both of its missing files
     assert "label_2/000000.txt: label file is missing: every training/ frame has a label_2 file" in \
         report.bad[0]["reason"]
+    assert "calib/000000.txt: calibration file is missing; the label boxes are in the rectified camera frame" in \
+        report.bad[1]["reason"]
     assert "testing/000007" in {r["id"] for r in load_index(tmp_path / "index")["frames"]}
+
+
+# -- every bad file of a frame, not only the first ----------------------------------------------------------------
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 - 1])  # half a file: a truncated point / label file, a broken image
+
+
+@pytest.mark.parametrize("dataset", [d for d in DATASETS if d != "waymo"])  # waymo: see the test below
+def test_every_bad_file_of_a_frame_is_listed_with_its_reason(dataset, layout, tmp_path, capsys):
+    root = layout.copy(dataset, tmp_path)
+    kinds = [k for k in ("points", "labels", "image") if k in FILES[dataset]]
+    broken = {kind: first(root, FILES[dataset][kind]) for kind in kinds}
+    if dataset in ("nuscenes", "a2d2", "virtualkitti"):  # file names do not share the frame's id: break every frame's
+        broken = {f"{kind} {p.name}": p for kind in kinds for p in root.glob(FILES[dataset][kind])}
+    for name, path in broken.items():  # a truncated point file; a label file or image that is an LFS pointer
+        truncate(path) if name.startswith("points") else path.write_text(LFS_POINTER)
+    report = prepare(dataset, root, tmp_path / "index", progress=False)
+    listed = {b["file"]: b["reason"] for b in report.bad}
+    assert set(listed) == {str(p) for p in broken.values()}, (sorted(listed), kinds)
+    for name, path in broken.items():
+        expected = ("truncated", "unreadable .np") if name.startswith("points") else ("a Git LFS pointer",)
+        assert listed[str(path)].startswith(f"{path}: ") and any(e in listed[str(path)] for e in expected), listed
+    if dataset not in ("nuscenes", "a2d2", "virtualkitti"):  # one frame, each of its bad files
+        assert [b["frame"] for b in report.bad] == [report.bad[0]["frame"]] * len(kinds)
+    assert main(["inspect", dataset, "--root", str(root)]) == 0
+    assert f"bad_files: {len(broken)}" in capsys.readouterr().out
+
+
+def test_every_bad_file_of_a_waymo_frame_is_listed(tmp_path):
+    pytest.importorskip("pyarrow")
+    root = layouts.waymo(tmp_path / "waymo")["root"]
+    broken = [first(root, FILES["waymo"][k]) for k in ("image", "labels")]
+    for path in broken:
+        path.write_text(LFS_POINTER)
+    report = prepare("waymo", root, tmp_path / "index", progress=False)
+    assert {b["file"] for b in report.bad} == {str(p) for p in broken}
+    assert len({b["frame"] for b in report.bad}) * 2 == len(report.bad)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from xmkd.config import CONFIG_DIR
+from xmkd.data.readers.nuscenes import require_devkit
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import train_or_reuse
@@ -56,6 +57,7 @@ def _train(config: str, overrides: list[str], run_dir: Path) -> dict[str, float]
 
 
 def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "demo") -> dict[str, Any]:
+    require_devkit("xmkd demo renders its synthetic world in nuScenes format and reads it back as nuScenes; that")
     b = BUDGETS[budget]
     out = Path(out)
     start = time.perf_counter()

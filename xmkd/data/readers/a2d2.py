@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import zipfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from xmkd.data.frame import Frame
 from xmkd.data.labels import A2D2_RAW, hex_to_rgb
 from xmkd.data.readers.base import (
     DatasetReader,
+    FileChecks,
     FrameRecord,
     also_reporting,
     image_size,
@@ -148,7 +150,7 @@ class A2D2Reader(DatasetReader):
                 data = {k: z[k] for k in z.files}
         except FileNotFoundError:
             raise XmkdDataError("lidar file is missing", source=str(path)) from None
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # a truncated .npz is a bad zip
             raise lfs_error(path) or XmkdDataError(f"unreadable .npz: {err}", source=str(path)) from None
         for key in ("points", "row", "col"):
             if key not in data:
@@ -167,10 +169,12 @@ class A2D2Reader(DatasetReader):
                            columns=("x", "y", "z") if key == "points" else None)
         return data
 
-    def _labels(self, record: FrameRecord, data: dict[str, np.ndarray]) -> np.ndarray:
-        """Raw class index per point, read from the undistorted label image at (row, col)."""
-        path = self.path(record["labels"])
-        label = read_image(path)
+    def _labels(self, record: FrameRecord, data: dict[str, np.ndarray], label: np.ndarray | None = None
+                ) -> np.ndarray:
+        """Raw class index per point, read from the undistorted label image (`label`, else read from the record's
+        file) at (row, col)."""
+        if label is None:
+            label = read_image(self.path(record["labels"]))
         c = self.calibration
         rows = data["row"].astype(np.int64)
         cols = data["col"].astype(np.int64)
@@ -188,13 +192,15 @@ class A2D2Reader(DatasetReader):
         rec = dict(record)
         _, shared = shared_part(lambda: (self.calibration, self.color_table))  # the dataset's two JSON files
         sizes = {}
+        checks = FileChecks()  # every bad file of the frame is listed, not only the first
         with also_reporting(shared):  # the frame's own files first
-            data = self._npz(rec)
+            data = checks(self._npz, rec)
             if self.with_cameras:
                 cam = rec["cameras"]["cam_front_center"]
-                sizes["cam_front_center"] = list(image_size(self.path(cam["file"])))
-            if shared is not None:  # else `_labels` reads it below
-                image_size(self.path(rec["labels"]))
+                size = checks(image_size, self.path(cam["file"]))
+                sizes["cam_front_center"] = list(size or ())
+            label = checks(read_image, self.path(rec["labels"]))
+            checks.raise_any()
         if shared is not None:
             raise shared
         if self.with_cameras:
@@ -207,7 +213,7 @@ class A2D2Reader(DatasetReader):
                                                    "T_cam_lidar": matrix_list(T)}}
         else:
             rec["cameras"] = {}
-        raw = self._labels(rec, data)
+        raw = self._labels(rec, data, label)
         rec["stats"] = {"points": int(len(data["points"])), "cameras": sizes, "boxes": {},
                         "labels": self.histogram(raw)}
         return rec

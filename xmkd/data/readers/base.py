@@ -128,10 +128,11 @@ def require_finite(values: np.ndarray, source: str, field: str = "points",
                         "numbers", source=source, field=field)
 
 
-def read_label_file(path: Path, dtype: Any, count: int) -> np.ndarray:
-    """Per-point labels; their number must equal the point count."""
+def read_label_file(path: Path, dtype: Any, count: int | None) -> np.ndarray:
+    """Per-point labels; their number must equal the point count (None: the point file was bad, so only the file
+    itself is checked)."""
     labels = read_binary(path, dtype, "label", item="label")
-    if labels.size != count:
+    if count is not None and labels.size != count:
         raise XmkdDataError(f"{labels.size} labels for {count} points", source=str(path), field="labels")
     return labels
 
@@ -184,6 +185,39 @@ def also_reporting(shared: XmkdDataError | None) -> Iterator[None]:
         if shared is not None and shared is not err:
             err.also.append(shared)
         raise
+
+
+class FileChecks:
+    """Runs a frame's independent file checks one after another and keeps every `XmkdDataError`, so that `check`
+    lists each bad file of a frame (a truncated point file *and* a bad label file *and* an undecodable image) and a
+    user mends them all in one pass. `checks(fn, *args)` returns fn's value, or None when it raised."""
+
+    def __init__(self) -> None:
+        self.errors: list[XmkdDataError] = []
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except XmkdDataError as err:
+            self.errors.append(err)
+            return None
+
+    def raise_any(self) -> None:
+        """Raise the first error kept, carrying the others (and what they carried) in `.also`; nothing if none."""
+        if not self.errors:
+            return
+        first, rest = self.errors[0], self.errors[1:]
+        for err in rest:
+            first.also.extend(e for e in (err, *err.also) if e not in first.also)
+        self.errors = []
+        raise first
+
+
+def read_finite_points(path: Path, columns: Sequence[str], dtype: Any = np.float32) -> np.ndarray:
+    """`read_points` of a file with these named columns, whose values must all be finite."""
+    points = read_points(path, len(columns), dtype)
+    require_finite(points, str(path), columns=columns)
+    return points
 
 
 def unreadable_record(frame_id: str, splits: list[str], lidar: str, err: XmkdDataError) -> FrameRecord:
@@ -309,12 +343,15 @@ class DatasetReader:
         """Keep only the wanted cameras in `record` (a copy that `check` owns), check each image decodes and its
         calibration is finite; returns name -> [W, H]."""
         record["cameras"] = {n: record["cameras"][n] for n in self.wanted(list(record["cameras"]))}
-        sizes = {}
-        for name, cam in record["cameras"].items():
+        sizes, checks = {}, FileChecks()
+        for name, cam in record["cameras"].items():  # every camera is checked, so every bad image is listed
             path = self.path(cam["file"])
-            sizes[name] = list(image_size(path))
-            as_matrix(cam["K"], (3, 3), str(path), "K")
-            as_matrix(cam["T_cam_lidar"], (4, 4), str(path), "T_cam_lidar")
+            size = checks(image_size, path)
+            if size is not None:
+                sizes[name] = list(size)
+            checks(as_matrix, cam["K"], (3, 3), str(path), "K")
+            checks(as_matrix, cam["T_cam_lidar"], (4, 4), str(path), "T_cam_lidar")
+        checks.raise_any()
         return sizes
 
     @staticmethod

@@ -20,7 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from xmkd.data.frame import Frame
-from xmkd.data.readers.base import DatasetReader, FrameRecord, matrix_list, read_points, read_text, require_finite
+from xmkd.data.readers.base import (
+    DatasetReader,
+    FileChecks,
+    FrameRecord,
+    image_size,
+    matrix_list,
+    read_finite_points,
+    read_points,
+    read_text,
+)
 from xmkd.data.readers.kitti_files import read_calib_file, read_label_file, require_keys
 from xmkd.errors import XmkdDataError
 from xmkd.geometry.boxes import kitti_camera_to_lidar
@@ -76,35 +85,50 @@ class KittiObjectReader(DatasetReader):
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
-        lidar = self.path(rec["lidar"])
-        points = read_points(lidar, 4)
-        require_finite(points, str(lidar), columns=("x", "y", "z", "reflectance"))
+        checks = FileChecks()  # every bad file of the frame is listed, not only the first
+        points = checks(read_finite_points, self.path(rec["lidar"]), ("x", "y", "z", "reflectance"))
         label_path = self.path(rec["labels"]) if rec.get("labels") else None
         has_labels = label_path is not None and (label_path.is_file() or rec["meta"]["part"] == "training")
         if has_labels and not label_path.is_file():
-            raise XmkdDataError("label file is missing: every training/ frame has a label_2 file (frames without "
-                                "labels belong in testing/)", source=str(label_path))
-        calib_path = self.path(rec["calib"])
+            checks.errors.append(XmkdDataError("label file is missing: every training/ frame has a label_2 file "
+                                               "(frames without labels belong in testing/)", source=str(label_path)))
         rec["cameras"] = {n: c for n, c in rec["cameras"].items() if self.wanted([n])}
+        T_rect = checks(self._calibrate, rec, has_labels)
+        if has_labels and label_path.is_file():
+            if T_rect is not None:
+                rec["boxes"] = checks(kitti_boxes, label_path, T_rect)
+            else:  # the label file is checked on its own when the calibration is bad or missing
+                checks(read_label_file, label_path)
+        if T_rect is None and rec["cameras"]:  # no calibration: the image must still decode
+            checks(image_size, self.path(rec["cameras"]["image_2"]["file"]))
+            cameras = {}
+        else:
+            cameras = checks(self.check_cameras, rec)
+        checks.raise_any()
+        rec["stats"] = {"points": int(len(points)), "cameras": cameras, "boxes": self.box_stats(rec)}
+        return rec
+
+    def _calibrate(self, rec: FrameRecord, has_labels: bool) -> np.ndarray | None:
+        """The frame's T_rect_lidar (None when neither labels nor cameras need the calibration file and there is
+        none), with `rec["T_rect_lidar"]` and the cameras' K and T_cam_lidar filled in."""
+        calib_path = self.path(rec["calib"])
         if rec["cameras"]:
             why = "; image_2 needs P2, R0_rect, Tr_velo_to_cam (or pass --cameras none for LiDAR only)"
         else:
             why = "; the label boxes are in the rectified camera frame, which needs R0_rect and Tr_velo_to_cam"
         if (has_labels or rec["cameras"]) and not calib_path.is_file():
             raise XmkdDataError(f"calibration file is missing{why}", source=str(calib_path))
-        if rec["cameras"] or calib_path.is_file():
-            calib = read_calib_file(calib_path)
-            require_keys(calib, ("R0_rect", "Tr_velo_to_cam") + (("P2",) if rec["cameras"] else ()), calib_path, why)
-            T_rect = kitti_rect_transform(calib["R0_rect"], calib["Tr_velo_to_cam"])
-            rec["T_rect_lidar"] = matrix_list(T_rect)
-            if rec["cameras"]:
-                K, T = kitti_camera(calib["P2"], calib["R0_rect"], calib["Tr_velo_to_cam"])
-                rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K),
-                                              "T_cam_lidar": matrix_list(T)}}
-            if has_labels:
-                rec["boxes"] = kitti_boxes(label_path, T_rect)
-        rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": self.box_stats(rec)}
-        return rec
+        if not (rec["cameras"] or calib_path.is_file()):
+            return None
+        calib = read_calib_file(calib_path)
+        require_keys(calib, ("R0_rect", "Tr_velo_to_cam") + (("P2",) if rec["cameras"] else ()), calib_path, why)
+        T_rect = kitti_rect_transform(calib["R0_rect"], calib["Tr_velo_to_cam"])
+        rec["T_rect_lidar"] = matrix_list(T_rect)
+        if rec["cameras"]:
+            K, T = kitti_camera(calib["P2"], calib["R0_rect"], calib["Tr_velo_to_cam"])
+            rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K),
+                                          "T_cam_lidar": matrix_list(T)}}
+        return T_rect
 
     def load(self, record: FrameRecord) -> Frame:
         points = read_points(self.path(record["lidar"]), 4)

@@ -18,13 +18,14 @@ import numpy as np
 from xmkd.data.frame import Frame
 from xmkd.data.readers.base import (
     DatasetReader,
+    FileChecks,
     FrameRecord,
     also_reporting,
     image_size,
     matrix_list,
+    read_finite_points,
     read_points,
     read_text,
-    require_finite,
     shared_part,
 )
 from xmkd.data.readers.kitti_files import read_calib_file, require_keys
@@ -106,17 +107,19 @@ class KittiRawReader(DatasetReader):
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
         calib, shared = shared_part(lambda: self.calibration(rec["calib"]) if self.with_cameras else None)
+        checks = FileChecks()  # every bad file of the frame is listed, not only the first
         with also_reporting(shared):  # the date folder's calibration is shared: the frame's own files first
-            lidar = self.path(rec["lidar"])
-            points = read_points(lidar, 4)
-            require_finite(points, str(lidar), columns=("x", "y", "z", "reflectance"))
+            points = checks(read_finite_points, self.path(rec["lidar"]), ("x", "y", "z", "reflectance"))
             if shared is not None:
-                image_size(self.path(rec["cameras"]["image_2"]["file"]))
+                checks(image_size, self.path(rec["cameras"]["image_2"]["file"]))
+                checks.raise_any()
                 raise shared
             if calib is not None:
                 rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(calib[0]),
                                               "T_cam_lidar": matrix_list(calib[1])}}
-            rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": {}}
+            cameras = checks(self.check_cameras, rec)
+            checks.raise_any()
+            rec["stats"] = {"points": int(len(points)), "cameras": cameras, "boxes": {}}
         return rec
 
     def load(self, record: FrameRecord) -> Frame:

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from xmkd.data.frame import Frame
 from xmkd.data.readers.base import (
     DatasetReader,
+    FileChecks,
     FrameRecord,
     lfs_error,
     matrix_list,
     merge_sweeps,
     pick_sweeps,
+    read_finite_points,
     read_label_file,
     read_points,
-    require_finite,
 )
 from xmkd.errors import XmkdDataError, XmkdError
 from xmkd.geometry.transforms import invert_transform, make_transform
@@ -39,6 +41,18 @@ VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 MAX_SWEEPS = 10
 SSDA_LABELED_SCENES = 72
+
+
+def require_devkit(why: str = "reading the nuScenes tables") -> None:
+    """Raise `XmkdError` saying how to install nuscenes-devkit (the optional `xmkd[nuscenes]` extra) when it, or a
+    part of it that `scan` uses, cannot be imported; `why` says what needs it."""
+    try:
+        import nuscenes  # noqa: F401
+        import nuscenes.utils.splits  # noqa: F401
+        from nuscenes import NuScenes  # noqa: F401
+    except ImportError as err:
+        raise XmkdError(f"{why} needs nuscenes-devkit, an optional dependency of xmkd that is not installed "
+                        f"({err}): pip install 'xmkd[nuscenes]'") from None
 
 
 def _pose(record: dict) -> np.ndarray:
@@ -61,10 +75,9 @@ class NuScenesReader(DatasetReader):
         raise XmkdDataError(f"no table folder; expected {self.layout}", source=str(self.root))
 
     def _devkit(self):
-        try:
-            from nuscenes import NuScenes
-        except ImportError:
-            raise XmkdError("reading the nuScenes tables needs nuscenes-devkit: pip install 'xmkd[nuscenes]'") from None
+        require_devkit()
+        from nuscenes import NuScenes
+
         version = self.version()
         try:
             return NuScenes(version=version, dataroot=str(self.root), verbose=False)
@@ -77,9 +90,9 @@ class NuScenesReader(DatasetReader):
                                 source=str(self.root / version)) from None
 
     def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
+        nusc = self._devkit()  # first: it says how to install the devkit when it is missing
         from nuscenes.utils.splits import create_splits_scenes
 
-        nusc = self._devkit()
         official = create_splits_scenes()
         custom_file = self.root / nusc.version / "splits.json"
         custom = json.loads(custom_file.read_text()) if custom_file.is_file() else {}
@@ -164,27 +177,31 @@ class NuScenesReader(DatasetReader):
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
-        lidar = self.path(rec["lidar"])
-        points = read_points(lidar, 5)
-        require_finite(points, str(lidar), columns=POINT_FIELDS)
-        stats = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": self.box_stats(rec)}
+        checks = FileChecks()  # every bad file of the frame is listed, not only the first
+        points = checks(read_finite_points, self.path(rec["lidar"]), POINT_FIELDS)
+        stats = {"points": 0 if points is None else int(len(points)), "cameras": checks(self.check_cameras, rec),
+                 "boxes": self.box_stats(rec)}
         if rec.get("labels"):
-            path = self.path(rec["labels"])
-            raw = read_label_file(path, np.uint8, len(points))
-            known = np.array([int(k) for k in self.meta.get("categories", {})])
-            unknown = np.setdiff1d(np.unique(raw), known)
-            if len(unknown):
-                raise XmkdDataError(f"unknown label id(s) {unknown[:5].tolist()} (not in category.json)",
-                                    source=str(path), field="labels")
-            self._label_lut()  # every category name must be in the nuScenes-lidarseg taxonomy
-            stats["labels"] = self.histogram(raw)
+            stats["labels"] = checks(self._check_labels, self.path(rec["labels"]),
+                                     None if points is None else len(points))
         for sweep in rec["sweeps"]:  # each sweep file is read once, though neighbouring keyframes share them
             if ("sweep", sweep["file"]) not in self._memo:
-                path = self.path(sweep["file"])
-                require_finite(read_points(path, 5), str(path), columns=POINT_FIELDS)
-                self._memo[("sweep", sweep["file"])] = True
+                if checks(read_finite_points, self.path(sweep["file"]), POINT_FIELDS) is not None:
+                    self._memo[("sweep", sweep["file"])] = True  # a bad one is listed for every frame using it
+        checks.raise_any()
         rec["stats"] = stats
         return rec
+
+    def _check_labels(self, path: Path, count: int | None) -> dict[str, int]:
+        """The raw label histogram of a lidarseg file (one uint8 per point, ids in category.json)."""
+        raw = read_label_file(path, np.uint8, count)
+        known = np.array([int(k) for k in self.meta.get("categories", {})])
+        unknown = np.setdiff1d(np.unique(raw), known)
+        if len(unknown):
+            raise XmkdDataError(f"unknown label id(s) {unknown[:5].tolist()} (not in category.json)",
+                                source=str(path), field="labels")
+        self._label_lut()  # every category name must be in the nuScenes-lidarseg taxonomy
+        return self.histogram(raw)
 
     def load(self, record: FrameRecord) -> Frame:
         points = read_points(self.path(record["lidar"]), 5)

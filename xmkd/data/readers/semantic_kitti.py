@@ -28,16 +28,17 @@ import numpy as np
 from xmkd.data.frame import Frame
 from xmkd.data.readers.base import (
     DatasetReader,
+    FileChecks,
     FrameRecord,
     also_reporting,
     image_size,
     matrix_list,
     merge_sweeps,
     pick_sweeps,
+    read_finite_points,
     read_label_file,
     read_points,
     read_text,
-    require_finite,
     shared_part,
 )
 from xmkd.data.readers.kitti_files import read_calib_file, read_table, require_keys
@@ -131,21 +132,23 @@ class SemanticKittiReader(DatasetReader):
         rec = dict(record)
         name, i = rec["meta"]["sequence"], rec["meta"]["scan"]
         seq, shared = shared_part(lambda: self.sequence(name))  # calib.txt, poses.txt, times.txt
+        checks = FileChecks()  # every bad file of the frame is listed, not only the first
         with also_reporting(shared):
-            lidar = self.path(rec["lidar"])
-            points = read_points(lidar, 4)
-            require_finite(points, str(lidar), columns=("x", "y", "z", "remission"))
-            stats = {"points": int(len(points)), "boxes": {}}
+            points = checks(read_finite_points, self.path(rec["lidar"]), ("x", "y", "z", "remission"))
+            count = None if points is None else len(points)
+            stats = {"points": count or 0, "boxes": {}}
             if rec.get("labels"):
-                stats["labels"] = self._check_labels(rec, len(points))
+                stats["labels"] = checks(self._check_labels, rec, count)
             if seq is None:
                 if self.with_cameras:  # its image decodes; the calibration is the sequence's
-                    image_size(self.path(rec["cameras"]["image_2"]["file"]))
+                    checks(image_size, self.path(rec["cameras"]["image_2"]["file"]))
+                checks.raise_any()
                 raise shared
             if self.with_cameras:
                 rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(seq["K"]),
                                               "T_cam_lidar": matrix_list(seq["T"])}}
-            stats["cameras"] = self.check_cameras(rec)
+            stats["cameras"] = checks(self.check_cameras, rec)
+            checks.raise_any()
         for table in ("times", "poses"):
             if seq[table] is not None and i >= len(seq[table]):
                 raise self._short_table(name, f"{table}.txt", len(seq[table]), i)

@@ -18,6 +18,7 @@ import numpy as np
 from xmkd.data.frame import Frame
 from xmkd.data.readers.base import (
     DatasetReader,
+    FileChecks,
     FrameRecord,
     lfs_error,
     matrix_list,
@@ -72,16 +73,22 @@ class VirtualKittiReader(DatasetReader):
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
-        path = self.path(rec["lidar"])
+        checks = FileChecks()  # a bad point file and a bad image are both listed
+        raw = checks(self._check_points, self.path(rec["lidar"]))
+        cameras = checks(self.check_cameras, rec)
+        checks.raise_any()
+        rec["stats"] = {"points": int(len(raw)), "cameras": cameras, "boxes": {}, "labels": self.histogram(raw)}
+        return rec
+
+    def _check_points(self, path: Path) -> np.ndarray:
+        """The raw labels (column 7) of a point file whose values are finite and labels known integers."""
         arr = read_npy_points(path)
         require_finite(arr, str(path), columns=NPY_COLUMNS)
         raw = arr[:, 6]
         if np.any(raw != np.round(raw)):
             raise XmkdDataError("labels (column 7) are not integers", source=str(path), field="labels")
         self.label_space.from_raw(raw.astype(np.int64), source=str(path))
-        rec["stats"] = {"points": int(len(arr)), "cameras": self.check_cameras(rec), "boxes": {},
-                        "labels": self.histogram(raw.astype(np.int64))}
-        return rec
+        return raw.astype(np.int64)
 
     def load(self, record: FrameRecord) -> Frame:
         path = self.path(record["lidar"])

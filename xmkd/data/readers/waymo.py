@@ -29,6 +29,7 @@ from PIL import Image
 from xmkd.data.frame import CameraView, Frame
 from xmkd.data.readers.base import (
     DatasetReader,
+    FileChecks,
     FrameRecord,
     as_matrix,
     lfs_error,
@@ -136,16 +137,35 @@ class WaymoReader(DatasetReader):
             if not (base / "lidar").is_dir() and (found or not with_lidar):
                 raise XmkdDataError(f"no lidar component (lidar/<segment>.parquet: the point clouds); found "
                                     f"{', '.join(found) or 'no component'}; expected {self.layout}", source=str(base))
+            if self.with_cameras and (base / "lidar").is_dir() and not (base / "camera_image").is_dir():
+                raise XmkdDataError("no camera_image component (camera_image/<segment>.parquet: the images the "
+                                    "cameras need); add it, or pass --cameras none (data.cameras: []) for LiDAR only",
+                                    source=str(base))
         return with_lidar
+
+    @staticmethod
+    def _segments_without_lidar(base: Path) -> dict[str, list[str]]:
+        """Segment -> the components that have it, for segments that some component has but `lidar` has not."""
+        lidar = {p.stem for p in (base / "lidar").glob("*.parquet")}
+        others: dict[str, list[str]] = {}
+        for comp in sorted(p for p in base.iterdir() if p.is_dir() and p.name != "lidar"):
+            for f in comp.glob("*.parquet"):
+                if f.stem not in lidar:
+                    others.setdefault(f.stem, []).append(comp.name)
+        return others
 
     def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
         for split, base in self._bases():
             if splits and split not in splits:
                 continue
+            rel = base.relative_to(self.root)
+            pre = "" if str(rel) == "." else f"{rel}/"
+            for seg, comps in sorted(self._segments_without_lidar(base).items()):  # listed as bad, not dropped
+                err = XmkdDataError(f"lidar file is missing: segment {seg} has {', '.join(comps)} but no point "
+                                    "clouds", source=str(base / "lidar" / f"{seg}.parquet"))
+                yield unreadable_record(seg, [split], f"{pre}lidar/{seg}.parquet", err)
             for lidar in sorted((base / "lidar").glob("*.parquet")):
                 seg = lidar.stem
-                rel = base.relative_to(self.root)
-                pre = "" if str(rel) == "." else f"{rel}/"
                 try:
                     table = _read(lidar, [TS, "key.laser_name"])
                 except XmkdDataError as err:  # one bad segment: listed as bad, the others are still read
@@ -231,38 +251,62 @@ class WaymoReader(DatasetReader):
     def check(self, record: FrameRecord) -> FrameRecord:
         raise_scan_error(record)  # a segment whose lidar file could not be read
         rec = dict(record)
-        points, valid = self._points(rec)
-        require_finite(points, str(self.path(rec["lidar"])), columns=("x", "y", "z", "intensity"))
-        rec["cameras"], sizes = {}, {}
-        if rec.get("camera_image") and self.with_cameras:
-            calibrated = self.camera_calibration(rec["camera_calib"])
-            for name, image in self._images(rec, self.wanted(list(calibrated))).items():
-                cam = calibrated[name]
-                sizes[name] = list(_decode(image, f"{self.path(rec['camera_image'])}:{name}").size)
-                if sizes[name] != [cam["width"], cam["height"]]:
-                    raise XmkdDataError(f"{name} image is {sizes[name][0]}x{sizes[name][1]}, its calibration says "
-                                        f"{cam['width']}x{cam['height']}", source=str(self.path(rec["camera_image"])))
-                rec["cameras"][name] = {**cam, "file": rec["camera_image"]}
-        stats = {"points": int(len(points)), "cameras": sizes, "boxes": {}}
+        checks = FileChecks()  # every bad file of the frame is listed, not only the first
+        got = checks(self._points, rec)
+        if got is not None:
+            checks(require_finite, got[0], str(self.path(rec["lidar"])), columns=("x", "y", "z", "intensity"))
+        sizes = checks(self._check_cameras, rec) or {}
+        stats = {"points": 0 if got is None else int(len(got[0])), "cameras": sizes, "boxes": {}}
         ts = rec["meta"]["timestamp_micros"]
         if rec.get("labels"):
-            try:
-                seg = self._range_image(rec["labels"], LABEL, ts)
-            except XmkdDataError as err:
-                if "no row" not in str(err):
-                    raise
-                rec["labels"] = None  # not every frame is labelled
-            else:
-                raw = seg[..., 1].reshape(-1)[valid]
-                self.label_space.from_raw(raw, source=str(self.path(rec["labels"])))
-                stats["labels"] = self.histogram(raw)
-                rec["splits"] = [*rec["splits"], *(f"{s}_labelled" for s in rec["splits"])]
+            seg = checks(self._labels_at, rec["labels"], ts)
+            if seg is None:
+                rec["labels"] = None  # not every frame is labelled (or the file is bad: listed)
+            elif got is not None:
+                raw = seg[..., 1].reshape(-1)[got[1]]
+                if checks(self.label_space.from_raw, raw, source=str(self.path(rec["labels"]))) is not None:
+                    stats["labels"] = self.histogram(raw)
+                    rec["splits"] = [*rec["splits"], *(f"{s}_labelled" for s in rec["splits"])]
         if rec.get("vehicle_pose"):
-            row = self._row(rec["vehicle_pose"], "[VehiclePoseComponent].world_from_vehicle.transform", ts)
-            rec["ego_pose"] = matrix_list(_transform(row["[VehiclePoseComponent].world_from_vehicle.transform"],
-                                                     str(self.path(rec["vehicle_pose"])), "world_from_vehicle"))
+            rec["ego_pose"] = checks(self._pose_at, rec["vehicle_pose"], ts)
+        checks.raise_any()
         rec["stats"] = stats
         return rec
+
+    def _pose_at(self, rel: str, ts: int) -> list[list[float]]:
+        """The vehicle pose (world from vehicle, 4x4) at `ts` from the vehicle_pose file `rel`."""
+        column = "[VehiclePoseComponent].world_from_vehicle.transform"
+        return matrix_list(_transform(self._row(rel, column, ts)[column], str(self.path(rel)), "world_from_vehicle"))
+
+    def _labels_at(self, rel: str, ts: int) -> np.ndarray | None:
+        """The segmentation range image at `ts`, or None when the file has no row for it (an unlabelled frame)."""
+        try:
+            return self._range_image(rel, LABEL, ts)
+        except XmkdDataError as err:
+            if "no row" not in str(err):
+                raise
+            return None
+
+    def _check_cameras(self, rec: FrameRecord) -> dict[str, list[int]]:
+        """Fill `rec["cameras"]` with the wanted calibrated cameras that have an image at the frame's timestamp, each
+        image decoded and its size matched to its calibration; returns name -> [W, H]."""
+        rec["cameras"], sizes = {}, {}
+        if not self.with_cameras:
+            return sizes
+        if not rec.get("camera_image"):  # the segment has no images: not silently none
+            seg = rec["meta"]["segment"]
+            raise XmkdDataError("camera image file is missing: the cameras need it; add it, or pass --cameras none "
+                                "(data.cameras: []) for LiDAR only",
+                                source=str(self.path(rec["lidar"]).parent.parent / "camera_image" / f"{seg}.parquet"))
+        calibrated = self.camera_calibration(rec["camera_calib"])
+        for name, image in self._images(rec, self.wanted(list(calibrated))).items():
+            cam = calibrated[name]
+            sizes[name] = list(_decode(image, f"{self.path(rec['camera_image'])}:{name}").size)
+            if sizes[name] != [cam["width"], cam["height"]]:
+                raise XmkdDataError(f"{name} image is {sizes[name][0]}x{sizes[name][1]}, its calibration says "
+                                    f"{cam['width']}x{cam['height']}", source=str(self.path(rec["camera_image"])))
+            rec["cameras"][name] = {**cam, "file": rec["camera_image"]}
+        return sizes
 
     def _images(self, record: FrameRecord, names: list[str]) -> dict[str, bytes]:
         """JPEG bytes of the frame's images from the cameras `names` (those with an image at its timestamp)."""
