@@ -140,3 +140,50 @@ def test_a_closed_stdout_pipe_ends_quietly(monkeypatch, capsys):
         assert main(["config", "--list"]) == 141
         monkeypatch.undo()
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_nuscenes_entry_points_without_the_devkit_say_how_to_install_it(tmp_path, capsys, monkeypatch):
+    """A wheel installed without the `[nuscenes]` extra: no ModuleNotFoundError traceback, the extra named."""
+    for name in [m for m in sys.modules if m == "nuscenes" or m.startswith("nuscenes.")] + ["nuscenes",
+                                                                                            "nuscenes.utils.splits"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import nuscenes...` now raises ImportError
+    (tmp_path / "nusc" / "v1.0-mini").mkdir(parents=True)
+    root = str(tmp_path / "nusc")
+    for argv in (["prepare", "nuscenes", "--root", root, "--out", str(tmp_path / "index"), "--quiet"],
+                 ["inspect", "nuscenes", "--root", root], ["viz", "nuscenes", "--root", root, "--out",
+                                                            str(tmp_path / "viz")]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "needs nuscenes-devkit" in err and "pip install 'xmkd[nuscenes]'" in err, err
+        assert "Traceback" not in err and "ModuleNotFoundError" not in err
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--budget", "tiny"]) == 1
+    captured = capsys.readouterr()
+    assert "xmkd demo renders its synthetic world in nuScenes format" in captured.err
+    assert "pip install 'xmkd[nuscenes]'" in captured.err and "Traceback" not in captured.err
+    assert captured.out == "" and not (tmp_path / "demo").exists()  # said at its start, before any work
+
+
+def test_a_list_key_given_a_word_says_what_it_expects(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  cameras: none\n")
+    assert main(["config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "key 'data.cameras': got 'none'; expected a list of camera names, [] for none, null for all" in err, err
+    assert "AnyNode" not in err
+    assert main(["config", "data.cameras=none"]) == 1
+    assert "expected a list of camera names, [] for none, null for all" in capsys.readouterr().err
+
+
+def test_a_missing_validation_split_fails_before_the_run_directory(tmp_path, capsys):
+    from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
+
+    data = tmp_path / "data"
+    synthesize_indexed(SynthOptions(out=str(data), preset="day", format="nuscenes", frames=2, frames_per_scene=2,
+                                    image_size=(48, 24), cameras=("CAM_FRONT",)), "nuscenes", progress=False)
+    runs = tmp_path / "runs"
+    assert main(["train", "point_mlp/synthetic", f"data.root={data}",
+                 "data.train_split=train", "data.val_split=valid", "data.batch_size=1", "train.max_iters=1",
+                 f"output_dir={runs}", "name=x", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "split 'valid' not in the index" in err and "Traceback" not in err, err
+    assert not runs.exists()

@@ -102,9 +102,17 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# what a list-typed key holds, for the error when a config gives it something else (a string such as `none`)
+LIST_HINTS = {"cameras": "a list of camera names, [] for none, null for all"}
+
+
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None)
     msg = str(err).splitlines()[0]
+    if key and "is not a ListConfig" in msg:  # OmegaConf's "AnyNode is not a ListConfig" names no type a user wrote
+        value = getattr(err, "value", None)
+        got = f"got {value!r}; " if value is not None else ""
+        msg = f"{got}expected {LIST_HINTS.get(str(key).rsplit('.', 1)[-1], 'a list ([a, b], or [] for empty)')}"
     return f"key '{key}': {msg}" if key else msg
 
 

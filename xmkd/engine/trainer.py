@@ -105,6 +105,7 @@ class Trainer:
         self.emas = self.recipe.emas()
 
         self.train_set = self.recipe.train_dataset()
+        self.recipe.val_dataset()  # a missing (or unlabelled) validation split fails here, before the run directory
         bs = cfg.data.batch_size
         self.sampler = ResumableSampler(len(self.train_set), cfg.seed, True, self.rank, self.world, bs)
         self.steps_per_epoch = self.sampler.per_rank() // bs
