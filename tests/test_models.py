@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from xmkd.data.collate import in_range, voxel_batch
-from xmkd.engine.checkpoint import save
+from xmkd.engine.checkpoint import load_weights, save
 from xmkd.errors import XmkdError
 from xmkd.models.image.resnet import ResNet
 from xmkd.models.image.swiftnet import SwiftNet
@@ -18,21 +18,31 @@ from xmkd.ops.sparse import lookup
 @pytest.mark.parametrize("depth, params, keys", [("resnet18", 11_689_512, 122), ("resnet34", 21_797_672, 218),
                                                   ("resnet50", 25_557_032, 320)])
 def test_resnet_matches_torchvision_layout(depth, params, keys, tmp_path):
-    # Parameter counts and state-dict sizes of torchvision's resnet18/34/50 (ImageNet heads included).
+    # Parameter counts and state-dict sizes of torchvision's resnet18/34/50, less their ImageNet classifier `fc`
+    # (512 or 2048 x 1000 weights + 1000 biases, 2 keys), which no method uses and the backbone does not hold.
     m = ResNet(depth)
     sd = m.state_dict()
-    assert sum(p.numel() for p in m.parameters()) == params and len(sd) == keys
+    width = 2048 if depth == "resnet50" else 512
+    assert sum(p.numel() for p in m.parameters()) == params - (width * 1000 + 1000) and len(sd) == keys - 2
+    assert not any(k.startswith("fc.") for k in sd)
     if depth == "resnet18":
-        assert sd["layer3.0.downsample.0.weight"].shape == (256, 128, 1, 1) and sd["fc.weight"].shape == (1000, 512)
+        assert sd["layer3.0.downsample.0.weight"].shape == (256, 128, 1, 1)
     if depth == "resnet50":
         assert sd["layer1.0.conv3.weight"].shape == (256, 64, 1, 1) and sd["layer4.2.bn3.running_var"].shape == (2048,)
-    # A state dict saved as a plain file (what torchvision/timm ship) loads strictly into a fresh model.
-    torch.save(sd, tmp_path / "imagenet.pth")
+    # A torchvision/timm state dict saved as a plain file (with its `fc`) loads into a fresh model: `fc.*` dropped,
+    # every other key strict.
+    torch.save({**sd, "fc.weight": torch.zeros(1000, width), "fc.bias": torch.zeros(1000)}, tmp_path / "imagenet.pth")
     fresh = ResNet(depth)
     fresh.load_pretrained(tmp_path / "imagenet.pth")
     assert torch.equal(fresh.state_dict()["conv1.weight"], sd["conv1.weight"])
     with pytest.raises(XmkdError, match="weights do not fit ResNet: "):
         ResNet("resnet34" if depth == "resnet18" else "resnet18").load_pretrained(tmp_path / "imagenet.pth")
+    # ... and an xmkd checkpoint of a net holding the backbone, written when the backbone still had its `fc`
+    net = torch.nn.Sequential(ResNet(depth))
+    old = {**net.state_dict(), "0.fc.weight": torch.zeros(1000, width), "0.fc.bias": torch.zeros(1000)}
+    load_weights(net, old, "old.pt")
+    with pytest.raises(XmkdError, match="not in model: 0.other"):
+        load_weights(net, {**old, "0.other": torch.zeros(1)}, "old.pt")
 
 
 def test_resnet_options_and_backward():

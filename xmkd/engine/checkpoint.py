@@ -36,15 +36,21 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
-    """Load a state dict, listing every mismatched key (shape, missing, unexpected) in one clear error."""
+    """Load a state dict, listing every mismatched key (shape, missing, unexpected; the first few of each and how
+    many) in one clear error. Keys a submodule declares in `ignored_checkpoint_keys` (a ResNet's unused ImageNet
+    `fc.*`) are dropped when the model lacks them."""
     own = unwrap(model).state_dict()
+    ignored = {f"{name}.{k}" if name else k for name, module in unwrap(model).named_modules()
+               for k in getattr(module, "ignored_checkpoint_keys", ())}
+    state_dict = {k: v for k, v in state_dict.items() if k in own or k not in ignored}
     shape = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
              for k, v in state_dict.items() if k in own and hasattr(v, "shape") and v.shape != own[k].shape]
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     problems = []
     if shape:
-        problems.append("shape mismatch: " + "; ".join(shape))
+        problems.append(f"shape mismatch of {len(shape)} tensor(s): " + "; ".join(shape[:5])
+                        + (f"; ... ({len(shape) - 5} more)" if len(shape) > 5 else ""))
     if strict and missing:
         problems.append(f"missing in checkpoint: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
     if strict and unexpected:

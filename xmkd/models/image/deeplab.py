@@ -69,24 +69,25 @@ def image_weights(state: dict[str, torch.Tensor], backbone: ResNet, head: nn.Mod
     """Split an image state dict into the ResNet's and the depth head's weights.
 
     - a torchvision DeepLabV3 state dict (keys `backbone.*`, `classifier.*`, optionally `aux_classifier.*`): every
-      `backbone.*` weight is the ResNet's (its ImageNet `fc` stays as initialised: DeepLab has none);
+      `backbone.*` weight is the ResNet's;
       `classifier.*` is the head's when it is a `DeepLabHead`, except the last 1x1 conv (`classifier.4.*`) when its
       class count differs, which stays freshly initialised (as the releases' `filter_pretrained_dict` does);
       `aux_classifier.*` is not used (the releases build DeepLabV3 without it);
-    - otherwise a plain ImageNet ResNet state dict, all of it the ResNet's (loaded strictly by the caller).
+    - otherwise a plain ImageNet ResNet state dict, all of it the ResNet's (loaded strictly by the caller) but its
+      classifier `fc.*`, which is returned among the unused keys.
 
     Returns (ResNet state dict, head state dict or None, the file's keys left unused). Raises `XmkdError` naming
     `source` and the keys when a DeepLab file lacks part of the ResNet.
     """
-    if not any(k.startswith("backbone.") for k in state):
-        return dict(state), None, []
+    if not any(k.startswith("backbone.") for k in state):  # the ImageNet classifier `fc.*` is not the ResNet's
+        return ({k: v for k, v in state.items() if not k.startswith("fc.")}, None,
+                [k for k in state if k.startswith("fc.")])
     resnet = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     own = backbone.state_dict()
-    missing = sorted(k for k in own if k not in resnet and not k.startswith("fc."))
+    missing = sorted(k for k in own if k not in resnet)
     if missing:
         raise XmkdError(f"{source}: DeepLabV3 backbone weights do not fit ResNet {backbone.depth}: missing "
                         f"{', '.join('backbone.' + k for k in missing[:10])}" + (" ..." if len(missing) > 10 else ""))
-    resnet = {**{k: v for k, v in own.items() if k.startswith("fc.")}, **resnet}
     skipped = [k for k in state if k.startswith("aux_classifier.")]
     classifier = {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")}
     if not (isinstance(head, DeepLabHead) and classifier):

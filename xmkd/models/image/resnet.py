@@ -4,8 +4,10 @@ needed (and has no CPU build here).
 
 Options the methods need: `stem_stride=1` (SwiftNet and xMUDA's UNet-ResNet34 keep full resolution in conv1)
 and `dilate=(False, True, True)` (DeepLabV3 features at output stride 8, torchvision's
-`replace_stride_with_dilation`). `forward` returns the feature maps of every stage; `fc` exists only so the
-ImageNet checkpoint loads strictly.
+`replace_stride_with_dilation`). `forward` returns the feature maps of every stage. The ImageNet classifier
+(`fc`: 513,000 parameters for ResNet-18/34, 2,049,000 for ResNet-50) is not built, as no method uses it: its keys
+in a torchvision / timm checkpoint (and in xmkd checkpoints of older versions, which held it) are dropped on load,
+every other key must match.
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ SPECS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4,
 
 
 class ResNet(nn.Module):
-    def __init__(self, depth: str = "resnet18", stem_stride: int = 2, dilate: tuple[bool, bool, bool] = (False,) * 3,
-                 num_classes: int = 1000):
+    # the ImageNet classifier's keys, which checkpoints may hold and this backbone has not (`load_weights` skips them)
+    ignored_checkpoint_keys = ("fc.weight", "fc.bias")
+
+    def __init__(self, depth: str = "resnet18", stem_stride: int = 2, dilate: tuple[bool, bool, bool] = (False,) * 3):
         super().__init__()
         if depth not in SPECS:
             raise ValueError(f"unknown ResNet {depth!r}; choose from {', '.join(SPECS)}")
@@ -91,8 +95,6 @@ class ResNet(nn.Module):
         self.layer2 = self._layer(block, 128, layers[1], 2, dilate[0])
         self.layer3 = self._layer(block, 256, layers[2], 2, dilate[1])
         self.layer4 = self._layer(block, 512, layers[3], 2, dilate[2])
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
         self.channels = [64, 64 * block.expansion, 128 * block.expansion, 256 * block.expansion,
                          512 * block.expansion]
         for m in self.modules():
@@ -127,12 +129,9 @@ class ResNet(nn.Module):
         f3 = self.layer3(f2)
         return [s, f1, f2, f3, self.layer4(f3)]
 
-    def classify(self, x: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits (what the checkpoint was trained for)."""
-        return self.fc(torch.flatten(self.avgpool(self.forward(x)[-1]), 1))
-
     def load_pretrained(self, path: str | Path) -> None:
-        """Load an ImageNet state dict saved by torchvision/timm (strict: every key and shape must match)."""
+        """Load an ImageNet state dict saved by torchvision/timm (strict: every key and shape must match, except the
+        classifier's `fc.*`, which is dropped)."""
         load_module_from_file(self, path, strict=True)
 
 
