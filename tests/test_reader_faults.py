@@ -526,3 +526,28 @@ def test_every_bad_file_of_a_waymo_frame_is_listed(tmp_path):
     report = prepare("waymo", root, tmp_path / "index", progress=False)
     assert {b["file"] for b in report.bad} == {str(p) for p in broken}
     assert len({b["frame"] for b in report.bad}) * 2 == len(report.bad)
+
+
+def test_waymo_segment_without_its_lidar_file_and_a_root_without_camera_images(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    root = layouts.waymo(tmp_path / "waymo", image_sizes=((32, 24), (40, 30)))["root"]
+    lidar = sorted((root / "training" / "lidar").glob("*.parquet"))[0]
+    lidar.unlink()  # its other components stay
+    report = prepare("waymo", root, tmp_path / "index", progress=False)
+    assert [(b["frame"], b["file"]) for b in report.bad] == [(lidar.stem, str(lidar))]
+    assert "lidar file is missing: segment" in report.bad[0]["reason"] and "camera_image" in report.bad[0]["reason"]
+    assert report.frames == 2
+    shutil.rmtree(root / "training" / "camera_image")
+    assert main(["prepare", "waymo", "--root", str(root), "--out", str(tmp_path / "index2"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no camera_image component" in err and "--cameras none" in err and "Traceback" not in err, err
+    index = tmp_path / "index3"
+    assert prepare("waymo", root, index, progress=False, cameras=[]).frames == 2  # LiDAR only: fine
+    # one segment without its image file (the component is there): its frames are bad files naming it
+    image = root / "training" / "camera_image"
+    image.mkdir()
+    shutil.copy(layouts.waymo(tmp_path / "other")["root"] / "training" / "camera_image" / f"{layouts.WAYMO_SEGMENT}"
+                ".parquet", image)
+    report = prepare("waymo", root, tmp_path / "index4", progress=False)
+    missing = {b["file"] for b in report.bad} - {str(lidar)}
+    assert len(missing) == 1 and next(iter(missing)).endswith(f"camera_image/{lidar.stem[:-1]}1.parquet"), report.bad
