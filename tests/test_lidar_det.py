@@ -261,3 +261,37 @@ def test_hsrdn_benchmark_counts_valid_boxes_as_the_evaluator_and_pairs_seeds(kit
     for cls, n in counts.items():  # below 41 valid boxes the 41-point sampling caps R40 at (n - 1) / 40
         assert ceiling[f"{cls}/R40"] <= 100 * max(n - 1, 0) / 40 + 1e-6
     assert paired([3.0, 5.0, 4.0], [1.0, 2.0, 3.0]) == "+2.0 / +3.0 / +1.0; +2.00 ± 1.00, 95 % CI [-0.5, +4.5]"
+
+
+def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(kitti, tmp_path, capsys):
+    import torch
+
+    from xmkd.errors import XmkdError
+
+    index = tmp_path / "index_lidar_only"
+    prepare("kitti_object", kitti, index, progress=False, cameras=[])
+    recipe_cls = get_recipe("lidar_det")
+    overrides = [f"data.root={kitti}", f"data.index={index}", "data.cameras=[]", f"output_dir={tmp_path / 'runs'}",
+                 "name=x", "data.num_workers=0", "model.augment.gt_sampling.enabled=false"]
+
+    def recipe(*extra):
+        cfg = load_config(REPO / "configs" / "lidar_det" / "synthetic.yaml", [*overrides, *extra],
+                          schema=recipe_cls.schema)
+        made = recipe_cls(cfg, torch.device("cpu"))
+        made.build()
+        return made
+
+    # model.fov_only=false: the training frames load and make samples without any camera
+    samples = recipe("model.fov_only=false").train_dataset()
+    sample = samples[(0, 0)]
+    assert len(sample["xyz"]) > 0 and sample["meta"]["K"] is None
+    # validation still projects the boxes into image_2 (KITTI prediction files): that is what the error names
+    with pytest.raises(XmkdError, match=r"cameras \['image_2'\] were not prepared \(lidar_det needs camera 'image_2': "
+                                        r"validation writes KITTI prediction files"):
+        recipe("model.fov_only=false").val_dataset()
+    with pytest.raises(XmkdError, match=r"needs camera 'image_2': model.fov_only=true keeps only the points inside"):
+        recipe().train_dataset()
+    assert main(["train", "lidar_det/synthetic", *overrides, "model.fov_only=false", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "validation writes KITTI prediction files" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()

@@ -190,6 +190,9 @@ class HSRDNRecipe(LidarDetRecipe):
         return {"teacher"} if "teacher" in self.nets else set()
 
     # -- data -----------------------------------------------------------------------------------------------
+    def camera_use(self, d: DataConfig, split: str) -> str:
+        return "the student is monocular: it reads the image"
+
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         m, d = self.cfg.model, self.cfg.data
         if rng is not None and m.image_flip and rng.random() < 0.5:

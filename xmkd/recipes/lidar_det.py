@@ -215,14 +215,29 @@ class LidarDetRecipe(Recipe):
         return self.frames_of(self.cfg.data, split)
 
     def frames_of(self, d: DataConfig, split: str) -> IndexedFrames:
-        """A split of the dataset of data section `d`, with the model's camera."""
-        return IndexedFrames(index_path(d), split, None, cameras=[self.cfg.model.camera], root=d.root)
+        """A split of the dataset of data section `d`, with the model's camera where it is needed (`camera_use`);
+        without it (LiDAR only: an index prepared with --cameras none is fine) elsewhere."""
+        why = self.camera_use(d, split)
+        cameras = [self.cfg.model.camera] if why else []
+        return IndexedFrames(index_path(d), split, None, cameras=cameras, root=d.root,
+                             why_cameras=f"{self.name} needs camera {self.cfg.model.camera!r}: {why}" if why else "")
+
+    def camera_use(self, d: DataConfig, split: str) -> str:
+        """What the model's camera is needed for on `split` of data section `d` ("" when nothing needs it: training
+        with model.fov_only=false)."""
+        if self.cfg.model.fov_only:
+            return "model.fov_only=true keeps only the points inside its image (set it false for LiDAR only)"
+        if split == d.val_split:
+            return ("validation writes KITTI prediction files, whose 2D boxes (and the camera-view filter the KITTI "
+                    "benchmark scores) come from its projection")
+        return ""
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         m, d = self.cfg.model, self.cfg.data
         cam = frame.cameras.get(m.camera)
-        if cam is None:
-            raise ValueError(f"{frame.source}: lidar_det needs camera {m.camera!r} (for its view and the outputs)")
+        if cam is None and (m.fov_only or rng is None):  # frames_of asked for it then; a frame without it is bad
+            raise XmkdDataError(f"lidar_det needs camera {m.camera!r} (model.fov_only keeps the points in its view; "
+                                "validation projects the boxes into it)", source=frame.source)
         xyz, intensity = frame.points[:, :3], frame.field("intensity")
         if m.fov_only:
             # in front of the camera at any depth, as the release's get_fov_flag (depth >= 0), not xmkd's 1 m default
@@ -248,8 +263,10 @@ class LidarDetRecipe(Recipe):
         if rng is not None and m.max_points:
             keep = keep[subsample(np.ones(len(keep), bool), m.max_points, rng)]
         inside = boxes_in_range(boxes, d.point_range)
-        meta = {"frame_id": frame.frame_id, "K": cam.K, "T_cam_lidar": cam.T_cam_lidar,
-                "T_rect_lidar": frame.meta.get("T_rect_lidar", cam.T_cam_lidar), "image_size": cam.image_size}
+        meta = {"frame_id": frame.frame_id, "K": None if cam is None else cam.K,  # no camera: LiDAR-only training
+                "T_cam_lidar": None if cam is None else cam.T_cam_lidar,
+                "T_rect_lidar": frame.meta.get("T_rect_lidar", None if cam is None else cam.T_cam_lidar),
+                "image_size": None if cam is None else cam.image_size}
         return {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], intensity[keep]]).astype(np.float32),
                 "boxes": boxes[inside], "labels": labels[inside], "labelled": frame.boxes is not None, "meta": meta}
 
