@@ -178,13 +178,14 @@ class IndexedFrames:
     every camera in the index, [] = none, or names) must be among the cameras the index was prepared with."""
 
     def __init__(self, index: str | Path | dict, split: str, label_space: str | None = None,
-                 cameras: Sequence[str] | None = None, sweeps: int = 0, root: str | Path | None = None):
+                 cameras: Sequence[str] | None = None, sweeps: int = 0, root: str | Path | None = None,
+                 why_cameras: str = ""):
         self.index = index if isinstance(index, dict) else load_index(index)
         self.where = "the index" if isinstance(index, dict) else str(index)
         self.split = split
         if split not in self.index["split_ids"]:
             raise XmkdError(f"split {split!r} not in the index (have {sorted(self.index['split_ids'])})")
-        require_prepared_cameras(self.index, cameras)
+        require_prepared_cameras(self.index, cameras, why_cameras)
         ids = set(self.index["split_ids"][split])
         self.records = [r for r in self.index["frames"] if r["id"] in ids]
         self.reader = make_reader(self.index["dataset"], root or self.index["root"], label_space, cameras, sweeps,
@@ -219,12 +220,14 @@ class IndexedFrames:
         return self
 
 
-def require_prepared_cameras(index: dict[str, Any], cameras: Sequence[str] | None) -> None:
-    """Every camera asked for (None: every camera there is) must be among those the index was prepared with."""
+def require_prepared_cameras(index: dict[str, Any], cameras: Sequence[str] | None, why: str = "") -> None:
+    """Every camera asked for (None: every camera there is) must be among those the index was prepared with; `why`
+    (what needs them) goes into the error."""
     prepared = index.get("cameras")  # None: prepared with every camera
     missing = [c for c in cameras or () if prepared is not None and c not in prepared]
     if missing:
-        raise XmkdError(f"cameras {missing} were not prepared: the index was prepared with --cameras "
+        raise XmkdError(f"cameras {missing} were not prepared{f' ({why})' if why else ''}: the index was prepared "
+                        "with --cameras "
                         f"{','.join(prepared) or 'none'}; run `xmkd prepare` again with them")
 
 
@@ -262,7 +265,7 @@ def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None)
                              "mean": float(points.mean()) if len(points) else 0.0,
                              "max": int(points.max()) if len(points) else 0},
         "cameras": cameras,
-        "label_space": space.name,
+        "label_space": space.name if reader.label_kind == "labels" else None,  # None: no point labels (boxes)
         "label_histogram": dict(sorted(classes.items(), key=lambda kv: -kv[1])),
         "boxes_per_class": dict(sorted(boxes.items())),
         "bad_files": bad_file_count(bad or []),
