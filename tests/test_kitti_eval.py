@@ -282,6 +282,17 @@ def test_placeholder_2d_boxes_are_warned_about(tmp_path, capsys):
     assert "hold no detections at all" in kitti_report(tmp_path / "gt", tmp_path / "dt").warnings[0]
 
 
+def test_unknown_class_names_in_predictions_are_warned_about(tmp_path, capsys):
+    gt, dt = perfect_set(tmp_path, 4)
+    write(tmp_path / "gt", gt)
+    dt["000002"] = [dt["000002"][0].replace("Car", "Kar", 1), dt["000002"][0].replace("Car", "car", 1)]
+    write(tmp_path / "dt", dt)
+    assert eval_kitti(tmp_path) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'dt'}: 1 prediction(s) in 1 file(s) have a class name KITTI does not know and are " \
+        f"ignored by every metric ({tmp_path / 'dt' / '000002.txt'}: Kar); expected one of Car, Pedestrian" in err, err
+
+
 LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
                "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 1843\n")
 

@@ -45,6 +45,18 @@ def test_resnet_matches_torchvision_layout(depth, params, keys, tmp_path):
         load_weights(net, {**old, "0.other": torch.zeros(1)}, "old.pt")
 
 
+def test_a_checkpoint_of_another_shape_gives_a_short_error():
+    net = ResNet("resnet18")
+    wrong = {k: torch.zeros(*v.shape, 2) if v.ndim else v for k, v in net.state_dict().items()}
+    with pytest.raises(XmkdError) as err:
+        load_weights(net, wrong, "wrong.pt")
+    message = str(err.value)
+    shapes = [v for v in net.state_dict().values() if v.ndim]
+    assert f"shape mismatch of {len(shapes)} tensor(s): conv1.weight: checkpoint (64, 3, 7, 7, 2) vs model " \
+        "(64, 3, 7, 7)" in message
+    assert f"; ... ({len(shapes) - 5} more)" in message and len(message) < 1000
+
+
 def test_resnet_options_and_backward():
     x = torch.randn(1, 3, 64, 96, requires_grad=True)
     feats = ResNet("resnet50", dilate=(False, True, True))(x)

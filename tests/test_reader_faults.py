@@ -551,3 +551,24 @@ def test_waymo_segment_without_its_lidar_file_and_a_root_without_camera_images(t
     report = prepare("waymo", root, tmp_path / "index4", progress=False)
     missing = {b["file"] for b in report.bad} - {str(lidar)}
     assert len(missing) == 1 and next(iter(missing)).endswith(f"camera_image/{lidar.stem[:-1]}1.parquet"), report.bad
+
+
+def test_what_inspect_and_viz_say_for_kitti_object(layout, tmp_path, capsys):
+    root = layout.path("kitti_object")
+    missing = tmp_path / "no_predictions"
+    assert main(["viz", "kitti_object", "--root", str(root), "--frame", "000000", "--pred", str(missing), "--out",
+                 str(tmp_path / "viz")]) == 1
+    err = capsys.readouterr().err
+    assert f"{missing}: --pred: prediction folder not found" in err and "label file" not in err, err
+    missing.mkdir()
+    assert main(["viz", "kitti_object", "--root", str(root), "--frame", "000000", "--pred", str(missing), "--out",
+                 str(tmp_path / "viz")]) == 1
+    assert f"{missing / '000000.txt'}: --pred: no prediction file for frame '000000'" in capsys.readouterr().err
+    assert main(["inspect", "kitti_object", "--root", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["label_space"] is None  # boxes, no point labels
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["inspect", "kitti_object", "--root", str(empty), "--cameras", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "expected training/velodyne/<6 digits>.bin (or testing/velodyne/) with calib/, label_2/ beside it" in err
+    assert "image_2" not in err

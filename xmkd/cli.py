@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from xmkd import __version__
-from xmkd.errors import XmkdError
+from xmkd.errors import XmkdDataError, XmkdError
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -282,6 +282,8 @@ def _format_summary(info: dict) -> str:
             width = max(len(str(k)) for k in value)
             lines += [f"  {k:<{width}}  " + ", ".join(f"{size} ({n} frames)" for size, n in sizes.items())
                       for k, sizes in value.items()]
+        elif value is None:
+            lines.append(f"{key}: none")
         elif isinstance(value, dict) and value:
             lines.append(f"{key}:")
             width = max(len(str(k)) for k in value)
@@ -300,7 +302,14 @@ def _kitti_predictions(folder: str, frame):
 
     if "T_rect_lidar" not in frame.meta:
         raise XmkdError("--pred reads KITTI prediction files: use it with kitti_object frames")
-    objs = read_label_file(Path(folder) / f"{Path(frame.frame_id).name}.txt")
+    path = Path(folder) / f"{Path(frame.frame_id).name}.txt"
+    if not Path(folder).is_dir():
+        raise XmkdDataError("--pred: prediction folder not found (a folder of KITTI prediction files <frame id>.txt)",
+                            source=str(folder))
+    if not path.is_file():
+        raise XmkdDataError(f"--pred: no prediction file for frame {frame.frame_id!r} in the prediction folder",
+                            source=str(path))
+    objs = read_label_file(path)
     care = objs.names != "DontCare"
     return kitti_camera_to_lidar(objs.camera_boxes[care], frame.meta["T_rect_lidar"])
 

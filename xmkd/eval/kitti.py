@@ -70,14 +70,16 @@ class Annotations:
     score: np.ndarray
 
 
-def read_annotations(folder: str | Path, ids: list[str], is_prediction: bool) -> Annotations:
+def read_annotations(folder: str | Path, ids: list[str], is_prediction: bool,
+                     unknown: dict[str, list[str]] | None = None) -> Annotations:
     """Parse `<folder>/<id>.txt` for every id (here a missing prediction file means no detections: callers that
     follow the devkit check coverage first, see `kitti_report`).
 
     Raises XmkdDataError naming the file (and line and field) for a missing ground-truth file, a folder or a Git
     LFS pointer in place of a file, bytes that are not UTF-8 text, a wrong column count, a value that is not a
     plainly spelled number (`object_line_values`), or one that is not finite (nan / inf: it would silently change
-    the AP).
+    the AP). Class names that KITTI does not know (`NAMES`, any case) are kept as "other", which no metric scores;
+    `unknown`, when given, collects them per file (path -> names, in file order).
     """
     rows, counts = [], []
     folder = Path(folder)
@@ -98,6 +100,8 @@ def read_annotations(folder: str | Path, ids: list[str], is_prediction: bool) ->
                 want = "16 (with a score)" if is_prediction else "15"
                 raise XmkdDataError(f"line {lineno}: expected {want} columns, got {len(parts)}", source=str(path))
             values = object_line_values(parts, lineno, str(path))
+            if unknown is not None and parts[0].lower() not in NAMES:
+                unknown.setdefault(str(path), []).append(parts[0])
             rows.append((NAMES.get(parts[0].lower(), 9), *values, *([0.0] if len(parts) == 15 else [])))
             n += 1
         counts.append(n)
@@ -509,10 +513,23 @@ def kitti_report(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | N
     ids = frame_ids(gt_dir, split)
     pred_dir = Path(pred_dir)
     warnings = _coverage_warnings(pred_dir, ids, allow_missing)
-    dt = read_annotations(pred_dir, ids, True)
+    unknown: dict[str, list[str]] = {}
+    dt = read_annotations(pred_dir, ids, True, unknown)
     report = evaluate(read_annotations(gt_dir, ids, False), dt)
-    report.warnings = warnings + _box_warnings(dt, pred_dir)
+    report.warnings = warnings + _name_warnings(unknown, pred_dir) + _box_warnings(dt, pred_dir)
     return report
+
+
+def _name_warnings(unknown: dict[str, list[str]], pred_dir: Path) -> list[str]:
+    """Predictions with a class name KITTI does not know (a typo such as `Kar`): no metric scores them."""
+    if not unknown:
+        return []
+    n = sum(len(v) for v in unknown.values())
+    shown = "; ".join(f"{path}: {', '.join(sorted(set(names)))}" for path, names in list(unknown.items())[:3])
+    more = f"; ... ({len(unknown) - 3} more files)" if len(unknown) > 3 else ""
+    known = ", ".join(n_.capitalize() if n_ != "dontcare" else "DontCare" for n_ in NAMES)
+    return [f"{pred_dir}: {n} prediction(s) in {len(unknown)} file(s) have a class name KITTI does not know and are "
+            f"ignored by every metric ({shown}{more}); expected one of {known}"]
 
 
 def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | None = None,

@@ -97,6 +97,7 @@ class A2D2Reader(DatasetReader):
     default_label_space = "a2d2_10"
     camera_names = ("cam_front_center",)
     layout = "<sequence>/lidar/cam_front_center/<datetime>_lidar_frontcenter_<9 digits>.npz with camera/, label/"
+    lidar_only_layout = "<sequence>/lidar/cam_front_center/<datetime>_lidar_frontcenter_<9 digits>.npz with label/"
 
     @functools.cached_property
     def calibration(self) -> dict:

@@ -255,6 +255,7 @@ class DatasetReader:
     label_dtype: Any = None
     camera_names: tuple[str, ...] = ()  # every camera this dataset can have
     layout = ""  # what `scan` looks for under the root, for the error when it finds no frame
+    lidar_only_layout = ""  # the same without cameras (`cameras=[]`), when it differs
     label_kind: str | None = "labels"  # the record key of a frame's labels ("boxes" for detection; None: unlabelled)
 
     def __init__(self, root: str | Path, label_space: str | LabelSpace | None = None,
@@ -267,6 +268,8 @@ class DatasetReader:
         space = label_space or self.default_label_space
         self.label_space = get_label_space(space) if isinstance(space, str) else space
         self.cameras = None if cameras is None else list(cameras)  # None = every camera, [] = none
+        if self.cameras == [] and self.lidar_only_layout:
+            self.layout = self.lidar_only_layout  # no image folder named where none is needed
         unknown = [c for c in self.cameras or [] if c not in self.camera_names]
         if unknown:
             raise XmkdNameError(f"{self.name} has no camera {', '.join(map(repr, unknown))}; its cameras: "

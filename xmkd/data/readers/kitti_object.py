@@ -55,6 +55,7 @@ class KittiObjectReader(DatasetReader):
     camera_names = ("image_2",)
     label_kind = "boxes"
     layout = "training/velodyne/<6 digits>.bin (or testing/velodyne/) with image_2/, calib/, label_2/ beside it"
+    lidar_only_layout = "training/velodyne/<6 digits>.bin (or testing/velodyne/) with calib/, label_2/ beside it"
 
     def _split_members(self) -> dict[str, set[str]]:
         sets = {}

@@ -53,6 +53,7 @@ class VirtualKittiReader(DatasetReader):
     default_label_space = "virtualkitti6"
     camera_names = ("image_2",)
     layout = "vkitti3d_npy/<scene>/<frame>.npy (or vkitti_npy/) with vkitti_1.3.1_rgb/<scene>/clone/<frame>.png"
+    lidar_only_layout = "vkitti3d_npy/<scene>/<frame>.npy (or vkitti_npy/)"
     weather = "clone"
 
     def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
