@@ -287,11 +287,11 @@ def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(ki
     assert len(sample["xyz"]) > 0 and sample["meta"]["K"] is None
     # validation still projects the boxes into image_2 (KITTI prediction files): that is what the error names
     with pytest.raises(XmkdError, match=r"cameras \['image_2'\] were not prepared \(lidar_det needs camera 'image_2': "
-                                        r"validation writes KITTI prediction files"):
+                                        r"validation and `xmkd infer` write KITTI prediction files"):
         recipe("model.fov_only=false").val_dataset()
     with pytest.raises(XmkdError, match=r"needs camera 'image_2': model.fov_only=true keeps only the points inside"):
         recipe().train_dataset()
     assert main(["train", "lidar_det/synthetic", *overrides, "model.fov_only=false", "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "validation writes KITTI prediction files" in err and "Traceback" not in err
+    assert "validation and `xmkd infer` write KITTI prediction files" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()

@@ -190,7 +190,7 @@ class HSRDNRecipe(LidarDetRecipe):
         return {"teacher"} if "teacher" in self.nets else set()
 
     # -- data -----------------------------------------------------------------------------------------------
-    def camera_use(self, d: DataConfig, split: str) -> str:
+    def camera_use(self, training: bool) -> str:
         return "the student is monocular: it reads the image"
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:

@@ -211,33 +211,34 @@ class LidarDetRecipe(Recipe):
         return self._anchors[(ny, nx)]
 
     # -- data -----------------------------------------------------------------------------------------------
-    def frames(self, split: str) -> IndexedFrames:
-        return self.frames_of(self.cfg.data, split)
+    def frames(self, split: str, training: bool = False) -> IndexedFrames:
+        return self.frames_of(self.cfg.data, split, training)
 
-    def frames_of(self, d: DataConfig, split: str) -> IndexedFrames:
-        """A split of the dataset of data section `d`, with the model's camera where it is needed (`camera_use`);
-        without it (LiDAR only: an index prepared with --cameras none is fine) elsewhere."""
-        why = self.camera_use(d, split)
+    def frames_of(self, d: DataConfig, split: str, training: bool = False) -> IndexedFrames:
+        """A split of the dataset of data section `d`, with the model's camera where it is needed (`camera_use`;
+        `training`: for training samples); without it (LiDAR only: an index prepared with --cameras none is fine)
+        elsewhere."""
+        why = self.camera_use(training)
         cameras = [self.cfg.model.camera] if why else []
         return IndexedFrames(index_path(d), split, None, cameras=cameras, root=d.root,
                              why_cameras=f"{self.name} needs camera {self.cfg.model.camera!r}: {why}" if why else "")
 
-    def camera_use(self, d: DataConfig, split: str) -> str:
-        """What the model's camera is needed for on `split` of data section `d` ("" when nothing needs it: training
-        with model.fov_only=false)."""
+    def camera_use(self, training: bool) -> str:
+        """What the model's camera is needed for ("" when nothing needs it: training samples with
+        model.fov_only=false)."""
         if self.cfg.model.fov_only:
             return "model.fov_only=true keeps only the points inside its image (set it false for LiDAR only)"
-        if split == d.val_split:
-            return ("validation writes KITTI prediction files, whose 2D boxes (and the camera-view filter the KITTI "
-                    "benchmark scores) come from its projection")
+        if not training:
+            return ("validation and `xmkd infer` write KITTI prediction files, whose 2D boxes (and the camera-view "
+                    "filter the KITTI benchmark scores) come from its projection")
         return ""
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         m, d = self.cfg.model, self.cfg.data
         cam = frame.cameras.get(m.camera)
         if cam is None and (m.fov_only or rng is None):  # frames_of asked for it then; a frame without it is bad
-            raise XmkdDataError(f"lidar_det needs camera {m.camera!r} (model.fov_only keeps the points in its view; "
-                                "validation projects the boxes into it)", source=frame.source)
+            raise XmkdDataError(f"lidar_det needs camera {m.camera!r}: {self.camera_use(rng is not None)}",
+                                source=frame.source)
         xyz, intensity = frame.points[:, :3], frame.field("intensity")
         if m.fov_only:
             # in front of the camera at any depth, as the release's get_fov_flag (depth >= 0), not xmkd's 1 m default
@@ -277,7 +278,7 @@ class LidarDetRecipe(Recipe):
         return self._sampler
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name, "boxes"),
+        return FrameSamples(self.frames(self.cfg.data.train_split, training=True).require_labels(self.name, "boxes"),
                             self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
