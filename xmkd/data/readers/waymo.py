@@ -12,9 +12,11 @@ vehicle's motion during the 0.1 s sweep). Labels come from the segmentation rang
 instance id), images from the JPEG bytes; camera distortion is ignored (pinhole `K` from f_u, f_v, c_u, c_v).
 Waymo labels a subset of frames: a frame with a segmentation row is also in split `<split>_labelled` (e.g.
 `training_labelled`), the split to train a segmentation recipe on. Frame ids are `<segment>/<timestamp_micros>`;
-a segment whose `lidar` file cannot be read is one bad entry named `<segment>` (the other segments are read).
-A frame's cameras are the calibrated ones with an image at its timestamp; without cameras (`cameras=[]`)
-neither `camera_image` nor `camera_calibration` is read.
+a segment whose `lidar` file cannot be read, or is missing while other components have the segment, is one bad
+entry named `<segment>` (the other segments are read). A frame's cameras are the calibrated ones with an image at
+its timestamp; without cameras (`cameras=[]`) neither `camera_image` nor `camera_calibration` is read. With
+cameras, a root without `camera_image` is an error and a segment without its file a bad file (both say
+`--cameras none`), never a silent "no camera".
 """
 
 from __future__ import annotations
