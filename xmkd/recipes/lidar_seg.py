@@ -5,6 +5,8 @@ Input features per point: x, y, z, intensity (scaled to [0, 1]) and, with sweeps
 carry label ignore, so only keyframe points are trained on and scored. Loss: cross-entropy + Lovasz-softmax.
 Validation: point mIoU (nuScenes convention) and accuracy over every keyframe point (points beyond
 `data.point_range` are clipped onto its boundary voxels, so the whole scan is scored and can be submitted).
+Label-scarce training (`model.labelled`, `xmkd.data.labelled`): only the training frames that keep their labels
+are trained on; a `u2mkd` student with the same `model.labelled` keeps the labels of exactly those frames.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.instances import InstancePaste, PasteOptions, paste_for
+from xmkd.data.labelled import LabelledFrames, check_no_paste, labelled_only
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe
 from xmkd.eval.segmentation import ConfusionMatrix
@@ -43,6 +46,7 @@ class LidarSegModel:
     max_points: int = 0  # training: subsample each frame to this many points (0 = all)
     augment: Augment = field(default_factory=Augment)
     paste: PasteOptions = field(default_factory=PasteOptions)  # instance paste (training only)
+    labelled: LabelledFrames = field(default_factory=LabelledFrames)  # label-scarce: train on these frames only
 
 
 @dataclass
@@ -119,6 +123,7 @@ class LidarSegRecipe(Recipe):
         self.space = get_label_space(self.cfg.data.label_space)
         in_ch = 5 if self.cfg.data.sweeps else 4
         self.nets["net"] = SparseUNet(in_ch, self.space.num_classes, self.cfg.model.backbone).to(self.device)
+        check_no_paste(self.cfg.model.labelled, self.cfg.model.paste.database)
         self.paste = paste_for(self.space, self.cfg.model.paste)
 
     def frames(self, split: str) -> IndexedFrames:
@@ -142,7 +147,9 @@ class LidarSegRecipe(Recipe):
         return {"xyz": xyz[keep], "features": np.concatenate(feats, 1).astype(np.float32), "labels": labels[keep]}
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        """The training split; in a label-scarce run (`model.labelled`) only its labelled frames."""
+        frames = labelled_only(self.frames(self.cfg.data.train_split), self.cfg.model.labelled, "lidar_seg")
+        return FrameSamples(frames, self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
         return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)

@@ -11,6 +11,12 @@ rotation / flip / scale is applied after projection, so point <-> pixel pairs st
 Validation: point mIoU over every keyframe point (far ones clipped onto the boundary voxels), pixel mIoU of
 the camera head at the projected in-view points, and (with `model.eval_camera_drop = k`) the point mIoU with
 the last k cameras dropped.
+
+Label-scarce regime (`model.labelled`, issue 18): only the chosen training frames keep their labels. The
+segmentation losses (point and pixel) see only those frames; the KL, the feature imitation and the imputation
+MSE see every frame (`model.unlabelled=drop` trains on the labelled frames alone instead). The teacher must have
+been trained with labels on no other frame (a `lidar_seg` run with the same `model.labelled`); `build` checks
+this against the config stored in the teacher's checkpoint (`model.teacher.check_labels`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
@@ -29,9 +36,10 @@ from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.instances import PasteOptions, paste_for
+from xmkd.data.labelled import LabelledFrames, check_no_paste, describe, is_label_scarce, labelled_ids, labelled_only
 from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
-from xmkd.engine.checkpoint import load_module_from_file
+from xmkd.engine.checkpoint import load, load_module_from_file
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix
@@ -56,6 +64,8 @@ class TeacherConfig:
     checkpoint: str = ""  # a lidar_seg run's checkpoint (its `net` weights)
     backbone: SparseUNetConfig = field(default_factory=lambda: SparseUNetConfig(cr=2.0))
     augment: Augment = field(default_factory=Augment)
+    # label-scarce runs: refuse a teacher whose checkpoint config labels a frame the student does not
+    check_labels: bool = True
 
 
 @dataclass
@@ -78,6 +88,8 @@ class U2MKDModel:
     augment: Augment = field(default_factory=Augment)
     paste: PasteOptions = field(default_factory=PasteOptions)  # instance paste into the student's scan
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    labelled: LabelledFrames = field(default_factory=LabelledFrames)  # label-scarce: frames that keep labels
+    unlabelled: str = "keep"  # label-scarce: "keep" the other training frames (no seg loss) or "drop" them
 
 
 @dataclass
@@ -96,9 +108,20 @@ def resize_camera(image: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> tu
     return out, S @ K
 
 
+def labelled_seg_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, lovasz_weight: float
+                      ) -> dict[str, torch.Tensor]:
+    """`seg_loss` over the labelled points of (N, C) logits; zero terms (no gradient) when no point is labelled,
+    as in a label-scarce batch of unlabelled frames (cross-entropy over no label would be NaN)."""
+    if bool((labels != ignore_index).any()):
+        return seg_loss(logits, labels, ignore_index, lovasz_weight)
+    zero = logits.sum() * 0.0
+    return {"ce": zero, "lovasz": zero} if lovasz_weight else {"ce": zero}
+
+
 class U2MKDRecipe(Recipe):
     name = "u2mkd"
     schema = U2MKDConfig
+    _labelled: frozenset[str] | None = None  # cache of labelled_training_ids()
 
     @property
     def distill(self) -> bool:
@@ -113,6 +136,9 @@ class U2MKDRecipe(Recipe):
         if m.image_pretrained:
             student.camera.backbone.load_pretrained(m.image_pretrained)
         self.nets["student"] = student.to(self.device)
+        check_no_paste(m.labelled, m.paste.database)
+        if m.unlabelled not in ("keep", "drop"):
+            raise XmkdConfigError(f"model.unlabelled: {m.unlabelled!r} is not 'keep' or 'drop'")
         self.paste = paste_for(self.space, m.paste)
         if self.distill:
             if not m.teacher.checkpoint:
@@ -124,9 +150,49 @@ class U2MKDRecipe(Recipe):
             self.nets["adapter"] = nn.Sequential(
                 nn.Linear(student.lidar.widths[4], teacher.widths[4]), nn.BatchNorm1d(teacher.widths[4]),
                 nn.ReLU(inplace=True)).to(self.device)
+            if is_label_scarce(m.labelled) and m.teacher.check_labels:
+                self.check_teacher_labels()
 
     def frozen(self) -> set[str]:
         return {"teacher"} if "teacher" in self.nets else set()
+
+    # -- label-scarce regime --------------------------------------------------------------------------------
+    def labelled_training_ids(self) -> frozenset[str] | None:
+        """Ids of the training frames that keep their labels under `model.labelled` (None: every frame)."""
+        m = self.cfg.model
+        if not is_label_scarce(m.labelled):
+            return None
+        if self._labelled is None:
+            self._labelled = labelled_ids([r["id"] for r in self.frames(self.cfg.data.train_split).records],
+                                          m.labelled)
+        return self._labelled
+
+    def check_teacher_labels(self) -> None:
+        """Raise XmkdConfigError unless the teacher checkpoint's run had labels on no training frame beyond the
+        student's. The teacher's frames are read from the config its checkpoint stores (`model.labelled` and
+        `data.train_split`, looked up in this run's index); a checkpoint without a config cannot be checked."""
+        m = self.cfg.model
+        path = m.teacher.checkpoint
+        stored = load(path).get("config")
+        fix = ("train the teacher (lidar_seg) with the same model.labelled, or set model.teacher.check_labels=false "
+               "to distil from it anyway")
+        if not stored:
+            raise XmkdConfigError(f"{path}: the checkpoint holds no config, so the frames its teacher was trained on "
+                                  f"are unknown; {fix}")
+        t_cfg = OmegaConf.create(stored)
+        t_opts = OmegaConf.select(t_cfg, "model.labelled") or OmegaConf.structured(LabelledFrames)
+        t_split = OmegaConf.select(t_cfg, "data.train_split") or self.cfg.data.train_split
+        splits = self.frames(self.cfg.data.train_split).index["split_ids"]
+        if t_split not in splits:
+            raise XmkdConfigError(f"{path}: the teacher trained on split {t_split!r}, which this run's index does "
+                                  f"not hold (it has {sorted(splits)}); {fix}")
+        mine = self.labelled_training_ids() or frozenset()
+        extra = labelled_ids(splits[t_split], t_opts, f"{path}: model.labelled") - mine
+        if extra:
+            raise XmkdConfigError(
+                f"{path}: the teacher was trained with labels on {len(extra)} frame(s) the student has no label for, "
+                f"e.g. {sorted(extra)[:3]} (teacher: {describe(t_opts)} of {t_split!r}; student: "
+                f"{describe(m.labelled)}); {fix}")
 
     # -- data -----------------------------------------------------------------------------------------------
     def frames(self, split: str) -> IndexedFrames:
@@ -162,6 +228,8 @@ class U2MKDRecipe(Recipe):
             key_i = np.concatenate([key_i, pts[:, 3] * intensity_scale(frame)])
             point_cam = np.concatenate([point_cam, np.full(len(pts), -1, np.int64)])
             point_uv = np.concatenate([point_uv, np.zeros((len(pts), 2), np.float32)])
+        if rng is not None and frame.frame_id not in (self.labelled_training_ids() or {frame.frame_id}):
+            labels = np.full_like(labels, self.space.ignore_index)  # label-scarce: an unlabelled training frame
         if rng is None:  # evaluation: every keyframe point, far ones on the boundary voxels
             xyz = clip_to_range(key_xyz, d.point_range, d.voxel_size)
             keep = np.ones(len(xyz), bool)
@@ -185,7 +253,13 @@ class U2MKDRecipe(Recipe):
         return sample
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        """The training split. Label-scarce: the unlabelled frames lose their labels in `make_sample`
+        (`model.unlabelled=keep`) or are left out (`drop`)."""
+        m = self.cfg.model
+        frames = self.frames(self.cfg.data.train_split)
+        if m.unlabelled == "drop":
+            frames = labelled_only(frames, m.labelled, "u2mkd with model.unlabelled=drop")
+        return FrameSamples(frames, self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
         return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
@@ -227,10 +301,10 @@ class U2MKDRecipe(Recipe):
         ignore = self.space.ignore_index
         out = self._forward(batch["student"])
         labels = batch["labels"]
-        losses = seg_loss(out["point_logits"], labels, ignore, m.lovasz_weight)
+        losses = labelled_seg_loss(out["point_logits"], labels, ignore, m.lovasz_weight)
         pix, vis = pixel_logits_at_points(out["pixel_logits"], batch["student"]["point_image"],
                                           batch["student"]["point_uv"])
-        for k, v in seg_loss(pix, labels[vis], ignore, m.lovasz_weight).items():
+        for k, v in labelled_seg_loss(pix, labels[vis], ignore, m.lovasz_weight).items():
             losses[f"pixel_{k}"] = m.w_pixel * v
         losses["imputation"] = m.w_imputation * out["imputation"]
         if self.distill:
