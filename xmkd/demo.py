@@ -141,12 +141,12 @@ def _gap(rows: dict[str, dict[str, float]], kd: str, nokd: str) -> str:
 
 def verdict(rows: dict[str, dict[str, float]], labelled: int, frames: int) -> str:
     """One line per regime: what the KD - no-KD comparison of this seed shows."""
-    lines = [f"full labels: {_gap(rows, 'student_kd', 'student_nokd')}; the student sees dense labels on the very "
-             "points where the teacher's soft labels repeat them"]
+    lines = [f"full labels: {_gap(rows, 'student_kd', 'student_nokd')}; here the teacher's soft labels fall on "
+             "points whose labels the student already has"]
     if "student_kd_scarce" in rows:
         lines.append(f"label-scarce ({labelled} of {frames} training frames labelled, for the teacher too; KD on "
                      f"every frame): {_gap(rows, 'student_kd_scarce', 'student_nokd_scarce')}; here the teacher's "
-                     "soft labels are the only supervision on the unlabelled frames")
+                     f"soft labels are the only supervision on the other {frames - labelled} frames")
     lines.append("(one seed: differences of a few points are within the seed spread; `python -m benchmarks u2mkd` "
                  "gives each regime's paired differences over 5 seeds)")
     if "camera_only" in rows:
