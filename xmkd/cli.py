@@ -20,6 +20,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
     from xmkd.config import load_config, peek_recipe, save_config, to_yaml
     from xmkd.recipes import get_recipe
 
+    if args.list:
+        print(_config_list())
+        return 0
     path, overrides = args.config, list(args.overrides)
     if path is not None and "=" in path and not Path(path).exists():  # `xmkd config key=value ...`
         path, overrides = None, [path, *overrides]
@@ -32,12 +35,50 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_list() -> str:
+    """The shipped configs: name, recipe and the first line of the file's opening comment."""
+    from xmkd.config import CONFIG_DIR, list_configs, peek_recipe
+
+    names = list_configs()
+    width = max(len(n) for n in names)
+    lines = [f"{'config':<{width}}  {'recipe':<12}  description"]
+    for name in names:
+        path = CONFIG_DIR / f"{name}.yaml"
+        first = path.read_text().splitlines()[:1]
+        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        recipe = peek_recipe(path) or "(section)"
+        lines.append(f"{name:<{width}}  {recipe:<12}  {about}")
+    lines.append(f"({len(names)} configs in {CONFIG_DIR}; name one as CONFIG anywhere a command takes a config file, "
+                 "e.g. `xmkd train u2mkd/synthetic`)")
+    return "\n".join(lines)
+
+
 def _image_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x360, got {text!r}") from None
     return w, h
+
+
+def _camera_list(text: str) -> list[str]:
+    """`--cameras`: comma-separated camera names, or `none` for LiDAR only ([])."""
+    if text.strip().lower() == "none":
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated camera names or 'none', got {text!r}")
+    return names
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    import json
+
+    from xmkd.recipes.summary import format_summary, summarize
+
+    summary = summarize(args.config, args.overrides, depth=args.depth)
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -113,13 +154,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_kitti(args: argparse.Namespace) -> int:
-    from xmkd.eval.kitti import evaluate_folders, format_table, write_json
+    from xmkd.eval.kitti import CEILING_NOTE, N_SAMPLE, format_table, kitti_report, write_json
 
-    results = evaluate_folders(args.gt, args.pred, args.split)
-    print(format_table(results, "strict"))
-    print(format_table(results, "loose"))
+    report = kitti_report(args.gt, args.pred, args.split, allow_missing=args.allow_missing)
+    print(format_table(report, "strict"))
+    print(format_table(report, "loose"))
+    if any(n < N_SAMPLE for n in report.valid_gt.values()):
+        print(CEILING_NOTE)
+    for warning in report.warnings:
+        print(f"xmkd eval-kitti: warning: {warning}", file=sys.stderr)
     if args.json:
-        write_json(results, args.json)
+        write_json(report, args.json)
         print(f"wrote {args.json}")
     return 0
 
@@ -127,7 +172,7 @@ def _cmd_eval_kitti(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from xmkd.data.index import prepare
 
-    report = prepare(args.dataset, args.root, args.out, args.split, progress=not args.quiet)
+    report = prepare(args.dataset, args.root, args.out, args.split, progress=not args.quiet, cameras=args.cameras)
     resumed = f" ({report.resumed} frames from an interrupted run)" if report.resumed else ""
     print(f"indexed {report.frames} frames{resumed} -> {report.index_path}")
     for name, count in sorted(report.splits.items()):
@@ -160,9 +205,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from xmkd.data.index import describe_frame, inspect
 
     if args.frame:
-        info = describe_frame(args.dataset, args.root, args.frame, args.label_space)
+        info = describe_frame(args.dataset, args.root, args.frame, args.label_space, args.cameras)
     else:
-        info = inspect(args.dataset, args.root, args.index, progress=not args.json, label_space=args.label_space)
+        info = inspect(args.dataset, args.root, args.index, progress=not args.json, label_space=args.label_space,
+                       cameras=args.cameras)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -173,7 +219,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _format_summary(info: dict) -> str:
     lines = []
     for key, value in info.items():
-        if isinstance(value, dict) and value:
+        if key == "bad":  # every bad file with its reason, under bad_files
+            lines += [f"  {b['frame']}: {b['reason']}" for b in value]
+        elif key == "cameras" and value and all(isinstance(v, dict) for v in value.values()):
+            lines.append("cameras:")
+            width = max(len(str(k)) for k in value)
+            lines += [f"  {k:<{width}}  " + ", ".join(f"{size} ({n} frames)" for size, n in sizes.items())
+                      for k, sizes in value.items()]
+        elif isinstance(value, dict) and value:
             lines.append(f"{key}:")
             width = max(len(str(k)) for k in value)
             lines += [f"  {str(k):<{width}}  {v}" for k, v in value.items()]
@@ -201,12 +254,16 @@ def _cmd_viz(args: argparse.Namespace) -> int:
     from xmkd.viz.frame import save_frame_pictures
 
     space = get_label_space(args.label_space) if args.label_space else None
+    cameras = None if args.cameras is None else tuple(args.cameras)
     if args.source == "synthetic":
         from xmkd.data.synthetic.generate import generate_keyframes, keyframe_to_frame
         from xmkd.data.synthetic.world import parse_domain
 
+        if args.frame:
+            raise XmkdError("xmkd viz synthetic renders a frame of the synthetic world: choose it with --preset, "
+                            "--seed and --scene, not --frame")
         domain = parse_domain(args.preset)
-        kf = next(generate_keyframes(args.seed, args.scene, domain, 1, with_sweeps=False))
+        kf = next(generate_keyframes(args.seed, args.scene, domain, 1, with_sweeps=False, cameras=cameras))
         space = space or get_label_space("nuscenes16")
         frame = keyframe_to_frame(kf, space, frame_id=f"synthetic_{domain.name.replace(',', '_')}_s{args.seed}")
     else:
@@ -214,16 +271,11 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 
         if not args.root:
             raise XmkdError(f"xmkd viz {args.source} needs --root")
-        reader = make_reader(args.source, args.root, args.label_space)
+        reader = make_reader(args.source, args.root, args.label_space, cameras)
         space = space or reader.label_space
-        records = reader.scan()
-        rec = next((r for r in records if args.frame in (None, r["id"])), None)
-        if rec is None:
-            raise XmkdError(f"no frame {args.frame!r} in {args.source} under {args.root}")
-        frame = reader.load(reader.check(rec))
-    cameras = args.cameras.split(",") if args.cameras else None
+        frame = reader.load(reader.check(reader.find(args.frame)))
     pred = _kitti_predictions(args.pred, frame) if args.pred else None
-    for path in save_frame_pictures(frame, space, args.out, cameras, pred):
+    for path in save_frame_pictures(frame, space, args.out, list(frame.cameras), pred):
         print(path)
     return 0
 
@@ -234,6 +286,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+CAMERAS_HELP = ("comma-separated camera names, or 'none' for LiDAR only (then no image or camera calibration is "
+                "needed); default: every camera")
+
+CONFIG_HELP = "YAML config file, or the name of a shipped config (e.g. u2mkd/synthetic; `xmkd config --list`)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="dataset root")
     p.add_argument("--out", required=True, help="folder for index.json (e.g. <root>/xmkd_index)")
     p.add_argument("--split", action="append", help="only frames of these splits (repeatable)")
+    p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_prepare)
 
@@ -286,11 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", help="index folder or file (default: <root>/xmkd_index if present)")
     p.add_argument("--frame", help="describe one frame by id")
     p.add_argument("--label-space", help="label space for the histogram (default: the dataset's)")
+    p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_inspect)
 
     p = sub.add_parser("train", help="train a recipe from a config (runs under torchrun for DDP)")
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -325,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")
     p.add_argument("--pred", required=True, help="folder of prediction files in KITTI format")
     p.add_argument("--split", help="file listing the frame ids to evaluate")
-    p.add_argument("--json", help="write the AP table to this JSON file")
+    p.add_argument("--json", help="write the AP table (with valid ground-truth counts, AP ceilings and warnings) to "
+                   "this JSON file")
+    p.add_argument("--allow-missing", action="store_true", help="frames without a prediction file count as frames "
+                   "without detections, with a warning (the official devkit refuses them, as xmkd does by default)")
     p.set_defaults(handler=_cmd_eval_kitti)
 
     p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
@@ -344,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="synthetic: dataset seed")
     p.add_argument("--scene", type=int, default=0, help="synthetic: scene index")
     p.add_argument("--label-space", help="colour points and pixels in this label space (default nuscenes16)")
-    p.add_argument("--cameras", help="comma-separated camera names (default: all)")
+    p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--pred", help="kitti_object: folder of KITTI prediction files (`xmkd infer`) to draw in red")
     p.add_argument("--out", default="viz", help="output folder for the PNG files")
     p.set_defaults(handler=_cmd_viz)
@@ -356,10 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: a smoke test of the pipeline; bench: the benchmark's larger budget (~25 min)")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("config", help="print (or save) a fully resolved, validated config")
-    p.add_argument("config", nargs="?", help="YAML config file (default: the built-in defaults)")
+    p = sub.add_parser("summary", help="each network of a config's recipe with its parameter and trainable counts "
+                       "(built on CPU, no data or weights needed)")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.cr=1")
+    p.add_argument("--depth", type=int, default=1, help="also list submodules this many levels down (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_cmd_summary)
+
+    p = sub.add_parser("config", help="print (or save) a fully resolved, validated config; --list the shipped ones")
+    p.add_argument("config", nargs="?", help=f"{CONFIG_HELP} (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--out", help="write <out>/config.yaml instead of printing")
+    p.add_argument("--list", action="store_true", help="list the configs shipped with xmkd (name, recipe, what)")
     p.set_defaults(handler=_cmd_config)
     return parser
 

@@ -26,13 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmkd.config import load_config
+from xmkd.config import CONFIG_DIR, load_config
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ COMMON = ["data.num_workers=1", "train.log_every=10", "train.ckpt_every=40", "da
 
 
 def _train(config: str, overrides: list[str], run_dir: Path) -> dict[str, float]:
-    return train_or_reuse(CONFIGS / config, overrides, run_dir)
+    return train_or_reuse(CONFIG_DIR / config, overrides, run_dir)
 
 
 def make_dataset(out: Path, seed: int, b: DemoBudget) -> Path:

@@ -1,12 +1,35 @@
-"""Small file helpers shared by every writer: atomic writes (temp file in the same folder, then rename)."""
+"""Small file helpers shared by every writer: atomic writes (temp file in the same folder, then rename); and the
+architecture-only switch, under which building a recipe reads none of the files its config names."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
+
+_ARCHITECTURE_ONLY: ContextVar[bool] = ContextVar("xmkd_architecture_only", default=False)
+
+
+@contextmanager
+def architecture_only() -> Iterator[None]:
+    """Within this block, building a recipe reads no file that its config names: weight files (teacher checkpoints,
+    ImageNet weights) are not loaded, so modules keep their initial weights, and parts derived from data (class
+    weights, instance databases) take neutral values. `xmkd summary` counts parameters this way, before any run
+    or dataset exists. Never use it to train."""
+    token = _ARCHITECTURE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ARCHITECTURE_ONLY.reset(token)
+
+
+def is_architecture_only() -> bool:
+    """Whether the caller runs inside `architecture_only()`."""
+    return _ARCHITECTURE_ONLY.get()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], fsync: bool = True) -> Path:

@@ -4,6 +4,9 @@ The index (`<out>/index.json`) holds one record per frame (relative file paths, 
 split membership, per-frame statistics) plus the list of bad files. While `prepare` runs, every checked
 frame is appended to `index.partial.jsonl`; an interrupted run resumes from it, and the final index is
 written atomically. A bad file is reported with its reason and never stops the others.
+
+`cameras` (None = every camera, [] = none, or names) chooses which cameras are checked and indexed: with none,
+images and camera calibration are not needed (LiDAR-only use; see each reader for what stays required).
 """
 
 from __future__ import annotations
@@ -49,13 +52,19 @@ def _split_table(records: list[FrameRecord]) -> dict[str, list[str]]:
     return splits
 
 
+def _bad(rec: FrameRecord, err: XmkdDataError) -> dict[str, str]:
+    return {"frame": rec["id"], "file": err.source or "", "reason": str(err)}
+
+
 def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[str] | None = None,
-            progress: bool = True) -> PrepareReport:
-    """Check every frame of `dataset` under `root` and write `<out>/index.json`; resumable."""
-    reader = make_reader(dataset, root)
+            progress: bool = True, cameras: Sequence[str] | None = None) -> PrepareReport:
+    """Check every frame of `dataset` under `root` and write `<out>/index.json`; resumable. `cameras`: None =
+    every camera, [] = none (LiDAR only), else these names."""
+    reader = make_reader(dataset, root, cameras=cameras)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    header = {"dataset": dataset, "root": str(Path(root).resolve()), "splits": sorted(splits) if splits else None}
+    header = {"dataset": dataset, "root": str(Path(root).resolve()), "splits": sorted(splits) if splits else None,
+              "cameras": None if cameras is None else list(cameras)}
     partial = out / PARTIAL_NAME
     done: dict[str, dict] = {}
     if partial.is_file():
@@ -69,10 +78,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[st
                 done[entry["id"]] = entry
         else:
             partial.unlink()
-    records = list(reader.scan(splits))
-    if not records:
-        where = f" in splits {list(splits)}" if splits else ""
-        raise XmkdError(f"no frames found for {dataset} under {root}{where}")
+    records = reader.records(splits)
     resumed = sum(r["id"] in done for r in records)
     with open(partial, "a") as log:
         if not done:
@@ -84,7 +90,7 @@ def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[st
             try:
                 entry = {"id": rec["id"], "record": reader.check(rec)}
             except XmkdDataError as err:
-                entry = {"id": rec["id"], "bad": {"frame": rec["id"], "file": err.source or "", "reason": str(err)}}
+                entry = {"id": rec["id"], "bad": _bad(rec, err)}
             log.write(json.dumps(entry) + "\n")
             done[rec["id"]] = entry
             if i % 50 == 0:
@@ -121,13 +127,19 @@ def load_index(path: str | Path) -> dict[str, Any]:
 
 
 class IndexedFrames:
-    """The frames of one split of a prepared dataset, loaded on demand: `frames[i]` is a `Frame`."""
+    """The frames of one split of a prepared dataset, loaded on demand: `frames[i]` is a `Frame`. `cameras` (None =
+    every camera in the index, [] = none, or names) must be among the cameras the index was prepared with."""
 
     def __init__(self, index: str | Path | dict, split: str, label_space: str | None = None,
                  cameras: Sequence[str] | None = None, sweeps: int = 0, root: str | Path | None = None):
         self.index = index if isinstance(index, dict) else load_index(index)
         if split not in self.index["split_ids"]:
             raise XmkdError(f"split {split!r} not in the index (have {sorted(self.index['split_ids'])})")
+        prepared = self.index.get("cameras")  # None: prepared with every camera
+        missing = [c for c in cameras or () if prepared is not None and c not in prepared]
+        if missing:
+            raise XmkdError(f"cameras {missing} were not prepared: the index was prepared with --cameras "
+                            f"{','.join(prepared) or 'none'}; run `xmkd prepare` again with them")
         ids = set(self.index["split_ids"][split])
         self.records = [r for r in self.index["frames"] if r["id"] in ids]
         self.reader = make_reader(self.index["dataset"], root or self.index["root"], label_space, cameras, sweeps,
@@ -141,7 +153,8 @@ class IndexedFrames:
 
 
 def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None) -> dict[str, Any]:
-    """The `xmkd inspect --json` object from checked records."""
+    """The `xmkd inspect --json` object from checked records: `cameras` maps each camera to its image sizes
+    ("WxH" -> frames), `bad` lists every bad file ({"frame", "file", "reason"})."""
     points = np.array([r["stats"]["points"] for r in records]) if records else np.zeros(0)
     hist: Counter = Counter()
     for r in records:
@@ -152,12 +165,14 @@ def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None)
     for raw, count in hist.items():
         cls = lut[raw] if 0 <= raw < len(lut) else space.ignore_index
         classes["ignore" if cls == space.ignore_index else space.class_names[cls]] += count
-    cameras: dict[str, list[int]] = {}
+    sizes: dict[str, Counter] = {}
     boxes: Counter = Counter()
     for r in records:
-        for name, size in r["stats"].get("cameras", {}).items():
-            cameras.setdefault(name, size)
+        for name, (w, h) in r["stats"].get("cameras", {}).items():
+            if reader.wanted([name]):
+                sizes.setdefault(name, Counter())[f"{w}x{h}"] += 1
         boxes.update(r["stats"].get("boxes", {}))
+    cameras = {name: dict(sorted(c.items(), key=lambda kv: -kv[1])) for name, c in sorted(sizes.items())}
     return {
         "dataset": reader.name,
         "root": str(reader.root),
@@ -171,36 +186,37 @@ def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None)
         "label_histogram": dict(sorted(classes.items(), key=lambda kv: -kv[1])),
         "boxes_per_class": dict(sorted(boxes.items())),
         "bad_files": len(bad or []),
+        "bad": list(bad or []),
     }
 
 
 def inspect(dataset: str, root: str | Path, index: str | Path | None = None, progress: bool = False,
-            label_space: str | None = None) -> dict[str, Any]:
+            label_space: str | None = None, cameras: Sequence[str] | None = None) -> dict[str, Any]:
     """Summary of a dataset: from its index when there is one (`<root>/xmkd_index` or `index`), else by
-    checking every frame now (nothing is written)."""
+    checking every frame now (nothing is written). `cameras` as in `prepare`."""
     cand = Path(index) if index else Path(root) / "xmkd_index"
     if (cand / INDEX_NAME).is_file() or (cand.is_file() and cand.suffix == ".json"):
         idx = load_index(cand)
         if idx["dataset"] == dataset:
-            return summarize(idx["frames"], make_reader(dataset, root, label_space, meta=idx.get("meta")), idx["bad"])
+            reader = make_reader(dataset, root, label_space, cameras, meta=idx.get("meta"))
+            return summarize(idx["frames"], reader, idx["bad"])
         if index:
             raise XmkdError(f"{cand} indexes {idx['dataset']}, not {dataset}")
-    reader = make_reader(dataset, root, label_space)
+    reader = make_reader(dataset, root, label_space, cameras)
     records, bad = [], []
-    for rec in tqdm(list(reader.scan()), desc=f"inspect {dataset}", unit="frame", disable=not progress):
+    for rec in tqdm(reader.records(), desc=f"inspect {dataset}", unit="frame", disable=not progress):
         try:
             records.append(reader.check(rec))
         except XmkdDataError as err:
-            bad.append({"frame": rec["id"], "file": err.source or "", "reason": str(err)})
+            bad.append(_bad(rec, err))
     return summarize(records, reader, bad)
 
 
-def describe_frame(dataset: str, root: str | Path, frame_id: str, label_space: str | None = None) -> dict[str, Any]:
+def describe_frame(dataset: str, root: str | Path, frame_id: str, label_space: str | None = None,
+                   cameras: Sequence[str] | None = None) -> dict[str, Any]:
     """One frame, read through the reader: what a user checks before trusting a dataset."""
-    reader = make_reader(dataset, root, label_space)
-    rec = next((r for r in reader.scan() if r["id"] == frame_id), None)
-    if rec is None:
-        raise XmkdError(f"no frame {frame_id!r} in {dataset} under {root}")
+    reader = make_reader(dataset, root, label_space, cameras)
+    rec = reader.find(frame_id)
     frame = reader.load(reader.check(rec))
     out = {"id": frame.frame_id, "points": frame.num_points, "point_fields": list(frame.point_fields),
            "cameras": {n: list(c.image_size) for n, c in frame.cameras.items()},

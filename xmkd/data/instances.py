@@ -26,7 +26,7 @@ from xmkd.data.frame import Frame
 from xmkd.data.labels import LabelSpace, get_label_space
 from xmkd.errors import XmkdDataError, XmkdError
 from xmkd.geometry.boxes import points_box_index
-from xmkd.io import atomic_write, atomic_write_text
+from xmkd.io import atomic_write, atomic_write_text, is_architecture_only
 
 # Instance ("thing") classes and ground classes of each label space, by class name.
 THINGS = {
@@ -250,8 +250,8 @@ _CACHE: dict[str, InstanceDatabase] = {}
 
 def paste_for(space: LabelSpace, opts: PasteOptions) -> InstancePaste | None:
     """The paste transform of a config (None when `opts.database` is empty); each process loads the
-    database once."""
-    if not opts.database:
+    database once. None too under `xmkd.io.architecture_only()` (no file read)."""
+    if not opts.database or is_architecture_only():
         return None
     if opts.database not in _CACHE:
         _CACHE[opts.database] = InstanceDatabase.load(opts.database)

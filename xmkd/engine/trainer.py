@@ -25,7 +25,7 @@ from xmkd.config import load_config, peek_recipe, save_config, to_yaml
 from xmkd.engine import checkpoint, distributed
 from xmkd.engine.data import EvalSampler, ResumableSampler, make_loader, to_device
 from xmkd.engine.logging import RunLogger, read_metrics, summary_table
-from xmkd.engine.recipe import Recipe
+from xmkd.engine.recipe import Recipe, freeze_teachers
 from xmkd.engine.schedules import lr_factor
 from xmkd.errors import XmkdConfigError, XmkdError
 
@@ -86,12 +86,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.recipe = recipe_cls(cfg, self.device)
         self.recipe.build()
+        freeze_teachers(self.recipe)
         frozen = self.recipe.frozen()
-        for name in frozen:
-            net = self.recipe.nets[name]
-            net.eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
         for name, net in self.recipe.nets.items():
             if name in frozen or not any(p.requires_grad for p in net.parameters()):
                 continue

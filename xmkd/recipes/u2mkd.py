@@ -44,6 +44,7 @@ from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
+from xmkd.io import is_architecture_only
 from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
@@ -141,7 +142,7 @@ class U2MKDRecipe(Recipe):
             raise XmkdConfigError(f"model.unlabelled: {m.unlabelled!r} is not 'keep' or 'drop'")
         self.paste = paste_for(self.space, m.paste)
         if self.distill:
-            if not m.teacher.checkpoint:
+            if not m.teacher.checkpoint and not is_architecture_only():
                 raise XmkdConfigError("model.teacher.checkpoint: a trained lidar_seg checkpoint is required when "
                                       "model.kd=true")
             teacher = SparseUNet(5 if self.cfg.data.sweeps else 4, self.space.num_classes, m.teacher.backbone)
@@ -197,7 +198,10 @@ class U2MKDRecipe(Recipe):
     # -- data -----------------------------------------------------------------------------------------------
     def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
-        return IndexedFrames(index_path(d), split, d.label_space, cameras=list(d.cameras) or None,
+        if d.cameras == []:
+            raise XmkdConfigError(f"{self.name} needs cameras: data.cameras is [] (none); set it to null (every "
+                                  "camera) or list the cameras")
+        return IndexedFrames(index_path(d), split, d.label_space, cameras=d.cameras,
                              sweeps=d.sweeps if self.distill else 0, root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:

@@ -1,6 +1,7 @@
 """Parsers for KITTI's text files: calibration (`key: v1 v2 ...`) and `label_2` object lines.
 
-Shared by the KITTI object, KITTI raw and SemanticKITTI readers; every error names the file and line.
+Shared by the KITTI object, KITTI raw and SemanticKITTI readers (also SemanticKITTI's per-scan tables `poses.txt` and
+`times.txt`); every error names the file and line.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmkd.data.readers.base import read_text
 from xmkd.errors import XmkdDataError
 
 KITTI_CALIB_SHAPES = {"P0": (3, 4), "P1": (3, 4), "P2": (3, 4), "P3": (3, 4), "R0_rect": (3, 3),
@@ -20,10 +22,7 @@ def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
     """`key: numbers...` lines -> {key: float64 array}. Lines whose values are not numbers (KITTI raw's
     `calib_time: 09-Jan-2012 ...`) are skipped; known keys are reshaped (P* to 3x4, R0_rect to 3x3, ...)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise XmkdDataError("calibration file is missing", source=str(path)) from None
+    text = read_text(path, "calibration")
     out: dict[str, np.ndarray] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -35,6 +34,9 @@ def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
             arr = np.array([float(v) for v in values.split()], dtype=np.float64)
         except ValueError:
             continue
+        if not np.isfinite(arr).all():
+            raise XmkdDataError(f"line {lineno}: {key.strip()} holds NaN or Inf; expected finite numbers",
+                                source=str(path), field=key.strip())
         shape = KITTI_CALIB_SHAPES.get(key.strip())
         if shape is not None:
             if arr.size != shape[0] * shape[1]:
@@ -45,10 +47,33 @@ def read_calib_file(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def require_keys(calib: dict[str, np.ndarray], keys: tuple[str, ...], path: str | Path) -> None:
+def read_table(path: str | Path, columns: int, what: str) -> np.ndarray:
+    """A per-scan text table (SemanticKITTI `poses.txt`: 12 numbers a line, `times.txt`: 1) -> (lines, columns)
+    float64. Every line must hold `columns` finite numbers; an error names the file and the line."""
+    path = Path(path)
+    rows = []
+    for lineno, line in enumerate(read_text(path, what).splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != columns:
+            raise XmkdDataError(f"line {lineno}: {len(parts)} values, expected {columns}", source=str(path))
+        try:
+            row = [float(v) for v in parts]
+        except ValueError:
+            raise XmkdDataError(f"line {lineno}: expected {columns} numbers, got {line.strip()[:60]!r}",
+                                source=str(path)) from None
+        if not np.isfinite(row).all():
+            raise XmkdDataError(f"line {lineno}: NaN or Inf; expected finite numbers", source=str(path))
+        rows.append(row)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), columns)
+
+
+def require_keys(calib: dict[str, np.ndarray], keys: tuple[str, ...], path: str | Path, why: str = "") -> None:
+    """Every key must be in the parsed file; `why` says what needs them (appended to the error)."""
     for key in keys:
         if key not in calib:
-            raise XmkdDataError(f"missing calibration key {key!r} (have {sorted(calib)})", source=str(path),
+            raise XmkdDataError(f"missing calibration key {key!r} (have {sorted(calib)}){why}", source=str(path),
                                 field=key)
 
 
@@ -78,10 +103,7 @@ class KittiObjects:
 def read_label_file(path: str | Path) -> KittiObjects:
     """Parse a KITTI `label_2` file (15 columns) or a result file (16 columns, with score)."""
     path = Path(path)
-    try:
-        lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise XmkdDataError("label file is missing", source=str(path)) from None
+    lines = [line.split() for line in read_text(path, "label").splitlines() if line.strip()]
     width = len(lines[0]) if lines else 15
     for lineno, parts in enumerate(lines, 1):
         if len(parts) != width or width not in (15, 16):
@@ -91,6 +113,10 @@ def read_label_file(path: str | Path) -> KittiObjects:
         num = np.array([[float(v) for v in p[1:]] for p in lines], dtype=np.float64).reshape(len(lines), width - 1)
     except ValueError as err:
         raise XmkdDataError(f"non-numeric value: {err}", source=str(path)) from None
+    bad = np.nonzero(~np.isfinite(num).all(1))[0]
+    if len(bad):
+        raise XmkdDataError(f"line {bad[0] + 1}: NaN or Inf among the numbers; expected finite values",
+                            source=str(path))
     return KittiObjects(
         names=np.array([p[0] for p in lines], dtype=str).reshape(len(lines)),
         truncation=num[:, 0],

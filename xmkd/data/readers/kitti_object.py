@@ -5,6 +5,9 @@ Boxes come back in the LiDAR frame (x, y, z, dx, dy, dz, yaw), converted from th
 of the labels; the KITTI fields (truncation, occlusion, alpha, 2D box, score) travel as box attributes.
 DontCare regions have no 3D box: their 2D boxes are in `frame.meta["dontcare_bbox"]`.
 Frame ids are the 6-digit numbers for `training/` and `testing/<id>` for the test set.
+
+Without cameras (`cameras=[]`) no `image_2` file is needed, and `calib/` only where a frame has labels: its boxes are
+in the rectified camera frame, so `R0_rect` and `Tr_velo_to_cam` are needed to place them (`P2` is not).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from xmkd.data.frame import Frame
-from xmkd.data.readers.base import DatasetReader, FrameRecord, matrix_list, read_points
+from xmkd.data.readers.base import DatasetReader, FrameRecord, matrix_list, read_points, read_text, require_finite
 from xmkd.data.readers.kitti_files import read_calib_file, read_label_file, require_keys
+from xmkd.errors import XmkdDataError
 from xmkd.geometry.boxes import kitti_camera_to_lidar
 from xmkd.geometry.camera import kitti_camera, kitti_rect_transform
 
@@ -37,11 +41,13 @@ def kitti_boxes(label_path: Path, T_rect_velo: np.ndarray) -> dict:
 class KittiObjectReader(DatasetReader):
     name = "kitti_object"
     default_label_space = "nuscenes16"  # detection only: KITTI object has no point labels
+    camera_names = ("image_2",)
+    layout = "training/velodyne/<6 digits>.bin (or testing/velodyne/) with image_2/, calib/, label_2/ beside it"
 
     def _split_members(self) -> dict[str, set[str]]:
         sets = {}
         for f in sorted((self.root / "ImageSets").glob("*.txt")):
-            ids = f.read_text().split()
+            ids = read_text(f, "split list").split()
             if ids and all(i.isdigit() for i in ids):
                 sets[f.stem] = set(ids)
         return sets
@@ -67,17 +73,28 @@ class KittiObjectReader(DatasetReader):
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
-        calib_path = self.path(rec["calib"])
-        calib = read_calib_file(calib_path)
-        require_keys(calib, ("P2", "R0_rect", "Tr_velo_to_cam"), calib_path)
-        K, T = kitti_camera(calib["P2"], calib["R0_rect"], calib["Tr_velo_to_cam"])
-        T_rect = kitti_rect_transform(calib["R0_rect"], calib["Tr_velo_to_cam"])
-        rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K), "T_cam_lidar": matrix_list(T)}}
-        rec["T_rect_lidar"] = matrix_list(T_rect)
-        points = read_points(self.path(rec["lidar"]), 4)
+        lidar = self.path(rec["lidar"])
+        points = read_points(lidar, 4)
+        require_finite(points, str(lidar), columns=("x", "y", "z", "reflectance"))
         label_path = self.path(rec["labels"]) if rec.get("labels") else None
-        if label_path is not None and (label_path.is_file() or rec["meta"]["part"] == "training"):
-            rec["boxes"] = kitti_boxes(label_path, T_rect)  # a missing training label file is an error
+        has_labels = label_path is not None and (label_path.is_file() or rec["meta"]["part"] == "training")
+        calib_path = self.path(rec["calib"])
+        rec["cameras"] = {n: c for n, c in rec["cameras"].items() if self.wanted([n])}
+        why = "" if rec["cameras"] else "; the label boxes are in the rectified camera frame, which needs R0_rect " \
+            "and Tr_velo_to_cam"
+        if has_labels and not calib_path.is_file():
+            raise XmkdDataError(f"calibration file is missing{why}", source=str(calib_path))
+        if rec["cameras"] or calib_path.is_file():
+            calib = read_calib_file(calib_path)
+            require_keys(calib, ("R0_rect", "Tr_velo_to_cam") + (("P2",) if rec["cameras"] else ()), calib_path, why)
+            T_rect = kitti_rect_transform(calib["R0_rect"], calib["Tr_velo_to_cam"])
+            rec["T_rect_lidar"] = matrix_list(T_rect)
+            if rec["cameras"]:
+                K, T = kitti_camera(calib["P2"], calib["R0_rect"], calib["Tr_velo_to_cam"])
+                rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K),
+                                              "T_cam_lidar": matrix_list(T)}}
+            if has_labels:
+                rec["boxes"] = kitti_boxes(label_path, T_rect)  # a missing training label file is an error
         rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": self.box_stats(rec)}
         return rec
 
@@ -86,13 +103,15 @@ class KittiObjectReader(DatasetReader):
         frame = self.make_frame(record, points, ("x", "y", "z", "intensity"), None)
         if record.get("boxes"):
             frame.meta["dontcare_bbox"] = np.asarray(record["boxes"]["ignored_bbox"], dtype=np.float64).reshape(-1, 4)
-        frame.meta["T_rect_lidar"] = np.asarray(record["T_rect_lidar"])
+        if record.get("T_rect_lidar") is not None:
+            frame.meta["T_rect_lidar"] = np.asarray(record["T_rect_lidar"])
         return frame
 
 
-def read_kitti_object_frame(root: str | Path, frame_id: str, split: str = "training") -> Frame:
+def read_kitti_object_frame(root: str | Path, frame_id: str, split: str = "training",
+                            cameras: Sequence[str] | None = None) -> Frame:
     """One frame by id, without an index (for `xmkd viz` and quick looks)."""
-    reader = KittiObjectReader(root)
+    reader = KittiObjectReader(root, cameras=cameras)
     part = "testing" if split == "testing" else "training"
     fid = frame_id.split("/")[-1]
     rec = {"id": frame_id, "splits": [part], "lidar": f"{part}/velodyne/{fid}.bin", "calib": f"{part}/calib/{fid}.txt",

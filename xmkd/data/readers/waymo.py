@@ -10,7 +10,8 @@ extrinsic's yaw) into the **vehicle frame**, which is the frame of the returned 
 ego-motion correction the official code applies to the TOP LiDAR is not reproduced (points differ by the
 vehicle's motion during the 0.1 s sweep). Labels come from the segmentation range image (semantic class,
 instance id), images from the JPEG bytes; camera distortion is ignored (pinhole `K` from f_u, f_v, c_u, c_v).
-Frame ids are `<segment>/<timestamp_micros>`.
+Frame ids are `<segment>/<timestamp_micros>`. A frame's cameras are the calibrated ones with an image at its
+timestamp; without cameras (`cameras=[]`) neither `camera_image` nor `camera_calibration` is read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from xmkd.data.frame import CameraView, Frame
-from xmkd.data.readers.base import DatasetReader, FrameRecord, as_matrix, matrix_list
+from xmkd.data.readers.base import DatasetReader, FrameRecord, as_matrix, lfs_error, matrix_list, require_finite
 from xmkd.errors import XmkdDataError, XmkdError
 
 TOP = 1
@@ -56,7 +57,8 @@ def _read(path: Path, columns: list[str], filters=None):
     except KeyError as err:
         raise XmkdDataError(f"missing column {err}", source=str(path)) from None
     except Exception as err:  # pyarrow raises ArrowInvalid & co. for corrupt or foreign files
-        raise XmkdDataError(f"unreadable parquet: {type(err).__name__}: {err}", source=str(path)) from None
+        raise lfs_error(path) or XmkdDataError(f"unreadable parquet: {type(err).__name__}: {err}",
+                                               source=str(path)) from None
 
 
 def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclinations: np.ndarray) -> tuple[
@@ -88,13 +90,38 @@ def beam_inclinations(minimum: float, maximum: float, values, height: int) -> np
     return minimum + (np.arange(height) + 0.5) / height * (maximum - minimum)
 
 
+def _transform(values, source: str, field: str) -> np.ndarray:
+    """A row-major 4x4 transform stored as 16 numbers; another count or NaN / Inf is an error naming the field."""
+    arr = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    return as_matrix(arr.reshape(4, 4) if arr.size == 16 else arr, (4, 4), source, field)
+
+
+def _decode(data: bytes, source: str) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except OSError as err:
+        raise XmkdDataError(f"undecodable image: {err}", source=source) from None
+
+
 class WaymoReader(DatasetReader):
     name = "waymo"
     default_label_space = "waymo22"
+    camera_names = tuple(CAMERA_NAMES.values())
+    layout = f"[{'|'.join(SPLITS)}/]lidar/<segment>.parquet with lidar_calibration/ (v2 components) beside it"
 
     def _bases(self) -> list[tuple[str, Path]]:
-        found = [(s, self.root / s) for s in SPLITS if (self.root / s / "lidar").is_dir()]
-        return found or [("all", self.root)]
+        """(split, folder) of the folders holding components; a folder with components but no `lidar` one, or a
+        root without any `lidar` component, is an error that names what is there."""
+        folders = [(s, self.root / s) for s in SPLITS if (self.root / s).is_dir()] or [("all", self.root)]
+        with_lidar = [(s, b) for s, b in folders if (b / "lidar").is_dir()]
+        for _, base in folders:
+            found = sorted(p.name for p in base.iterdir() if p.is_dir() and any(p.glob("*.parquet")))
+            if not (base / "lidar").is_dir() and (found or not with_lidar):
+                raise XmkdDataError(f"no lidar component (lidar/<segment>.parquet: the point clouds); found "
+                                    f"{', '.join(found) or 'no component'}; expected {self.layout}", source=str(base))
+        return with_lidar
 
     def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
         for split, base in self._bases():
@@ -129,7 +156,7 @@ class WaymoReader(DatasetReader):
         if not rows:
             raise XmkdDataError("no calibration for the TOP LiDAR (laser_name 1)", source=str(path))
         r = rows[0]
-        ext = as_matrix(np.asarray(r[f"{LCAL}.extrinsic.transform"]).reshape(4, 4), (4, 4), str(path), "extrinsic")
+        ext = _transform(r[f"{LCAL}.extrinsic.transform"], str(path), "extrinsic")
         return ext, r[f"{LCAL}.beam_inclination.min"], r[f"{LCAL}.beam_inclination.max"], \
             r[f"{LCAL}.beam_inclination.values"]
 
@@ -144,7 +171,7 @@ class WaymoReader(DatasetReader):
         for r in _read(path, cols).to_pylist():
             K = [[r[f"{CCAL}.intrinsic.f_u"], 0.0, r[f"{CCAL}.intrinsic.c_u"]],
                  [0.0, r[f"{CCAL}.intrinsic.f_v"], r[f"{CCAL}.intrinsic.c_v"]], [0.0, 0.0, 1.0]]
-            E = as_matrix(np.asarray(r[f"{CCAL}.extrinsic.transform"]).reshape(4, 4), (4, 4), str(path), "extrinsic")
+            E = _transform(r[f"{CCAL}.extrinsic.transform"], str(path), "extrinsic")
             T = OPENCV_FROM_WAYMO_CAMERA @ np.linalg.inv(E)  # vehicle (= our LiDAR frame) -> OpenCV camera
             out[CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))] = {
                 "K": K, "T_cam_lidar": matrix_list(T), "width": r[f"{CCAL}.width"], "height": r[f"{CCAL}.height"]}
@@ -166,7 +193,9 @@ class WaymoReader(DatasetReader):
         if shape is None or len(shape) != 3 or values.size != int(np.prod(shape)):
             raise XmkdDataError(f"range image of {values.size} values does not match its shape {shape}",
                                 source=str(self.path(rel)))
-        return values.reshape(shape)
+        image = values.reshape(shape)
+        require_finite(image.reshape(-1, shape[2]), str(self.path(rel)), field=f"{prefix} at {ts}")
+        return image
 
     def _points(self, record: FrameRecord) -> tuple[np.ndarray, np.ndarray]:
         ts = record["meta"]["timestamp_micros"]
@@ -181,10 +210,17 @@ class WaymoReader(DatasetReader):
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
         points, valid = self._points(rec)
-        if rec.get("camera_image"):
-            rec["cameras"] = {n: {**c, "file": rec["camera_image"]} for n, c in
-                              self.camera_calibration(rec["camera_calib"]).items()}
-        sizes = {n: [c["width"], c["height"]] for n, c in rec["cameras"].items()}
+        require_finite(points, str(self.path(rec["lidar"])), columns=("x", "y", "z", "intensity"))
+        rec["cameras"], sizes = {}, {}
+        if rec.get("camera_image") and self.with_cameras:
+            calibrated = self.camera_calibration(rec["camera_calib"])
+            for name, image in self._images(rec, self.wanted(list(calibrated))).items():
+                cam = calibrated[name]
+                sizes[name] = list(_decode(image, f"{self.path(rec['camera_image'])}:{name}").size)
+                if sizes[name] != [cam["width"], cam["height"]]:
+                    raise XmkdDataError(f"{name} image is {sizes[name][0]}x{sizes[name][1]}, its calibration says "
+                                        f"{cam['width']}x{cam['height']}", source=str(self.path(rec["camera_image"])))
+                rec["cameras"][name] = {**cam, "file": rec["camera_image"]}
         stats = {"points": int(len(points)), "cameras": sizes, "boxes": {}}
         ts = rec["meta"]["timestamp_micros"]
         if rec.get("labels"):
@@ -200,26 +236,30 @@ class WaymoReader(DatasetReader):
                 stats["labels"] = self.histogram(raw)
         if rec.get("vehicle_pose"):
             row = self._row(rec["vehicle_pose"], "[VehiclePoseComponent].world_from_vehicle.transform", ts)
-            rec["ego_pose"] = matrix_list(np.asarray(row["[VehiclePoseComponent].world_from_vehicle.transform"])
-                                          .reshape(4, 4))
+            rec["ego_pose"] = matrix_list(_transform(row["[VehiclePoseComponent].world_from_vehicle.transform"],
+                                                     str(self.path(rec["vehicle_pose"])), "world_from_vehicle"))
         rec["stats"] = stats
         return rec
 
-    def camera_views(self, record: FrameRecord) -> dict[str, CameraView]:
-        if not record.get("camera_image") or not record["cameras"]:
-            return {}
-        path = self.path(record["camera_image"])
-        rows = _read(path, ["key.camera_name", "[CameraImageComponent].image"],
+    def _images(self, record: FrameRecord, names: list[str]) -> dict[str, bytes]:
+        """JPEG bytes of the frame's images from the cameras `names` (those with an image at its timestamp)."""
+        rows = _read(self.path(record["camera_image"]), ["key.camera_name", "[CameraImageComponent].image"],
                      [(TS, "=", record["meta"]["timestamp_micros"])]).to_pylist()
-        views = {}
+        out = {}
         for r in rows:
             name = CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))
-            if name not in record["cameras"] or name not in self.wanted([name]):
-                continue
-            try:
-                image = np.asarray(Image.open(io.BytesIO(r["[CameraImageComponent].image"])).convert("RGB"))
-            except OSError as err:
-                raise XmkdDataError(f"unreadable {name} image: {err}", source=str(path)) from None
+            if name in names:
+                out[name] = r["[CameraImageComponent].image"]
+        return out
+
+    def camera_views(self, record: FrameRecord) -> dict[str, CameraView]:
+        names = self.wanted(list(record["cameras"]))
+        if not record.get("camera_image") or not names:
+            return {}
+        path = self.path(record["camera_image"])
+        views = {}
+        for name, data in self._images(record, names).items():
+            image = np.asarray(_decode(data, f"{path}:{name}").convert("RGB"))
             cam = record["cameras"][name]
             views[name] = CameraView(name, image, np.asarray(cam["K"], np.float64), np.asarray(cam["T_cam_lidar"]),
                                      source=f"{path}:{name}")
