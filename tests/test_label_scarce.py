@@ -155,3 +155,15 @@ def test_segmentation_losses_skip_unlabelled_frames_and_the_kl_covers_them(data,
     alone = recipe.training_step(recipe.collate([samples[1], ds[(1, second)]]), 1)
     assert all(float(alone[k].detach()) == 0 for k in ("ce", "lovasz", "pixel_ce", "pixel_lovasz"))
     assert all(float(alone[k].detach()) > 0 for k in ("kl", "feat", "imputation"))
+
+
+def test_benchmark_pairs_seeds_and_gives_a_t_interval():
+    from benchmarks.bench_u2mkd import interval, regime_table
+
+    # mean 2, sample std sqrt(0.5) over 5 seeds: half-width t(0.975, 4) * sqrt(0.5) / sqrt(5) = 2.776 * 0.316 = 0.88
+    assert interval([1.0, 2.0, 3.0, 2.0, 2.0]) == "+2.00 [+1.12, +2.88]"
+    spec = {"rows": ["a", "b"], "pairs": [("a", "b")]}
+    per_seed = [{"seed": s, "full": {"a": {"miou6": 10.0 + s, "accuracy": 50.0, "agree": 80.0},
+                                     "b": {"miou6": 9.0 + 2 * s, "accuracy": 50.0, "agree": 70.0}}} for s in range(3)]
+    table = regime_table(per_seed, "full", spec)
+    assert "| a − b | miou6 | +1.00, +0.00, -1.00 |" in table and "| a − b | agree | +10.00, +10.00, +10.00 |" in table
