@@ -1,7 +1,8 @@
 """U2MKD on the synthetic world in two regimes, 5 seeds, with each seed's paired difference KD - no-KD.
 
     python -m benchmarks u2mkd                               # every seed, then the tables; resumable
-    python -m benchmarks.bench_u2mkd --seeds 3 4             # train + evaluate only these seeds (one process each)
+    python -m benchmarks.bench_u2mkd --seeds 4 3 2 1 0       # a second process: seeds in another order (a seed
+                                                             # another live process holds is skipped)
     python -m benchmarks.bench_u2mkd --table                 # the tables from the seeds finished so far
 
 Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (30 train / 10 validation frames, three
@@ -113,12 +114,50 @@ def loss_windows(run: Path, steps: int, windows: int = 10) -> list[float]:
     return [float(np.mean([v for s, v in seg if lo < s <= hi] or [np.nan])) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
-def run_seed(seed: int) -> dict:
-    """Train (or reuse) every row of one seed and score it; the seed's results.json is written at the end."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def claim(folder: Path) -> bool:
+    """Take `folder/.lock` for this process; False when another live process holds it (a dead one's lock is taken
+    over), so several processes can share the seeds of one benchmark."""
+    lock = folder / ".lock"
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return True
+            if pid and _alive(pid):
+                return False
+            lock.unlink(missing_ok=True)  # its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+
+def run_seed(seed: int) -> dict | None:
+    """Train (or reuse) every row of one seed and score it; the seed's results.json is written at the end. None
+    when another process is running this seed."""
     folder = OUT / f"seed{seed}"
     done = folder / "results.json"
     if done.exists():
         return json.loads(done.read_text())
+    if not claim(folder):
+        print(f"seed {seed}: another process holds {folder / '.lock'}; skipped")
+        return None
     data = make_dataset(folder / "data", seed, BENCH)
     runs = folder / "runs"
     rows = plan(BENCH, data, runs, seed)
@@ -140,6 +179,7 @@ def run_seed(seed: int) -> dict:
     result["labelled"] = labelled_frames(runs / "student_kd_scarce")
     result["class_share"] = class_shares(data)
     atomic_write_text(done, json.dumps(result, indent=1))
+    (folder / ".lock").unlink(missing_ok=True)
     return result
 
 
@@ -200,7 +240,9 @@ def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False) -> None:
         done = OUT / f"seed{seed}" / "results.json"
         if table_only and not done.exists():
             continue
-        per_seed.append(run_seed(seed))
+        result = run_seed(seed)
+        if result is not None:
+            per_seed.append(result)
     if not per_seed:
         raise SystemExit(f"no finished seed under {OUT}")
     text = tables(per_seed)
