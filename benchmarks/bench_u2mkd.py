@@ -1,8 +1,8 @@
 """U2MKD on the synthetic world in two regimes, 5 seeds, with each seed's paired difference KD - no-KD.
 
     python -m benchmarks u2mkd                               # every seed, then the tables; resumable
-    python -m benchmarks.bench_u2mkd --seeds 4 3 2 1 0       # a second process: seeds in another order (a seed
-                                                             # another live process holds is skipped)
+    python -m benchmarks.bench_u2mkd --seeds 4 3 2 1 0       # another process: it skips the parts (seed and
+                                                             # regime) a live process holds
     python -m benchmarks.bench_u2mkd --table                 # the tables from the seeds finished so far
 
 Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (30 train / 10 validation frames, three
@@ -58,6 +58,7 @@ FULL = {"teacher": "teacher", "rows": ["teacher", "student_lidar_only", "camera_
                                        "student_kd_kl_only", "student_kd_feat_only"],
         "pairs": [("student_kd", "student_nokd"), ("student_kd_kl_only", "student_nokd"),
                   ("student_kd_feat_only", "student_nokd")]}
+REGIMES = {"full": FULL, "scarce": SCARCE}
 # 97.5 % quantile of Student's t with k degrees of freedom (two-sided 95 % interval of a mean of k + 1 values)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -124,10 +125,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim(folder: Path) -> bool:
-    """Take `folder/.lock` for this process; False when another live process holds it (a dead one's lock is taken
-    over), so several processes can share the seeds of one benchmark."""
-    lock = folder / ".lock"
+def claim(folder: Path, name: str) -> bool:
+    """Take `folder/.lock_<name>` for this process; False when another live process holds it (a dead one's lock is
+    taken over), so several processes can share the work of one benchmark."""
+    lock = folder / f".lock_{name}"
     folder.mkdir(parents=True, exist_ok=True)
     while True:
         try:
@@ -148,20 +149,21 @@ def claim(folder: Path) -> bool:
         return True
 
 
-def run_seed(seed: int) -> dict | None:
-    """Train (or reuse) every row of one seed and score it; the seed's results.json is written at the end. None
-    when another process is running this seed."""
+def run_regime(seed: int, regime: str) -> dict | None:
+    """Train (or reuse) the rows of one regime ("full" or "scarce") of one seed and score them; written to
+    seed<S>/<regime>.json at the end. None when another process is running this part."""
     folder = OUT / f"seed{seed}"
-    done = folder / "results.json"
+    done = folder / f"{regime}.json"
     if done.exists():
         return json.loads(done.read_text())
-    if not claim(folder):
-        print(f"seed {seed}: another process holds {folder / '.lock'}; skipped")
+    if not claim(folder, regime):
+        print(f"seed {seed} {regime}: another process holds it; skipped")
         return None
+    spec = REGIMES[regime]
     data = make_dataset(folder / "data", seed, BENCH)
     runs = folder / "runs"
-    rows = plan(BENCH, data, runs, seed)
-    timing = folder / "seconds.json"  # wall seconds of each run when it was trained, and the load average then
+    rows = {n: r for n, r in plan(BENCH, data, runs, seed).items() if n in spec["rows"]}
+    timing = folder / f"seconds_{regime}.json"  # wall seconds of each run when it was trained, and the load then
     measured = json.loads(timing.read_text()) if timing.exists() else {}
 
     def record(name: str, seconds: float) -> None:
@@ -170,17 +172,28 @@ def run_seed(seed: int) -> dict | None:
             atomic_write_text(timing, json.dumps(measured, indent=1))
 
     train_rows(rows, runs, record)
-    torch.set_grad_enabled(False)
-    result = {"seed": seed, "budget": asdict(BENCH), "seconds": {n: m["seconds"] for n, m in measured.items()},
-              "scarce": evaluate(runs, SCARCE["rows"], SCARCE["teacher"]),
-              "full": evaluate(runs, FULL["rows"], FULL["teacher"]),
-              "loss": {n: loss_windows(runs / n, BENCH.student_steps) for n in FULL["rows"][1:]}}
-    torch.set_grad_enabled(True)
-    result["labelled"] = labelled_frames(runs / "student_kd_scarce")
-    result["class_share"] = class_shares(data)
+    with torch.no_grad():
+        result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
+                  "rows": evaluate(runs, spec["rows"], spec["teacher"]), "class_share": class_shares(data)}
+    if regime == "full":
+        result["loss"] = {n: loss_windows(runs / n, BENCH.student_steps) for n in spec["rows"][1:]}
+    else:
+        result["labelled"] = labelled_frames(runs / "student_kd_scarce")
     atomic_write_text(done, json.dumps(result, indent=1))
-    (folder / ".lock").unlink(missing_ok=True)
+    (folder / f".lock_{regime}").unlink(missing_ok=True)
     return result
+
+
+def seed_result(seed: int) -> dict | None:
+    """Both regimes of a seed, once both are done: rows under "full" and "scarce", plus the loss windows, the
+    labelled frames, the class shares and every run's seconds."""
+    parts = {r: OUT / f"seed{seed}" / f"{r}.json" for r in REGIMES}
+    if not all(p.exists() for p in parts.values()):
+        return None
+    full, scarce = (json.loads(parts[r].read_text()) for r in ("full", "scarce"))
+    return {"seed": seed, "full": full["rows"], "scarce": scarce["rows"], "loss": full["loss"],
+            "labelled": scarce["labelled"], "class_share": full["class_share"],
+            "seconds": {n: m["seconds"] for n, m in {**full["seconds"], **scarce["seconds"]}.items()}}
 
 
 def interval(values: list[float]) -> str:
@@ -235,16 +248,12 @@ def tables(per_seed: list[dict]) -> str:
 
 
 def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False) -> None:
-    per_seed = []
-    for seed in seeds:
-        done = OUT / f"seed{seed}" / "results.json"
-        if table_only and not done.exists():
-            continue
-        result = run_seed(seed)
-        if result is not None:
-            per_seed.append(result)
+    if not table_only:  # the bigger parts first, so that several processes finish close together
+        for regime, seed in [(r, s) for r in ("full", "scarce") for s in seeds]:
+            run_regime(seed, regime)
+    per_seed = [r for r in (seed_result(s) for s in seeds) if r is not None]
     if not per_seed:
-        raise SystemExit(f"no finished seed under {OUT}")
+        raise SystemExit(f"no seed with both regimes finished under {OUT}")
     text = tables(per_seed)
     atomic_write_text(OUT / "table.md", text + "\n")
     print(f"U2MKD synthetic benchmark, two regimes ({len(per_seed)} seeds; mIoU over {', '.join(CLASSES)})")
