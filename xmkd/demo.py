@@ -49,7 +49,7 @@ BUDGETS = {"demo": DemoBudget(),
 # checkpoints every 40 iterations (a resume point, without writing the 250 MB student state at every step)
 COMMON = ["data.num_workers=1", "train.log_every=10", "train.ckpt_every=40", "data.voxel_size=0.4",
           "data.point_range=[-38.4,-38.4,-4.8,38.4,38.4,4.8]", "model.backbone.cr=0.25", "model.backbone.blocks=1",
-          "model.backbone.chunk=24"]
+          "model.backbone.window=2.4"]  # the release's 6 voxels
 
 
 def _train(config: str, overrides: list[str], run_dir: Path) -> dict[str, float]:
@@ -78,7 +78,7 @@ def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "dem
                f"model.max_points={b.max_points}"]
     u2 = [f"data.image_size=[{b.image_size[0]},{b.image_size[1]}]", "model.camera_drop=1", "model.eval_camera_drop=2",
           "model.decoder_width=64", f"model.teacher.backbone.cr={b.teacher_cr}", "model.teacher.backbone.blocks=1",
-          "model.teacher.backbone.chunk=24"]
+          "model.teacher.backbone.window=2.4"]
     print("[3/4] students: LiDAR only, camera only, LiDAR + camera without KD, LiDAR + camera with KD")
     rows = {"teacher": teacher,
             "student_lidar_only": _train("lidar_seg/synthetic.yaml", [*base, "name=student_lidar_only", *student],
