@@ -2,7 +2,8 @@
 synthetic configs, on one thread (CPU seconds of this process, so other jobs on the machine do not count):
 
     OMP_NUM_THREADS=1 python -m benchmarks.u2mkd_step_time [--steps 8] [--out outputs/u2mkd_step_time]
-        [key=value ...]                     # extra overrides for both configs, e.g. model.backbone.chunk=48
+        [--student key=value ...] [key=value ...]   # overrides for both configs (e.g. model.backbone.chunk=48)
+                                                    # and for the student's config only
 
 The teacher is `configs/lidar_seg/synthetic.yaml`; the student `configs/u2mkd/synthetic.yaml` with KD from an
 untrained teacher of the same architecture (the timing does not depend on its weights). Data: 8 synthetic
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default="outputs/u2mkd_step_time")
+    ap.add_argument("--student", nargs="*", default=[], help="overrides of the student's config only")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     save(ckpt, {"models": {"net": teacher.nets["net"].state_dict()}})
     result = {"teacher_s_per_step": _time_steps(teacher, args.steps)}
     student = student_cls(load_config(CONFIGS / "u2mkd" / "synthetic.yaml",
-                                      [*base, "model.kd=true", f"model.teacher.checkpoint={ckpt}"],
+                                      [*base, "model.kd=true", f"model.teacher.checkpoint={ckpt}", *args.student],
                                       schema=student_cls.schema), torch.device("cpu"))
     student.build()
     result["student_kd_s_per_step"] = _time_steps(student, args.steps)

@@ -62,19 +62,15 @@ def test_swiftnet_forward_backward():
     assert net.decode(net.encode(x)).shape == (2, 128, 18, 32)
 
 
-@pytest.mark.parametrize("chunk", [0, 2])
-def test_window_groups_cover_each_token_once(chunk):
+def test_window_groups_cover_each_token_once():
     window = torch.tensor([0, 1, 0, 2, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3, 3])
-    groups = window_groups(window, chunk)
+    groups = window_groups(window)
     filled = torch.cat([g[g >= 0] for g in groups])
     assert sorted(filled.tolist()) == list(range(len(window)))
     for rows in groups:
-        for row in rows:  # a row holds tokens of one window only; whole windows unless chunked
+        for row in rows:  # a row holds one whole window
             ids = row[row >= 0]
-            assert len(set(window[ids].tolist())) == 1
-            count = int((window == window[ids[0]]).sum())
-            assert (0 < len(ids) <= chunk and len(ids) >= min(chunk, count % chunk or chunk)) if chunk else \
-                len(ids) == count
+            assert len(set(window[ids].tolist())) == 1 and len(ids) == int((window == window[ids[0]]).sum())
         assert rows.shape[1] <= 2 * max(4, int((rows >= 0).sum(1).min()))  # bucketed: padding below half a row
 
 
@@ -115,7 +111,7 @@ def reference_attention(attn: DualWindowAttention, x, xyz, batch):
     return attn.proj(out.reshape(m, h * d))
 
 
-def test_full_window_attention_equals_the_release_formulas_and_chunks_approximate_it():
+def test_full_window_attention_equals_the_release_formulas():
     torch.manual_seed(0)
     attn = DualWindowAttention(16, heads=4, cube=2.0, radial=(20.0, 20.0, 120.0))
     for t in [*attn.cube_tables, *attn.radial_tables]:  # visible RPE (the release's init is std 0.02)
@@ -126,8 +122,6 @@ def test_full_window_attention_equals_the_release_formulas_and_chunks_approximat
     with torch.no_grad():
         expected = reference_attention(attn, x, xyz, batch)
         assert torch.allclose(attn(x, xyz, batch), expected, atol=1e-5)
-        attn.chunk = 3  # runs of 3 tokens: a different (approximate) result
-        assert not torch.allclose(attn(x, xyz, batch), expected, atol=1e-3)
 
 
 def test_sphereformer_block_attends_only_within_windows():

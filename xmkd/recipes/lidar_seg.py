@@ -45,7 +45,7 @@ class Augment:
 class LidarSegModel:
     backbone: SparseUNetConfig = field(default_factory=SparseUNetConfig)
     lovasz_weight: float = 1.0
-    max_points: int = 0  # training: subsample each frame to this many points (0 = all)
+    max_points: int = 0  # training: subsample each frame to this many points (0 = all), before one_point_per_voxel
     time_lag: bool = False  # the sweeps' time lag as a 5th input channel (the release has 4: x, y, z, intensity)
     one_point_per_voxel: bool = True  # training: the first point of each voxel only (release: loss per voxel)
     augment: Augment = field(default_factory=Augment)
@@ -153,10 +153,9 @@ class LidarSegRecipe(Recipe):
             keep = np.ones(len(xyz), bool)
         else:
             xyz = augment_points(xyz, rng, self.cfg.model.augment)
-            keep = in_range(xyz, d.point_range)
+            keep = subsample(in_range(xyz, d.point_range), self.cfg.model.max_points, rng)
             if self.cfg.model.one_point_per_voxel:
                 keep = first_per_voxel(xyz, keep, d.voxel_size, d.point_range)
-            keep = subsample(keep, self.cfg.model.max_points, rng)
         feats = [xyz[keep], intensity[keep, None]]
         if self.cfg.model.time_lag:
             feats.append(lag[keep, None].astype(np.float32))

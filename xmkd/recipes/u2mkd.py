@@ -177,10 +177,9 @@ class U2MKDRecipe(Recipe):
             keep = np.ones(len(xyz), bool)
         else:
             xyz = augment_points(key_xyz, rng, m.augment)
-            keep = in_range(xyz, d.point_range)
+            keep = subsample(in_range(xyz, d.point_range), m.max_points, rng)
             if m.one_point_per_voxel:
                 keep = first_per_voxel(xyz, keep, d.voxel_size, d.point_range)
-            keep = subsample(keep, m.max_points, rng)
         sample = {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], key_i[keep]]), "labels": labels[keep],
                   "raw": np.nonzero(keep)[0], "images": np.stack(images), "point_cam": point_cam[keep],
                   "point_uv": point_uv[keep]}

@@ -53,7 +53,6 @@ class SparseUNetConfig:
     radial_quant_shared: bool = True  # release: the 4 blocks share one angular RPE quantum, 16x the first
     # block's (its in-place doubling of one numpy array); false = each block's own window / 24
     rpe_a: float = 0.0125  # m, the exponential range split of the radial RPE
-    chunk: int = 0  # 0 = attention over the whole window (release); > 0 = runs of at most this many tokens
     drop_path: float = 0.3  # block i (1..4) gets linspace(0, drop_path, 7)[i]
     dropout: float = 0.3  # on the voxel features before the decoder (SPVCNN)
     devoxelize: str = "trilinear"  # trilinear (release) | nearest
@@ -134,7 +133,7 @@ class SparseUNet(nn.Module):
         quant = (r[0] * 16 / QUANT_STEPS, r[1] * 16 / QUANT_STEPS, r[2] / QUANT_STEPS) \
             if cfg.radial_quant_shared else None
         drop = float(torch.linspace(0, cfg.drop_path, 7)[i + 1])
-        return SphereFormerBlock(dim, heads, drop, cfg.window * scale, radial, quant, cfg.rpe_a, cfg.chunk)
+        return SphereFormerBlock(dim, heads, drop, cfg.window * scale, radial, quant, cfg.rpe_a)
 
     # -- point <-> voxel --------------------------------------------------------------------------------------
     @staticmethod
@@ -165,7 +164,11 @@ class SparseUNet(nn.Module):
         idx = lookup(query, x.indices).view(8, -1)
         w = torch.where(offsets[:, None].bool(), frac[None], 1 - frac[None]).prod(-1) * (idx >= 0)
         w = w / (w.sum(0, keepdim=True) + 1e-8)
-        return (x.features[idx.clamp(min=0)] * w[..., None]).sum(0)
+        idx = idx.clamp(min=0)
+        out = x.features[idx[0]] * w[0, :, None]
+        for o in range(1, 8):  # one (N, C) term at a time: the 8 neighbours together would take 8x the memory
+            out = out + x.features[idx[o]] * w[o, :, None]
+        return out
 
     @staticmethod
     def to_voxels(x, idx: torch.Tensor, point_features: torch.Tensor):

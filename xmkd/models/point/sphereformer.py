@@ -14,13 +14,13 @@ Release: `core/models/sphereformer/spherical_transformer.py` (`SphereFormer`, `S
   per axis selects learned tables, logit_ij = q_i . (k_j + sum_a Tq[r_ij,a]) + k_j . sum_a Tk[r_ij,a] (q
   scaled by head_dim^-1/2), out_i = sum_j a_ij (v_j + sum_a Tv[r_ij,a]); on the radial heads the range axis
   uses the release's exponential split of the range difference (a = `rpe_a` metres) instead;
-- attention over **every token of the window** (`chunk` = 0, the release). `chunk` > 0 is a CPU-cost
-  approximation: windows are cut into runs of at most `chunk` tokens (in voxel order) that attend only
-  among themselves (docs/u2mkd.md, Release parity, gives its measured accuracy cost).
+- attention over **every token of the window**, as the release.
 
-Implementation: tokens are sorted by window and the windows (or runs) grouped by size into padded buckets of
-width 4, 8, 16, ...; each bucket is one batched matmul with a padding mask, cut into slabs so that no slab
-holds more than `SLAB` attention logits.
+Implementation: tokens are sorted by window and the windows grouped by size into padded buckets of
+width 4, 8, 16, ...; each bucket is one batched matmul with a padding mask, cut into slabs of at most `SLAB`
+(pair, axis, head) entries, so memory grows with pairs x heads, not pairs x channels. The RPE terms gather each
+token's products with every table row (M x 3 x 2L per head), and the value term adds the attention mass per
+table row (the same size) times the value table.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 QUANT_STEPS = 24  # `quant_size_scale` of the released configs: window edge / RPE quantum
-SLAB = 1 << 22  # logits per batched matmul (bounds the memory of large windows)
+SLAB = 1 << 22  # pair-axis-head entries per batched step (bounds the memory of large windows)
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -55,30 +55,25 @@ def window_index(pos: torch.Tensor, batch: torch.Tensor, size: torch.Tensor) -> 
     """Dense window id (M,) of each token: cells of `size` (3,) counted from the minimum over all tokens, one
     set per sample (`batch` (M,))."""
     cell = torch.floor((pos - pos.min(0).values) / size).long()
-    return torch.unique(torch.cat([batch.long()[:, None], cell], 1), dim=0, return_inverse=True)[1]
+    dims = cell.max(0).values + 1
+    key = ((batch.long() * dims[0] + cell[:, 0]) * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    return torch.unique(key, return_inverse=True)[1]
 
 
-def window_groups(window: torch.Tensor, chunk: int = 0) -> list[torch.Tensor]:
-    """Tokens grouped for attention: a list of (R, K) token-index matrices (-1 = padding), one row per window
-    (or, with `chunk` > 0, per run of at most `chunk` consecutive tokens of a window). Rows are bucketed by
-    size (<= 4, 8, 16, ...), so padding wastes at most half of a row. Every token is in exactly one row."""
-    m = window.numel()
+def window_groups(window: torch.Tensor) -> list[torch.Tensor]:
+    """Tokens grouped for attention: a list of (R, K) token-index matrices (-1 = padding), one row per window,
+    rows bucketed by size (<= 4, 8, 16, ...) so that padding wastes at most half of a row. Every token is in
+    exactly one row."""
     order = torch.argsort(window, stable=True)
     w = window[order]
     counts = torch.bincount(w)
-    rank = torch.arange(m, device=window.device) - (torch.cumsum(counts, 0) - counts)[w]
-    if chunk > 0:
-        runs = (counts + chunk - 1) // chunk  # runs per window
-        row = (torch.cumsum(runs, 0) - runs)[w] + rank // chunk
-        col = rank % chunk
-        size = torch.minimum(counts[w] - (rank // chunk) * chunk, torch.full_like(rank, chunk))
-    else:
-        row, col, size = w, rank, counts[w]
+    col = torch.arange(window.numel(), device=window.device) - (torch.cumsum(counts, 0) - counts)[w]
+    size = counts[w]
     bucket = torch.ceil(torch.log2(size.clamp(min=4).double())).long()  # row width class: 2^bucket
     groups = []
     for b in torch.unique(bucket).tolist():
         sel = bucket == b
-        rows, local = torch.unique(row[sel], return_inverse=True)
+        rows, local = torch.unique(w[sel], return_inverse=True)
         slots = torch.full((len(rows), int(size[sel].max())), -1, dtype=torch.long, device=window.device)
         slots[local, col[sel]] = order[sel]
         groups.append(slots)
@@ -100,11 +95,11 @@ class DualWindowAttention(nn.Module):
     """Multi-head self-attention, half of the heads in cubic windows, half in radial windows (module doc)."""
 
     def __init__(self, dim: int, heads: int, cube: float = 0.3, radial: tuple[float, float, float] = (2.0, 2.0, 120.0),
-                 radial_quant: tuple[float, float, float] | None = None, rpe_a: float = 0.0125, chunk: int = 0):
+                 radial_quant: tuple[float, float, float] | None = None, rpe_a: float = 0.0125):
         super().__init__()
         if heads < 2 or dim % heads:
             raise ValueError(f"need at least 2 heads dividing dim, got heads={heads}, dim={dim}")
-        self.heads, self.dim, self.chunk, self.rpe_a = heads, dim, chunk, rpe_a
+        self.heads, self.dim, self.rpe_a = heads, dim, rpe_a
         self.head_dim = dim // heads
         self.h1 = heads // 2  # cubic heads; the rest are radial
         self.register_buffer("cube", torch.full((3,), float(cube)), persistent=False)
@@ -125,42 +120,40 @@ class DualWindowAttention(nn.Module):
     def _branch(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, batch: torch.Tensor,
                 window: torch.Tensor, quant: torch.Tensor, tables: nn.ParameterList, split: bool) -> torch.Tensor:
         """Attention of one branch. q, k, v (M, h, d); pos (M, 3) in the branch's coordinates."""
-        rel0 = pos - pos.min(0).values
-        grid = torch.floor(torch.remainder(rel0, window) / quant).long()  # position inside the window
+        m, h, d = q.shape
         length = QUANT_STEPS
-        tq, tk, tv = tables
-        # q . Tq[r] and k . Tk[r] for every table row, once per token: (M, h, 3, T)
-        qt = torch.einsum("mhd,tahd->mhat", q, tq)
-        kt = torch.einsum("mhd,tahd->mhat", k, tk)
+        grid = torch.floor(torch.remainder(pos - pos.min(0).values, window) / quant).long()  # place in the window
+        tq, tk, tv = (t.flatten(0, 1) for t in tables)  # (T * 3, h, d): row r * 3 + axis
+        span = tq.shape[0]
+        # every token's products with every table row, (M * 3T, h): q . Tq[r] and k . Tk[r] are then gathers
+        qt = torch.einsum("mhd,thd->mth", q, tq).reshape(-1, h)
+        kt = torch.einsum("mhd,thd->mth", k, tk).reshape(-1, h)
+        axes = torch.arange(3, device=q.device)
         out = torch.zeros_like(q)
-        for slots in window_groups(window_index(pos, batch, window), self.chunk):
+        mass = torch.zeros((m * span, h), dtype=q.dtype, device=q.device)  # attention mass per token, table row
+        for slots in window_groups(window_index(pos, batch, window)):
             width = slots.shape[1]
-            step = max(1, SLAB // (width * width * q.shape[1]))
+            step = max(1, SLAB // (width * width * 3 * h))
             for s in range(0, len(slots), step):
                 sl = slots[s: s + step]
                 valid = sl >= 0
                 idx = sl.clamp(min=0)
                 r = grid[idx][:, :, None, :] - grid[idx][:, None, :, :] + (length - 1)  # (R, K, K, 3)
                 if split:  # range axis: exponential split of the range difference (release: + 24, clamped)
-                    d = pos[idx, 2]
-                    r[..., 2] = exponential_split(d[:, :, None] - d[:, None, :], self.rpe_a) + length
+                    rng = pos[idx, 2]
+                    r[..., 2] = exponential_split(rng[:, :, None] - rng[:, None, :], self.rpe_a) + length
                     r = r.clamp(0, 2 * length - 1)
+                rows = r * 3 + axes  # (R, K, K, 3)
                 qs, ks, vs = (t[idx].permute(0, 2, 1, 3) for t in (q, k, v))  # (R, h, K, d)
-                logits = qs @ ks.transpose(-1, -2)  # (R, h, K, K)
-                qts, kts = qt[idx].permute(0, 2, 1, 3, 4), kt[idx].permute(0, 2, 1, 3, 4)  # (R, h, K, 3, T)
-                rh = r[:, None].expand(-1, q.shape[1], -1, -1, -1)  # (R, h, K, K, 3)
-                for a in range(3):
-                    logits = logits + torch.gather(qts[:, :, :, a], -1, rh[..., a])
-                    logits = logits + torch.gather(kts[:, :, :, a], -1, rh[..., a].transpose(-1, -2)).transpose(-1, -2)
+                rpe = qt[idx[:, :, None, None] * span + rows].sum(3) + kt[idx[:, None, :, None] * span + rows].sum(3)
+                logits = qs @ ks.transpose(-1, -2) + rpe.permute(0, 3, 1, 2)  # (R, h, K, K)
                 logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
-                attn = torch.softmax(logits, -1)
-                o = attn @ vs  # (R, h, K, d)
-                for a in range(3):  # sum_j a_ij Tv[r_ij]: attention mass per relative index, times the table
-                    mass = torch.zeros(*attn.shape[:3], tv.shape[0], dtype=attn.dtype, device=attn.device)
-                    mass = mass.scatter_add(-1, rh[..., a], attn)
-                    o = o + torch.einsum("rhit,thd->rhid", mass, tv[:, a])
-                out[sl[valid]] = o.permute(0, 2, 1, 3)[valid]
-        return out
+                attn = torch.softmax(logits, -1) * valid[:, None, :, None]  # padded queries: no mass
+                out[sl[valid]] = (attn @ vs).permute(0, 2, 1, 3)[valid]
+                pair_attn = attn.permute(0, 2, 3, 1).reshape(-1, h)
+                for a in range(3):
+                    mass.index_add_(0, (idx[:, :, None] * span + rows[..., a]).reshape(-1), pair_attn)
+        return out + torch.einsum("mth,thd->mhd", mass.view(m, span, h), tv)
 
     def forward(self, x: torch.Tensor, xyz: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """x (M, dim) voxel tokens, xyz (M, 3) their positions in metres (sensor at the origin), batch (M,)."""
@@ -178,11 +171,11 @@ class DualWindowAttention(nn.Module):
 class SphereFormerBlock(nn.Module):
     def __init__(self, dim: int, heads: int, drop_path: float = 0.0, cube: float = 0.3,
                  radial: tuple[float, float, float] = (2.0, 2.0, 120.0),
-                 radial_quant: tuple[float, float, float] | None = None, rpe_a: float = 0.0125, chunk: int = 0,
+                 radial_quant: tuple[float, float, float] | None = None, rpe_a: float = 0.0125,
                  mlp_ratio: float = 4.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = DualWindowAttention(dim, heads, cube, radial, radial_quant, rpe_a, chunk)
+        self.attn = DualWindowAttention(dim, heads, cube, radial, radial_quant, rpe_a)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
