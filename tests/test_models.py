@@ -191,8 +191,8 @@ def test_sparse_unet_stage_hook_sees_every_stage():
     net = SparseUNet(4, 3, SparseUNetConfig(cr=0.25, sphereformer=False, blocks=1))
     seen = []
 
-    def hook(i, x, p, point_idx):
-        seen.append((i, x.features.shape[0], int(point_idx.max()), p.shape))
+    def hook(i, x, p, voxel_idx):
+        seen.append((i, x.features.shape[0], int(voxel_idx.max()), p.shape))
         if i < 3:
             return x, p
         seen.append(p.clone())
@@ -201,11 +201,12 @@ def test_sparse_unet_stage_hook_sees_every_stage():
     out = net(batch, stage_hook=hook)
     stage4_in = seen.pop()
     assert [s[0] for s in seen] == [0, 1, 2, 3]
-    assert all(mx < m and shape == (n, net.widths[i + 1]) for i, m, mx, shape in seen)
+    m1, pv = len(batch["voxel_coords"]), batch["point_voxel"]  # the point branch runs per stride-1 voxel
+    assert all(mx < m and shape == (m1, net.widths[i + 1]) for i, m, mx, shape in seen) and len(out["logits"]) == n
     assert torch.all(out["stages"][3].features == 0)
-    assert torch.equal(out["stage4"], stage4_in)  # the feature-imitation input is what the hook received
-    assert torch.allclose(out["bottleneck"], net.point_mlp[0](net.stem(net.input_tensor(batch)).features[
-        batch["point_voxel"]]))  # the hook's stage-4 point features (zeros) + the stem's point MLP
+    assert torch.equal(out["stage4"], stage4_in[pv])  # the feature-imitation input is what the hook received
+    assert torch.allclose(out["bottleneck"], net.point_mlp[0](net.stem(net.input_tensor(batch)).features)[pv])
+    # (the hook's stage-4 features, zeros, plus the stem's point MLP)
 
 
 def test_lovasz_softmax():

@@ -244,7 +244,7 @@ def test_feature_imitation_uses_the_pre_fusion_stage4_lidar_features(kd_recipe):
         h.remove()
     sel = batch["kd_index"] >= 0
     # student: the stage-4 LiDAR point features C2L receives, i.e. before camera fusion and without the point MLP
-    assert torch.equal(seen["adapter_in"], seen["c2l_in"][sel])
+    assert torch.equal(seen["adapter_in"], seen["c2l_in"][batch["student"]["point_voxel"]][sel])
     # teacher: its stage-4 voxel features (after the last SphereFormer block) devoxelised, no point-branch term
     with torch.no_grad():
         t_out = teacher(batch["teacher"])

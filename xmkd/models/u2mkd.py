@@ -4,7 +4,8 @@ U-Net (point branch, SphereFormer) and a SwiftNet-ResNet18 camera branch, fused 
 of the 4 encoder stages, with a point head (the U-Net decoder) and a dense pixel head (the SwiftNet decoder
 over the fused image features).
 
-Per encoder stage i (0..3): the LiDAR stage output is devoxelised to the points (p); the ResNet stage runs on
+Per encoder stage i (0..3): the LiDAR stage output is devoxelised to the points (p; the stride-1 voxels, each
+at its first point's pixel, as the release's representative points); the ResNet stage runs on
 the previous fused image features and yields its pre-activation output (SwiftNet's `skip`); at stage 4 that
 goes through the SPP first (so fusion there is on the 128-channel SPP output); L2C (4 - i scales) fuses p into
 it, giving the next ResNet input ReLU(fused) and the decoder's skip `fused`; C2L samples `fused` at the points
@@ -47,14 +48,19 @@ class U2MKDStudent(nn.Module):
         stage-4 LiDAR point features before fusion (the feature-imitation input) and the summed imputation loss."""
         images = batch["images"]
         full = (images.shape[-1], images.shape[-2])
-        pimg, puv = batch["point_image"], batch["point_uv"]
+        # the LiDAR branch's points are the stride-1 voxels: each takes its first point's pixel (the release's
+        # representative point)
+        pv = batch["point_voxel"]
+        first = torch.full((len(batch["voxel_coords"]),), len(pv), dtype=torch.long, device=pv.device)
+        first = first.scatter_reduce(0, pv, torch.arange(len(pv), device=pv.device), "amin")
+        pimg, puv = batch["point_image"][first], batch["point_uv"][first]
         rn = self.camera.backbone
         state = {"img": rn.maxpool(rn.stem(images))}
         skips: list[torch.Tensor] = []
         imputation = []
         layers = (rn.layer1, rn.layer2, rn.layer3, rn.layer4)
 
-        def hook(i: int, x, pts: torch.Tensor, point_idx: torch.Tensor):
+        def hook(i: int, x, pts: torch.Tensor, voxel_idx: torch.Tensor):
             _, skip = run_layer(layers[i], state["img"])
             if i == 3:
                 skip = self.camera.spp(skip)
@@ -62,7 +68,7 @@ class U2MKDStudent(nn.Module):
             fused_pts, imp = self.c2l[i](pts, fused_img, pimg, puv, full)
             imputation.append(imp)
             skips.append(fused_img)
-            return self.lidar.to_voxels(x, point_idx, fused_pts), fused_pts
+            return self.lidar.to_voxels(x, voxel_idx, fused_pts), fused_pts
 
         out = self.lidar(batch, stage_hook=hook)
         pixel = self.camera.head(self.camera.ladder(skips[3], skips[:3]))

@@ -14,9 +14,9 @@ SPVCNN; and a linear classifier on the final point features.
 Widths are `[32, 32, 64, 128, 256, 256, 128, 96, 96] x cr`. All convolutions are bias-free and followed by
 BatchNorm (spconv's CPU path cannot run a biased sparse conv in eval mode; torchsparse's are bias-free too).
 
-Points are placed at their stride-1 voxel's integer coordinates for devoxelisation, as in the release (whose
-points are the voxels' representatives with rounded coordinates), so every point of a stride-1 voxel gets the
-same features. The SphereFormer positions of a stage's voxels are the mean of the mean point positions of the
+The point branch runs on the stride-1 voxels, at their integer coordinates, as in the release (whose points
+are the voxels' representatives with rounded coordinates); every point takes its stride-1 voxel's outputs (the
+release's inverse map). The SphereFormer positions of a stage's voxels are the mean of the mean point positions of the
 stride-1 voxels inside them (the release's `point_to_voxel(vox_out, zz)` on the input xyz).
 
 Input: a batch dict with `voxel_coords` (M, 4) int (batch, x, y, z) at stride 1, `voxel_features` (M, C),
@@ -211,29 +211,28 @@ class SparseUNet(nn.Module):
         (N, widths[4]) before any fusion (U2MKD's feature-imitation input, release `pts_feats`), `bottleneck` the
         point features entering the decoder (N, widths[4]), and the 4 encoder stage tensors.
 
-        `stage_hook(i, x, p, point_idx) -> (x, p)` may replace encoder stage i's voxel tensor `x` and its
-        devoxelised point features `p` (N, C) (cross-modal fusion; point_idx (N,) is each point's voxel in x);
-        the stage-4 point features it returns enter the decoder (plus the point MLP of the stem's features)."""
-        pc = self.point_coords(batch)
+        The point branch runs once per stride-1 voxel (M1 = len(voxel_coords)), each point then takes its
+        voxel's outputs. `stage_hook(i, x, p, voxel_idx) -> (x, p)` may replace encoder stage i's voxel tensor
+        `x` and the devoxelised point-branch features `p` (M1, C) (cross-modal fusion; voxel_idx (M1,) is each
+        stride-1 voxel's voxel in x); the stage-4 features it returns enter the decoder (plus the point MLP of
+        the stem's features)."""
+        vc, pv = batch["voxel_coords"], batch["point_voxel"]
         x0 = self.stem(self.input_tensor(batch))
-        idx0 = batch["point_voxel"]
-        z0 = x0.features[idx0]
+        z0 = x0.features  # the point branch runs on the stride-1 voxels (the release: their representatives)
         skips = [x0]
         x = x0
         for i in range(4):
             x = self.encode_stage(i, x, batch)
             stride = 2 ** (i + 1)
             if stage_hook is not None or i == 3:
-                p = self.devoxelize(x, pc, stride)
+                p = self.devoxelize(x, vc, stride)
                 if i == 3:
                     stage4 = p
                 if stage_hook is not None:
-                    x, p = stage_hook(i, x, p, self.voxel_of_points(x, pc, stride))
+                    x, p = stage_hook(i, x, p, self.voxel_of_points(x, vc, stride))
             skips.append(x)
-        idx4 = self.voxel_of_points(x, pc, 16)
         z1 = p + self.point_mlp[0](z0)
-        bottleneck = z1
-        y = self.to_voxels(x, idx4, z1)
+        y = self.to_voxels(x, self.voxel_of_points(x, vc, 16), z1)
         y = y.replace_feature(self.dropout(y.features))
         z = z1
         for j in range(4):
@@ -244,9 +243,9 @@ class SparseUNet(nn.Module):
                 y = block(y)
             if j in (1, 3):
                 stride = 2 ** (3 - j)
-                z = self.devoxelize(y, pc, stride) + self.point_mlp[1 if j == 1 else 2](z)
+                z = self.devoxelize(y, vc, stride) + self.point_mlp[1 if j == 1 else 2](z)
                 if j == 1:
-                    y = self.to_voxels(y, self.voxel_of_points(y, pc, stride), z)
+                    y = self.to_voxels(y, self.voxel_of_points(y, vc, stride), z)
                     y = y.replace_feature(self.dropout(y.features))
-        return {"logits": self.classifier(z), "point_features": z, "stage4": stage4, "bottleneck": bottleneck,
+        return {"logits": self.classifier(z)[pv], "point_features": z[pv], "stage4": stage4[pv], "bottleneck": z1[pv],
                 "stages": skips[1:]}
