@@ -3,8 +3,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xmkd.config import ExperimentConfig, load_config, save_config
+from xmkd.config import (
+    CONFIG_DIR,
+    ExperimentConfig,
+    list_configs,
+    load_config,
+    peek_recipe,
+    resolve_config,
+    save_config,
+)
 from xmkd.errors import XmkdConfigError
+from xmkd.recipes import get_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,3 +83,46 @@ def test_shipped_dataset_sections_validate():
     for path in configs:
         cfg = load_config(path, schema=ExperimentConfig)
         assert cfg.data.dataset
+
+
+def test_data_cameras_null_is_every_camera_and_empty_is_none():
+    import torch
+
+    from xmkd.recipes import get_recipe
+
+    assert load_config(None).data.cameras is None
+    assert load_config(None, ["data.cameras=[]"]).data.cameras == []
+    assert load_config(REPO / "configs" / "lidar_seg" / "semantickitti_teacher.yaml",
+                       schema=get_recipe("lidar_seg").schema).data.cameras == []
+    cfg = load_config(REPO / "configs" / "u2mkd" / "synthetic.yaml", ["data.cameras=[]"],
+                      schema=get_recipe("u2mkd").schema)
+    with pytest.raises(XmkdConfigError, match=r"u2mkd needs cameras: data.cameras is \[\] \(none\)"):
+        get_recipe("u2mkd")(cfg, torch.device("cpu")).frames("train")
+
+
+def test_shipped_configs_are_package_data_and_resolve_by_name(tmp_path, monkeypatch):
+    assert CONFIG_DIR == REPO / "xmkd" / "configs" and (REPO / "configs").resolve() == CONFIG_DIR  # one copy
+    names = list_configs()
+    assert "u2mkd/synthetic" in names and "_base/data/nuscenes" in names
+    assert len(names) == len(list((REPO / "configs").rglob("*.yaml")))
+    monkeypatch.chdir(tmp_path)  # no configs/ here: every spelling finds the shipped file
+    shipped = CONFIG_DIR / "u2mkd" / "synthetic.yaml"
+    for spelling in ("u2mkd/synthetic", "u2mkd/synthetic.yaml", "configs/u2mkd/synthetic.yaml"):
+        assert resolve_config(spelling) == shipped
+    cfg = load_config("u2mkd/synthetic", ["seed=4"], schema=get_recipe("u2mkd").schema)
+    assert cfg.name == "u2mkd_student_synthetic" and cfg.seed == 4
+    assert cfg.data.root == "data/synthetic/nuscenes"  # its `defaults: [../_base/data/synthetic.yaml]` resolved
+    assert peek_recipe("ftd/synthetic_day_night") == "ftd"  # two levels of defaults
+    # a file of that name in the working directory wins over the shipped one
+    write(tmp_path / "u2mkd" / "synthetic.yaml", "name: mine\n")
+    assert resolve_config("u2mkd/synthetic.yaml") == Path("u2mkd/synthetic.yaml")
+    assert load_config("u2mkd/synthetic.yaml").name == "mine"
+    # a user's config outside the package inherits a shipped one by name
+    mine = write(tmp_path / "exp" / "mine.yaml", "defaults: [lidar_seg/synthetic]\nname: exp\n")
+    cfg = load_config(mine, schema=get_recipe("lidar_seg").schema)
+    assert cfg.name == "exp" and cfg.recipe == "lidar_seg" and cfg.data.root == "data/synthetic/nuscenes"
+    with pytest.raises(XmkdConfigError, match=r"no shipped config is named 'u2mkd/synthtic'; did you mean "
+                                              r"u2mkd/synthetic"):
+        load_config("u2mkd/synthtic")
+    with pytest.raises(XmkdConfigError, match=r"mine.yaml.*no shipped config is named 'nope'"):
+        load_config(write(tmp_path / "exp" / "mine.yaml", "defaults: [nope.yaml]\n"))

@@ -4,6 +4,7 @@ written from the formats' specs (Waymo v2, A2D2, VirtualKITTI), and bad input.""
 import json
 import shutil
 
+import layouts
 import numpy as np
 import pytest
 from PIL import Image
@@ -227,72 +228,29 @@ def test_real_nuscenes_frame(realdata, tmp_path):
 
 
 def test_waymo_v2_parquet(tmp_path):
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("pyarrow")
     from xmkd.data.readers.waymo import range_image_to_points
 
-    seg, ts = "10023947602400723454_1120_000_1140_000", [1000000, 1100000]
-    h, w = 4, 8
-    rng = np.random.default_rng(0)
-    base = tmp_path / "waymo" / "training"
-    ranges = rng.uniform(2, 40, size=(2, h, w)).astype(np.float32)
-    ranges[:, 0, :3] = -1.0  # no return
-    ri = np.stack([ranges, rng.uniform(0, 1, size=(2, h, w)), np.zeros((2, h, w)), np.zeros((2, h, w))], -1)
-    sem = rng.integers(0, 23, size=(2, h, w))
-    inst = rng.integers(0, 5, size=(2, h, w))
-    ext = np.eye(4)
-    ext[:3, :3] = [[np.cos(0.3), -np.sin(0.3), 0], [np.sin(0.3), np.cos(0.3), 0], [0, 0, 1]]
-    ext[:3, 3] = [1.43, 0.0, 2.18]
-
-    def write(component, table):
-        (base / component).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(table), base / component / f"{seg}.parquet")
-
-    key = {"key.segment_context_name": [seg, seg], "key.frame_timestamp_micros": ts,
-           "key.laser_name": pa.array([1, 1], pa.int8())}
-    write("lidar", {**key, "[LiDARComponent].range_image_return1.values": [r.ravel().tolist() for r in ri],
-                    "[LiDARComponent].range_image_return1.shape": [[h, w, 4]] * 2})
-    write("lidar_segmentation", {**key, "[LiDARSegmentationLabelComponent].range_image_return1.values":
-                                 [np.stack([i, s], -1).ravel().tolist() for i, s in zip(inst, sem)],
-                                 "[LiDARSegmentationLabelComponent].range_image_return1.shape": [[h, w, 2]] * 2})
-    write("lidar_calibration", {"key.segment_context_name": [seg], "key.laser_name": pa.array([1], pa.int8()),
-                                "[LiDARCalibrationComponent].extrinsic.transform": [ext.ravel().tolist()],
-                                "[LiDARCalibrationComponent].beam_inclination.min": [-0.3],
-                                "[LiDARCalibrationComponent].beam_inclination.max": [0.05],
-                                "[LiDARCalibrationComponent].beam_inclination.values": pa.array([None],
-                                                                                              pa.list_(pa.float64()))})
-    import io
-
-    jpg = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, size=(24, 32, 3), dtype=np.uint8)).save(jpg, format="JPEG")
-    write("camera_image", {"key.segment_context_name": [seg], "key.frame_timestamp_micros": [ts[0]],
-                           "key.camera_name": pa.array([1], pa.int8()),
-                           "[CameraImageComponent].image": [jpg.getvalue()]})
-    cam_ext = np.eye(4)
-    cam_ext[:3, 3] = [1.5, 0.0, 2.0]  # camera looks along vehicle +x
-    write("camera_calibration", {"key.segment_context_name": [seg], "key.camera_name": pa.array([1], pa.int8()),
-                                 **{f"[CameraCalibrationComponent].intrinsic.{k}": [v] for k, v in
-                                    (("f_u", 20.0), ("f_v", 20.0), ("c_u", 16.0), ("c_v", 12.0))},
-                                 "[CameraCalibrationComponent].extrinsic.transform": [cam_ext.ravel().tolist()],
-                                 "[CameraCalibrationComponent].width": [32],
-                                 "[CameraCalibrationComponent].height": [24]})
+    fx = layouts.waymo(tmp_path / "waymo")
+    h, w = fx["shape"]
     report = prepare("waymo", tmp_path / "waymo", tmp_path / "index", progress=False)
-    assert report.frames == 2 and report.splits == {"training": 2} and not report.bad
+    assert report.frames == 2 and report.splits == {"training": 2, "training_labelled": 2} and not report.bad
     frames = IndexedFrames(tmp_path / "index", "training")
     frame = frames[0]
     # The known point set, from the range-image formulas written out independently.
     incl = (-0.3 + (np.arange(h) + 0.5) / h * 0.35)[::-1]
     az = ((np.arange(w, 0, -1) - 0.5) / w * 2 - 1) * np.pi - 0.3
-    r = ranges[0]
+    r = fx["ranges"][0]
     pts = np.stack([np.cos(az)[None] * np.cos(incl)[:, None] * r, np.sin(az)[None] * np.cos(incl)[:, None] * r,
                     np.sin(incl)[:, None] * r], -1).reshape(-1, 3)
     keep = r.reshape(-1) > 0
+    ext = fx["extrinsic"]
     expected = pts[keep] @ ext[:3, :3].T + ext[:3, 3]
     assert frame.num_points == keep.sum() == h * w - 3
     assert np.allclose(frame.points[:, :3], expected, atol=1e-4)
-    assert np.allclose(range_image_to_points(ri[0], ext, incl[::-1])[0][:, :3], expected, atol=1e-4)
-    assert np.array_equal(frame.labels, get_label_space("waymo22").from_raw(sem[0].reshape(-1)[keep]))
-    assert np.array_equal(frame.instance_ids, inst[0].reshape(-1)[keep])
+    assert np.allclose(range_image_to_points(fx["range_images"][0], ext, incl[::-1])[0][:, :3], expected, atol=1e-4)
+    assert np.array_equal(frame.labels, get_label_space("waymo22").from_raw(fx["semantic"][0].reshape(-1)[keep]))
+    assert np.array_equal(frame.instance_ids, fx["instance"][0].reshape(-1)[keep])
     cam = frame.cameras["FRONT"]
     # A point 10 m ahead of the camera projects to the principal point.
     p = project_points(np.array([[11.5, 0.0, 2.0]]), cam.K, cam.T_cam_lidar, (32, 24))
@@ -301,15 +259,8 @@ def test_waymo_v2_parquet(tmp_path):
 
 
 def test_virtual_kitti_npy(tmp_path):
-    root = tmp_path / "vk"
-    (root / "vkitti3d_npy" / "0001").mkdir(parents=True)
-    (root / "vkitti_1.3.1_rgb" / "0001" / "clone").mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    pts = np.column_stack([rng.uniform(5, 30, 200), rng.uniform(-5, 5, 200), rng.uniform(-1.5, 1, 200),
-                           rng.uniform(0, 255, (200, 3)), rng.integers(0, 14, 200)]).astype(np.float64)
-    np.save(root / "vkitti3d_npy" / "0001" / "0001_00000.npy", pts)
-    Image.fromarray(np.zeros((375, 1242, 3), np.uint8)).save(root / "vkitti_1.3.1_rgb" / "0001" / "clone" / "00000.png")
-    reader = make_reader("virtualkitti", root)
+    pts = layouts.virtual_kitti(tmp_path / "vk", frames=1)["frames"][0]
+    reader = make_reader("virtualkitti", tmp_path / "vk")
     frame = reader.load(reader.check(next(reader.scan())))
     assert frame.point_fields == ("x", "y", "z", "r", "g", "b")
     assert np.array_equal(frame.labels, get_label_space("virtualkitti6").from_raw(pts[:, 6].astype(int)))
@@ -322,7 +273,6 @@ def test_virtual_kitti_npy(tmp_path):
 
 
 def test_a2d2_npz_with_undistortion(tmp_path):
-    from xmkd.data.labels import A2D2_RAW, hex_to_rgb
     from xmkd.data.readers.a2d2 import undistort_source
 
     cv2 = pytest.importorskip("cv2")
@@ -339,41 +289,16 @@ def test_a2d2_npz_with_undistortion(tmp_path):
     su, sv = undistort_source(uu.astype(float), vv.astype(float), K, K_orig, fd, "Fisheye")
     assert np.allclose(su, fx[vv, uu], atol=0.05) and np.allclose(sv, fy[vv, uu], atol=0.05)
 
-    root = tmp_path / "a2d2"
-    seq = root / "20180810_142822"
-    for sub in ("lidar", "camera", "label"):
-        (seq / sub / "cam_front_center").mkdir(parents=True)
-    (root / "cams_lidars.json").write_text(json.dumps({"cameras": {"front_center": {
-        "CamMatrix": K.tolist(), "CamMatrixOriginal": K.tolist(), "Distortion": [[0, 0, 0, 0, 0]],
-        "Lens": "Telecam", "Resolution": [1920, 1208]}}}))
-    (root / "class_list.json").write_text(json.dumps({h: n for h, n in A2D2_RAW}))
-    rng = np.random.default_rng(2)
-    T = np.eye(4)
-    T[:3, :3] = [[0, -1, 0], [0, 0, -1], [1, 0, 0]]
-    T[:3, 3] = [0.1, 1.2, -0.3]
-    pts = np.column_stack([rng.uniform(5, 40, 300), rng.uniform(-8, 8, 300), rng.uniform(-1, 2, 300)])
-    cam = pts @ T[:3, :3].T + T[:3, 3]
-    uvw = cam @ K.T
-    col, row = uvw[:, 0] / uvw[:, 2], uvw[:, 1] / uvw[:, 2]
-    ok = (col >= 0) & (col < 1920) & (row >= 0) & (row < 1208)
-    pts, row, col = pts[ok], row[ok], col[ok]
-    label = np.zeros((1208, 1920, 3), np.uint8)
-    label[:, :960] = hex_to_rgb("#ff0000")  # Car 1 -> car
-    label[:, 960:] = hex_to_rgb("#ff00ff")  # RD normal street -> road
-    name = "20180810142822_{}_frontcenter_000000091"
-    np.savez(seq / "lidar" / "cam_front_center" / f"{name.format('lidar')}.npz", points=pts, row=row, col=col,
-             reflectance=np.ones(len(pts)))
-    Image.fromarray(label).save(seq / "label" / "cam_front_center" / f"{name.format('label')}.png")
-    Image.fromarray(np.zeros((1208, 1920, 3), np.uint8)).save(
-        seq / "camera" / "cam_front_center" / f"{name.format('camera')}.png")
-    reader = make_reader("a2d2", root)
+    fx = layouts.a2d2(tmp_path / "a2d2", frames=1, image_size=(1920, 1208), K=K)
+    col, row = fx["frames"][0]["col"], fx["frames"][0]["row"]
+    reader = make_reader("a2d2", tmp_path / "a2d2")
     rec = reader.check(next(reader.scan()))
     frame = reader.load(rec)
     space = get_label_space("a2d2_10")
     expected = np.where(col.astype(int) < 960, space.class_names.index("car"), space.class_names.index("road"))
     assert np.array_equal(frame.labels, expected)
     view = frame.cameras["cam_front_center"]
-    assert np.allclose(view.T_cam_lidar, T, atol=1e-6)  # fitted from the point -> pixel pairs
+    assert np.allclose(view.T_cam_lidar, fx["T"], atol=1e-6)  # fitted from the point -> pixel pairs
     p = project_points(frame.points, view.K, view.T_cam_lidar, view.image_size)
     assert np.allclose(p.uv, np.column_stack([col, row]), atol=1e-3)
     assert rec["splits"] == ["train"]
@@ -453,7 +378,7 @@ def test_inspect_json_and_cli(synth_kitti, capsys):
     info = json.loads(capsys.readouterr().out)
     for key in ("frames", "splits", "points_per_frame", "cameras", "label_histogram", "boxes_per_class"):
         assert key in info
-    assert info["frames"] == 3 and info["cameras"] == {"image_2": [832, 256]}
+    assert info["frames"] == 3 and info["cameras"] == {"image_2": {"832x256": 3}}
     assert set(info["points_per_frame"]) == {"min", "mean", "max"}
     assert main(["inspect", "kitti_object", "--root", str(synth_kitti), "--frame", "000001"]) == 0
     assert "points:" in capsys.readouterr().out

@@ -41,3 +41,28 @@ def test_every_recipe_is_importable_and_configs_validate():
         assert cfg.recipe == name
     with pytest.raises(XmkdConfigError, match="unknown recipe"):
         get_recipe("u3mkd")
+
+
+def test_lidar_seg_teacher_trains_on_a_lidar_only_semantickitti(tmp_path, capsys):
+    """SemanticKITTI as most people have it: scans and labels, no image_2/ and no calib.txt (so no LiDAR poses)."""
+    import shutil
+
+    import layouts
+
+    from xmkd.cli import main
+
+    root = layouts.build("semantickitti", tmp_path / "sk")
+    for path in [*root.glob("sequences/*/image_2"), *root.glob("sequences/*/calib.txt")]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert main(["prepare", "semantickitti", "--root", str(root), "--out", str(root / "xmkd_index"), "--cameras",
+                 "none", "--quiet"]) == 0
+    config = str(REPO / "configs" / "lidar_seg" / "semantickitti_teacher.yaml")
+    small = [f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "data.val_split=train", "data.batch_size=1",
+             "data.num_workers=0", "data.voxel_size=0.4", "model.paste.database=''", "model.max_points=3000",
+             "model.backbone.cr=0.25", "model.backbone.blocks=1", "model.backbone.window=2.4", "train.max_iters=2",
+             "train.val_every=2", "train.ckpt_every=2", "train.schedule.warmup_iters=0"]
+    assert main(["train", config, *small, "--quiet"]) == 1  # the config's 4 sweeps need the poses
+    assert "sweeps=4 merges scans through poses.txt and calib.txt's Tr" in capsys.readouterr().err
+    assert main(["train", config, *small, "data.sweeps=0", "--quiet"]) == 0
+    run = tmp_path / "runs" / "u2mkd_teacher_semantickitti"
+    assert (run / "checkpoints" / "last.pt").is_file()

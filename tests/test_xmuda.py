@@ -131,7 +131,8 @@ def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path
     assert set(losses) == {"seg_2d", "seg_3d", "xm_src", "xm_trg", "cons"}
     sum(losses.values()).backward()
     assert all(p.grad is None for e in recipe.emas().values() for p in e.module.parameters())
-    assert recipe.nets["fusion"]["mffm"].ea.q.weight.grad.abs().sum() > 0
+    assert recipe.nets["fusion"]["mffm"].ea.expand.weight.grad.abs().sum() > 0
+    assert recipe.nets["net2d"]["fused_head"].proj1.weight.grad.abs().sum() > 0  # in the 2D net, as released
     # train a few steps, pseudo-label the target, retrain with xDPL
     cfg = load_config(REPO / "configs" / "ftd" / "synthetic_day_night.yaml",
                       [*common, "name=stage1", "train.max_iters=2", "train.val_every=2", "train.ckpt_every=2"],

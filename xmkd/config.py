@@ -5,12 +5,18 @@ merged first, in order, then this file on top, then `key=value` overrides from t
 layer is validated against the schema as it is merged, so an unknown key or a value of the wrong type
 fails with an `XmkdConfigError` that names the key and the file (or the override) it came from.
 
+The configs xmkd ships live in the package (`xmkd/configs/<recipe>/<dataset>.yaml`, installed with it). Where a
+config path or a `defaults` entry names no file, it is looked up there by name: `u2mkd/synthetic`,
+`u2mkd/synthetic.yaml` and `configs/u2mkd/synthetic.yaml` all name the shipped U2MKD synthetic config, from any
+directory and from an installed wheel (`list_configs()` / `xmkd config --list` name them all).
+
 Schemas are plain dataclasses. `ExperimentConfig` holds what the engine and the data pipeline read;
 a recipe extends it with a dataclass of its own (passed as `schema=`) for its model and loss settings.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 from xmkd.errors import XmkdConfigError
 from xmkd.io import atomic_write_text
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the shipped configs (package data)
+
 
 @dataclass
 class DataConfig:
@@ -32,7 +40,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
-    cameras: list[str] = field(default_factory=list)  # camera names to load; empty = all the dataset has
+    cameras: list[str] | None = None  # camera names to load; null = every camera the dataset has, [] = none
     sweeps: int = 0  # extra LiDAR sweeps merged into each keyframe
     voxel_size: float = 0.05  # metres
     voxel_z: float = 0.0  # metres along z when it differs from voxel_size (detection grids); 0 = voxel_size
@@ -113,9 +121,38 @@ def _read_yaml(path: Path) -> DictConfig:
     return cfg
 
 
+def list_configs() -> list[str]:
+    """Names of the shipped configs (`u2mkd/synthetic`, `_base/data/nuscenes`, ...), sorted."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config(path: str | Path, base: Path | None = None) -> Path:
+    """The file a config path or name means: the file itself (relative to `base` when given, else to the
+    working directory) if it exists, else the shipped config of that name (`u2mkd/synthetic`, with or without
+    `.yaml` and a leading `configs/`). Raises XmkdConfigError naming what was looked for and close names."""
+    given = Path(path)
+    local = base / given if base is not None and not given.is_absolute() else given
+    if local.is_file() or given.is_absolute():
+        return local
+    name = given.as_posix().removesuffix(".yaml").removeprefix("./")
+    name = name.removeprefix("configs/").removeprefix("xmkd/configs/")
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    if local.exists():
+        return local  # a folder, not a file: _read_yaml says so
+    if (CONFIG_DIR / name).is_dir() and name.strip("/"):  # a folder of shipped configs, e.g. `u2mkd`
+        inside = [n for n in list_configs() if n.startswith(f"{name.strip('/')}/")]
+        raise XmkdConfigError(f"{name!r} is a folder of shipped configs, not a config; name one of them: "
+                              f"{', '.join(inside)}")
+    close = difflib.get_close_matches(name, list_configs(), n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else " (`xmkd config --list` names them)"
+    raise XmkdConfigError(f"{local}: config file not found, and no shipped config is named {name!r}{hint}")
+
+
 def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
     """The file's `defaults` (recursively, in order) followed by the file itself."""
-    path = path.resolve()
+    path = resolve_config(path).resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise XmkdConfigError(f"{path}: `defaults` form a cycle: {cycle}")
@@ -129,7 +166,11 @@ def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, DictCo
     for entry in defaults:
         if not isinstance(entry, str):
             raise XmkdConfigError(f"{path}: `defaults` entries must be file paths, got {entry!r}")
-        layers.extend(_layers(path.parent / entry, (*chain, path)))
+        try:
+            entry_path = resolve_config(entry, path.parent)
+        except XmkdConfigError as err:
+            raise XmkdConfigError(f"{path}: `defaults` entry {entry!r}: {err}") from None
+        layers.extend(_layers(entry_path, (*chain, path)))
     layers.append((path, cfg))
     return layers
 

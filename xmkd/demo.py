@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from xmkd.config import CONFIG_DIR
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ COMMON = ["data.num_workers=1", "train.log_every=10", "train.ckpt_every=40", "da
 
 
 def _train(config: str, overrides: list[str], run_dir: Path) -> dict[str, float]:
-    return train_or_reuse(CONFIGS / config, overrides, run_dir)
+    return train_or_reuse(CONFIG_DIR / config, overrides, run_dir)
 
 
 def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "demo") -> dict[str, Any]:

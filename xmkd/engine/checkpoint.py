@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from xmkd.errors import XmkdError
-from xmkd.io import atomic_write_bytes
+from xmkd.io import atomic_write_bytes, is_architecture_only
 
 
 def save(path: str | Path, state: dict[str, Any]) -> Path:
@@ -56,7 +56,9 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: 
 
 def load_module_from_file(model: nn.Module, path: str | Path, key: str | None = None, strict: bool = True) -> None:
     """Weights for one module from a file: an xmkd checkpoint (`key` names the module in its `models`) or a
-    plain state dict (e.g. a torchvision ImageNet file)."""
+    plain state dict (e.g. a torchvision ImageNet file). Under `xmkd.io.architecture_only()` nothing is read."""
+    if is_architecture_only():
+        return
     state = load(path)
     if "models" in state:
         if key is None or key not in state["models"]:

@@ -83,8 +83,9 @@ def predict_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | 
     cfg = recipe.cfg
     frames = recipe.frames(split)
     dataset = frames.index["dataset"]
+    use_camera = getattr(cfg.data, "cameras", None) != [] and recipe.name not in ("lidar_seg", "point_mlp")
     writer = SubmissionWriter(dataset, out, get_label_space(cfg.data.label_space), eval_set or split,
-                              use_camera=bool(getattr(cfg.data, "cameras", None)) and recipe.name != "lidar_seg")
+                              use_camera=use_camera)
     todo = [i for i, r in enumerate(frames.records) if not writer.path(r["id"], r.get("meta", {})).exists()]
     loader = DataLoader(_Frames(recipe, frames, todo), batch_size=None, num_workers=workers,
                         collate_fn=_OneFrame(recipe.collate))

@@ -83,3 +83,13 @@ class Recipe:
     def visualize(self, batch: Any) -> dict[str, np.ndarray]:
         """A few (H, W, 3) uint8 images for TensorBoard (optional)."""
         return {}
+
+
+def freeze_teachers(recipe: Any) -> None:
+    """Put the recipe's nets named in `frozen()` in eval mode with gradients off: what the trainer does after
+    `build()` (and `xmkd summary` before counting). Any object with `nets` and `frozen()` will do."""
+    for name in recipe.frozen():
+        net = recipe.nets[name]
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)

@@ -25,9 +25,10 @@ from xmkd.config import load_config, peek_recipe, save_config, to_yaml
 from xmkd.engine import checkpoint, distributed
 from xmkd.engine.data import EvalSampler, ResumableSampler, make_loader, to_device
 from xmkd.engine.logging import RunLogger, read_metrics, summary_table
-from xmkd.engine.recipe import Recipe
+from xmkd.engine.recipe import Recipe, freeze_teachers
 from xmkd.engine.schedules import lr_factor
 from xmkd.errors import XmkdConfigError, XmkdError
+from xmkd.io import check_output
 
 
 class NonFiniteLossError(XmkdError):
@@ -76,22 +77,20 @@ class Trainer:
         self.progress = progress and self.main
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
+        # Everything that can fail on the config (recipe, teacher checkpoints, data) is built before the run directory
+        # is created, so a start that fails leaves nothing behind; `fit` removes a directory it created when the
+        # first iteration fails (never one that holds a checkpoint).
+        self.created_run_dir = not self.run_dir.exists()
         if self.main:
             if (self.ckpt_dir / "last.pt").exists() and not resume:
                 raise XmkdError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
                                 "another name (name=...)")
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir)
-        distributed.barrier()
+            check_output(self.run_dir, folder=True, what="the run (output_dir/name)")
         seed_everything(cfg.seed)
         self.recipe = recipe_cls(cfg, self.device)
         self.recipe.build()
+        freeze_teachers(self.recipe)
         frozen = self.recipe.frozen()
-        for name in frozen:
-            net = self.recipe.nets[name]
-            net.eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
         for name, net in self.recipe.nets.items():
             if name in frozen or not any(p.requires_grad for p in net.parameters()):
                 continue
@@ -124,6 +123,10 @@ class Trainer:
         self.step_time = 0.0
         if resume:
             self._resume()
+        if self.main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir)
+        distributed.barrier()
         self.logger = RunLogger(self.run_dir, enabled=self.main)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -168,6 +171,7 @@ class Trainer:
         cfg = self.cfg
         bs = cfg.data.batch_size
         last_metrics: dict[str, float] = {}
+        start_step = self.step
         bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="it", disable=not self.progress,
                    dynamic_ncols=True)
         try:
@@ -207,12 +211,23 @@ class Trainer:
                 print(f"\ninterrupted at iteration {self.step}: checkpoint {self.ckpt_dir / 'last.pt'}; "
                       "continue with --resume")
             raise
+        except Exception:
+            if self.step == start_step:
+                self._remove_failed_start()
+            raise
         finally:
             bar.close()
         if self.main:
             self._summary(last_metrics)
         self.logger.close()
         return last_metrics
+
+    def _remove_failed_start(self) -> None:
+        """After a failure before the first iteration of a run this start created: remove the run directory
+        (config.yaml, an empty log), unless it holds a checkpoint."""
+        self.logger.close()
+        if self.main and self.created_run_dir and not any(self.ckpt_dir.glob("*.pt")):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _train_step(self, batch: Any) -> dict[str, float]:
         cfg = self.cfg

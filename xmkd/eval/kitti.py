@@ -9,6 +9,13 @@ ignored (Van for Car, Person_sitting for Pedestrian), detections inside DontCare
 positives (2D metric), ground-truth boxes too small, occluded or truncated for a difficulty are ignored, and
 precision is sampled at up to 41 score thresholds chosen from the true positives' scores.
 
+Inputs are checked as the official tools require: every frame of the list needs a prediction file (the devkit's
+`evaluate_object.cpp` stops at the first missing one; an empty file means no detections), and every number must
+be finite. Results carry what bounds or explains them: each class / difficulty's count of valid ground-truth
+boxes and the AP ceiling that count allows (`ap_ceiling`: with fewer than 41 boxes the 41-point sampling caps
+even perfect detections below 100), and warnings (e.g. detections whose 2D box is a -1 placeholder, which the
+protocol ignores in every metric, BEV and 3D included, since it filters detections by 2D box height).
+
 Speed: rotated BEV / 3D overlaps are computed for every frame at once with the vectorised exact polygon
 intersection of `xmkd.geometry.iou`, and the matching runs in numba-compiled loops over all frames and
 thresholds (compiled once, cached on disk).
@@ -17,13 +24,16 @@ thresholds (compiled once, cached on disk).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numba
 import numpy as np
 import torch
 
+from xmkd.data.readers.base import read_text
+from xmkd.data.readers.kitti_files import object_line_values
 from xmkd.errors import XmkdDataError
 from xmkd.geometry.iou import convex_intersection_area
 from xmkd.io import atomic_write_text
@@ -61,28 +71,33 @@ class Annotations:
 
 
 def read_annotations(folder: str | Path, ids: list[str], is_prediction: bool) -> Annotations:
-    """Parse `<folder>/<id>.txt` for every id (a missing prediction file means no detections)."""
+    """Parse `<folder>/<id>.txt` for every id (here a missing prediction file means no detections: callers that
+    follow the devkit check coverage first, see `kitti_report`).
+
+    Raises XmkdDataError naming the file (and line and field) for a missing ground-truth file, a folder or a Git
+    LFS pointer in place of a file, bytes that are not UTF-8 text, a wrong column count, a value that is not a
+    plainly spelled number (`object_line_values`), or one that is not finite (nan / inf: it would silently change
+    the AP).
+    """
     rows, counts = [], []
     folder = Path(folder)
+    what = "prediction" if is_prediction else "ground-truth label"
     for fid in ids:
         path = folder / f"{fid}.txt"
-        if not path.is_file():
+        if not path.exists():
             if is_prediction:
                 counts.append(0)
                 continue
             raise XmkdDataError("ground-truth label file is missing", source=str(path))
         n = 0
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        for lineno, line in enumerate(read_text(path, what).splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) not in (15, 16) or (is_prediction and len(parts) != 16):
                 want = "16 (with a score)" if is_prediction else "15"
                 raise XmkdDataError(f"line {lineno}: expected {want} columns, got {len(parts)}", source=str(path))
-            try:
-                values = [float(v) for v in parts[1:]]
-            except ValueError as err:
-                raise XmkdDataError(f"line {lineno}: {err}", source=str(path)) from None
+            values = object_line_values(parts, lineno, str(path))
             rows.append((NAMES.get(parts[0].lower(), 9), *values, *([0.0] if len(parts) == 15 else [])))
             n += 1
         counts.append(n)
@@ -317,6 +332,41 @@ def average_precision(precision: np.ndarray, recall_points: int) -> float:
     return float(precision[1:].sum() / 40 * 100)
 
 
+@lru_cache(maxsize=1024)
+def ap_ceiling(num_valid_gt: int, recall_points: int) -> float:
+    """The highest AP (percent) the official sampling allows with `num_valid_gt` valid ground-truth boxes: that of
+    a perfect detector (every box found with its own score, no false positive), derived by running the protocol's
+    own threshold choice (`score_thresholds`) on its scores. Precision is 1 at each chosen threshold and 0 at the
+    remaining of the 41 samples, so with n < 41 boxes R40 gives (n - 1) / 40 and R11 ceil(n / 4) / 11 (one box:
+    R40 0, R11 9.09); from 41 boxes on both are 100. No detector scores above it: every threshold is a true
+    positive's score, and there are at most n of those."""
+    if num_valid_gt <= 0:
+        return 0.0
+    scores = np.linspace(1.0, 0.5, num_valid_gt)
+    precision = np.zeros(N_SAMPLE)
+    precision[:len(score_thresholds(scores, num_valid_gt))] = 1.0
+    return average_precision(precision, recall_points)
+
+
+@dataclass
+class KittiReport:
+    """AP of a set of predictions, with what bounds or explains the numbers."""
+
+    ap: dict[str, float]  # "Car/3d/R40/strict/moderate" -> AP in percent (metrics bbox, bev, 3d, aos)
+    valid_gt: dict[str, int]  # "Car/moderate" -> valid ground-truth boxes of that class and difficulty
+    warnings: list[str] = field(default_factory=list)
+
+    def ceiling(self, cls: str, recall_points: int, difficulty: str) -> float:
+        """`ap_ceiling` of a class and difficulty (the same for every metric and overlap setting)."""
+        return ap_ceiling(self.valid_gt[f"{cls}/{difficulty}"], recall_points)
+
+    def to_json(self) -> dict:
+        """The AP keys at the top level (as before), plus `valid_gt`, `ceiling` ("Car/R40/moderate" -> percent,
+        for every class and difficulty) and `warnings`."""
+        ceilings = {f"{c}/R{rp}/{d}": self.ceiling(c, rp, d) for c in CLASSES for rp in (11, 40) for d in DIFFICULTIES}
+        return {**self.ap, "valid_gt": dict(self.valid_gt), "ceiling": ceilings, "warnings": list(self.warnings)}
+
+
 @dataclass
 class KittiOverlaps:
     pair_off: np.ndarray
@@ -332,12 +382,14 @@ def compute_overlaps(dt: Annotations, gt: Annotations) -> KittiOverlaps:
                          _iou_2d(dt.bbox[di], gt.bbox[gi], criterion=0))
 
 
-def evaluate(gt: Annotations, dt: Annotations) -> dict[str, float]:
-    """AP in percent for every class / metric (+ aos) / R11, R40 / strict, loose / difficulty."""
+def evaluate(gt: Annotations, dt: Annotations) -> KittiReport:
+    """AP in percent for every class / metric (+ aos) / R11, R40 / strict, loose / difficulty, and the number of
+    valid ground-truth boxes of every class / difficulty."""
     ov = compute_overlaps(dt, gt)
     gt_h = gt.bbox[:, 3] - gt.bbox[:, 1]
     dt_h = np.abs(dt.bbox[:, 3] - dt.bbox[:, 1])
     results: dict[str, float] = {}
+    valid_gt: dict[str, int] = {}
     for setting, table in MIN_OVERLAP.items():
         for m, metric in enumerate(METRICS):
             aos = metric == "bbox"
@@ -349,6 +401,7 @@ def evaluate(gt: Annotations, dt: Annotations) -> dict[str, float]:
                             NEIGHBOUR[c], MAX_OCCLUSION[d], MAX_TRUNCATION[d], MIN_HEIGHT[d], min_overlap, aos,
                             metric == "bbox")
                     scores, n_valid, _ = _eval_frames(*args, np.zeros(0), True)
+                    valid_gt[f"{cls}/{diff}"] = int(n_valid)
                     precision = np.zeros(N_SAMPLE)
                     orientation = np.zeros(N_SAMPLE)
                     if n_valid > 0:
@@ -366,39 +419,131 @@ def evaluate(gt: Annotations, dt: Annotations) -> dict[str, float]:
                         results[f"{cls}/{metric}/R{rp}/{setting}/{diff}"] = average_precision(precision, rp)
                         if aos:
                             results[f"{cls}/aos/R{rp}/{setting}/{diff}"] = average_precision(orientation, rp)
-    return results
+    return KittiReport(results, valid_gt)
 
 
-def frame_ids(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | None) -> list[str]:
+def frame_ids(gt_dir: str | Path, split: str | Path | None) -> list[str]:
+    """The split file's ids, else the stem of every `*.txt` file in the ground-truth folder. A split file that lists
+    no id, or a ground-truth folder without label files, is an error (there would be nothing to evaluate)."""
     if split:
-        try:
-            return Path(split).read_text().split()
-        except FileNotFoundError:
-            raise XmkdDataError("split file is missing", source=str(split)) from None
-    ids = sorted(p.stem for p in Path(gt_dir).glob("*.txt"))
+        ids = read_text(Path(split), "split list").split()
+        if not ids:
+            raise XmkdDataError("lists no frame ids; expected one frame id (e.g. 000123) per line", source=str(split))
+        return ids
+    if not Path(gt_dir).is_dir():
+        raise XmkdDataError("ground-truth folder not found", source=str(gt_dir))
+    ids = sorted(p.stem for p in Path(gt_dir).glob("*.txt") if p.is_file())
     if not ids:
         raise XmkdDataError("no label files (*.txt)", source=str(gt_dir))
     return ids
 
 
-def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | None = None) -> dict[str, float]:
-    ids = frame_ids(gt_dir, pred_dir, split)
-    return evaluate(read_annotations(gt_dir, ids, False), read_annotations(pred_dir, ids, True))
+def _coverage_warnings(pred_dir: Path, ids: list[str], allow_missing: bool) -> list[str]:
+    """Check that the prediction folder covers the frames, as the devkit does (it stops at the first frame without
+    a file). With `allow_missing` a partly covered folder is a warning (those frames count as frames without
+    detections), but a folder that covers no frame is always an error."""
+    if not pred_dir.is_dir():
+        raise XmkdDataError("prediction folder not found", source=str(pred_dir))
+    folders = [pred_dir / f"{i}.txt" for i in ids if (pred_dir / f"{i}.txt").is_dir()]
+    if folders:
+        raise XmkdDataError(f"is a folder; expected a prediction file ({len(folders)} such folder(s) among the "
+                            "frames' file names)", source=str(folders[0]))
+    stems = {p.stem for p in pred_dir.glob("*.txt") if p.is_file()}
+    missing = [i for i in ids if i not in stems]
+    if not missing:
+        return []
+    n, total = len(missing), len(ids)
+    examples = ", ".join(f"{i}.txt" for i in missing[:3]) + (", ..." if n > 3 else "")
+    hints = []
+    numeric = {int(s): s for s in stems if s.isdigit()}
+    renamed = [(i, numeric[int(i)]) for i in missing if i.isdigit() and int(i) in numeric]
+    if renamed:
+        i, s = renamed[0]
+        verb = "is" if len(renamed) == 1 else "are"
+        hints.append(f"{len(renamed)} {verb} there under another spelling of the number (e.g. {s}.txt for frame {i}):"
+                     f" name each file by the frame id, {i}.txt")
+    sub = pred_dir / "data"
+    if sub.is_dir() and any(sub.glob("*.txt")):
+        hints.append(f"the files seem to be in {sub} (the devkit's results/data layout): pass --pred {sub}")
+    if not stems:
+        hints.append("the folder holds no *.txt files")
+    elif not hints and len(stems & set(ids)) == 0:
+        hints.append(f"its {len(stems)} *.txt files (e.g. {sorted(stems)[0]}.txt) match no frame id of the "
+                     "ground truth / split")
+    hint = (" (" + "; ".join(hints) + ")") if hints else ""
+    what = f"no prediction file for {n} of the {total} frames: {examples}{hint}"
+    if not allow_missing or n == total:
+        rule = ("every frame needs one (empty when nothing is detected), as the official devkit requires" if n < total
+                else "nothing to evaluate")
+        raise XmkdDataError(f"{what}; {rule}", source=str(pred_dir))
+    return [f"{pred_dir}: {what}; counted as frames without detections (--allow-missing), so their ground truth "
+            "counts as missed"]
 
 
-def format_table(results: dict[str, float], setting: str = "strict") -> str:
-    """The familiar console table: per class, R40 and R11 rows of bbox / bev / 3d / aos, easy / moderate / hard."""
+def _box_warnings(dt: Annotations, pred_dir: Path) -> list[str]:
+    """Predictions whose 2D box is a placeholder: the protocol drops a detection by its 2D box height (under 25 px
+    for every difficulty), in the BEV and 3D metrics too."""
+    n = len(dt.name)
+    if n == 0:
+        return [f"{pred_dir}: the prediction files hold no detections at all"]
+    h = np.abs(dt.bbox[:, 3] - dt.bbox[:, 1])
+    placeholder = int(np.all(dt.bbox == -1, axis=1).sum())
+    why = ("the official protocol ignores detections less than 25 px tall in the image in every metric, BEV and 3D "
+           "included: write each 3D box's projection into the image as its 2D box")
+    if np.all(h < MIN_HEIGHT[-1]):
+        kind = "a -1 2D box" if placeholder == n else "a 2D box under 25 px tall"
+        return [f"{pred_dir}: every one of the {n} predictions has {kind}, so every AP is 0: {why}"]
+    if placeholder:
+        return [f"{pred_dir}: {placeholder} of the {n} predictions have a -1 2D box and are ignored: {why}"]
+    return []
+
+
+def kitti_report(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | None = None,
+                 allow_missing: bool = False) -> KittiReport:
+    """Evaluate a folder of KITTI prediction files against a folder of ground-truth label files.
+
+    Frames: the ids in `split` (one per line), else every ground-truth file. Raises XmkdDataError when the
+    prediction folder is missing or lacks a file for some frame (`allow_missing`: only for none of them; the others
+    count as frames without detections, with a warning), or any file is malformed (file, line, field).
+    """
+    ids = frame_ids(gt_dir, split)
+    pred_dir = Path(pred_dir)
+    warnings = _coverage_warnings(pred_dir, ids, allow_missing)
+    dt = read_annotations(pred_dir, ids, True)
+    report = evaluate(read_annotations(gt_dir, ids, False), dt)
+    report.warnings = warnings + _box_warnings(dt, pred_dir)
+    return report
+
+
+def evaluate_folders(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | None = None,
+                     allow_missing: bool = False) -> dict[str, float]:
+    """`kitti_report(...).ap`: the AP table alone."""
+    return kitti_report(gt_dir, pred_dir, split, allow_missing).ap
+
+
+def format_table(report: KittiReport, setting: str = "strict") -> str:
+    """The familiar console table: per class, R40 and R11 rows of bbox / bev / 3d / aos, easy / moderate / hard.
+    An AP whose class and difficulty has too few valid ground-truth boxes for 100 shows its ceiling beside it."""
     lines = []
-    for cls in CLASSES:
+    for c, cls in enumerate(CLASSES):
         thr = MIN_OVERLAP[setting]
-        c = CLASSES.index(cls)
-        lines.append(f"{cls} AP@{thr[0][c]:.2f}, {thr[1][c]:.2f}, {thr[2][c]:.2f} ({setting}):")
+        counts = [report.valid_gt[f"{cls}/{d}"] for d in DIFFICULTIES]
+        few = f"  [valid ground truth {' / '.join(map(str, counts))}]" if min(counts) < N_SAMPLE else ""
+        lines.append(f"{cls} AP@{thr[0][c]:.2f}, {thr[1][c]:.2f}, {thr[2][c]:.2f} ({setting}):{few}")
         for rp in (40, 11):
             for metric in ("bbox", "bev", "3d", "aos"):
-                vals = ", ".join(f"{results[f'{cls}/{metric}/R{rp}/{setting}/{d}']:.4f}" for d in DIFFICULTIES)
-                lines.append(f"  {metric:<4} AP_R{rp}: {vals}")
+                vals = []
+                for d in DIFFICULTIES:
+                    v, cap = report.ap[f"{cls}/{metric}/R{rp}/{setting}/{d}"], report.ceiling(cls, rp, d)
+                    note = " (no GT)" if report.valid_gt[f"{cls}/{d}"] == 0 else f" (max {cap:.2f})"
+                    vals.append(f"{v:.4f}" + (note if cap < 100.0 else ""))
+                lines.append(f"  {metric:<4} AP_R{rp}: {', '.join(vals)}")
     return "\n".join(lines)
 
 
-def write_json(results: dict[str, float], path: str | Path) -> None:
-    atomic_write_text(path, json.dumps(results, indent=1, sort_keys=True))
+CEILING_NOTE = ("(max X: with fewer than 41 valid ground-truth boxes of a class and difficulty, the official 41-point "
+                "sampling caps AP at X even for perfect detections)")
+
+
+def write_json(report: KittiReport, path: str | Path) -> None:
+    atomic_write_text(path, json.dumps(report.to_json(), indent=1, sort_keys=True))

@@ -33,7 +33,7 @@ from xmkd.distill.losses import kl_probs
 from xmkd.engine.ema import EMA
 from xmkd.errors import XmkdConfigError
 from xmkd.models.image.resnet import normalize_images
-from xmkd.models.mffm import MFFM
+from xmkd.models.mffm import MFFM, FusedHead
 from xmkd.recipes.xmuda import XMUDAConfig, XMUDAModel, XMUDARecipe
 
 
@@ -50,26 +50,19 @@ class FtDModel(XMUDAModel):
     ema_decay: float = 0.999
     lambda_pl: float = 0.0
     pseudo_labels: str = ""  # file written by `xmkd pseudo-label`
-    attention_heads: int = 4
+    # MFFM external attention (release `Mult_EA`): 32 heads over a 4x expansion, 64 memory units, dropout 0.2,
+    # softmax over every point of the batch (`sample`: over each sample's points)
+    attention_heads: int = 32
     memory_units: int = 64
+    attention_expansion: int = 4
+    attention_dropout: float = 0.2
+    attention_scope: str = "batch"
 
 
 @dataclass
 class FtDConfig(XMUDAConfig):
     recipe: str = "ftd"
     model: FtDModel = field(default_factory=FtDModel)
-
-
-class FusedHead(nn.Module):
-    """P^F from [2D feature ; projection of the fused feature]."""
-
-    def __init__(self, dim_2d: int, dim_fused: int, classes: int):
-        super().__init__()
-        self.proj = nn.Linear(dim_fused, dim_2d)
-        self.cls = nn.Linear(2 * dim_2d, classes)
-
-    def forward(self, f2: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
-        return self.cls(torch.cat([f2, self.proj(fused)], 1))
 
 
 class FtDRecipe(XMUDARecipe):
@@ -84,9 +77,13 @@ class FtDRecipe(XMUDARecipe):
         if m.style not in ("fda", "mixup", "none"):
             raise XmkdConfigError(f"model.style: expected fda, mixup or none, got {m.style!r}")
         n = self.space.num_classes
-        mffm = MFFM(64, 16, m.attention_heads, m.memory_units)
-        self.nets["fusion"] = nn.ModuleDict({"mffm": mffm, "head": FusedHead(64, mffm.out_channels, n)}).to(
-            self.device)
+        if m.attention_scope not in ("batch", "sample"):
+            raise XmkdConfigError(f"model.attention_scope: expected batch or sample, got {m.attention_scope!r}")
+        mffm = MFFM(64, 16, m.attention_heads, m.memory_units, m.attention_expansion, m.attention_dropout,
+                    m.attention_scope)
+        self.nets["fusion"] = nn.ModuleDict({"mffm": mffm}).to(self.device)
+        # the fused head belongs to the 2D network, as in the release's Net2DSeg (its EMA, its learning rate)
+        self.nets["net2d"]["fused_head"] = FusedHead(64, mffm.out_channels, n).to(self.device)
         self._emas = ({k: EMA(self.nets[k], m.ema_decay) for k in ("net2d", "net3d", "fusion")}
                       if m.lambda_cons else {})
         self.pseudo = None
@@ -147,7 +144,7 @@ class FtDRecipe(XMUDARecipe):
         fused = fusion["mffm"](img, sample, batch["point_uv"], f3, sample, int(batch["batch_size"]))
         _, mimic2 = net2d["head"](f2)
         main3, mimic3 = net3d["head"](f3)
-        return {"main2d": fusion["head"](f2, fused), "mimic2d": mimic2, "main3d": main3, "mimic3d": mimic3}
+        return {"main2d": net2d["fused_head"](f2, fused), "mimic2d": mimic2, "main3d": main3, "mimic3d": mimic3}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.run(batch, self.nets["net2d"], self.nets["net3d"], self.nets["fusion"])

@@ -26,6 +26,7 @@ from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.instances import InstancePaste, PasteOptions, paste_for
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe
+from xmkd.errors import XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.voxel import voxelize
 from xmkd.models.losses import seg_loss
@@ -145,7 +146,7 @@ class LidarSegRecipe(Recipe):
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         if frame.labels is None:
-            raise ValueError(f"{frame.source}: lidar_seg needs labelled frames")
+            raise XmkdDataError("no point labels; lidar_seg needs labelled frames", source=frame.source)
         xyz, intensity, labels, lag = scan_with_pasted(frame, self.paste, rng)
         d = self.cfg.data
         if rng is None:  # evaluation: every point, far ones on the boundary voxels
@@ -162,10 +163,12 @@ class LidarSegRecipe(Recipe):
         return {"xyz": xyz[keep], "features": np.concatenate(feats, 1).astype(np.float32), "labels": labels[keep]}
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         batch = voxel_batch([s["xyz"] for s in samples], [s["features"] for s in samples], self.cfg.data.voxel_size,

@@ -41,9 +41,10 @@ from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
 from xmkd.engine.checkpoint import load_module_from_file
 from xmkd.engine.recipe import Recipe
-from xmkd.errors import XmkdConfigError
+from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
+from xmkd.io import is_architecture_only
 from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
@@ -128,7 +129,7 @@ class U2MKDRecipe(Recipe):
         self.nets["student"] = student.to(self.device)
         self.paste = paste_for(self.space, m.paste)
         if self.distill:
-            if not m.teacher.checkpoint:
+            if not m.teacher.checkpoint and not is_architecture_only():
                 raise XmkdConfigError("model.teacher.checkpoint: a trained lidar_seg checkpoint is required when "
                                       "model.kd=true")
             teacher = SparseUNet(5 if m.teacher.time_lag else 4, self.space.num_classes, m.teacher.backbone)
@@ -144,12 +145,16 @@ class U2MKDRecipe(Recipe):
     # -- data -----------------------------------------------------------------------------------------------
     def frames(self, split: str) -> IndexedFrames:
         d = self.cfg.data
-        return IndexedFrames(index_path(d), split, d.label_space, cameras=list(d.cameras) or None,
-                             sweeps=d.sweeps if self.distill else 0, root=d.root)
+        if d.cameras == []:
+            raise XmkdConfigError(f"{self.name} needs cameras: data.cameras is [] (none); set it to null (every "
+                                  "camera) or list the cameras")
+        return IndexedFrames(index_path(d), split, d.label_space, cameras=d.cameras,
+                             sweeps=d.sweeps if self.distill else 0, root=d.root).require_cameras(self.name)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         if frame.labels is None or not frame.cameras:
-            raise ValueError(f"{frame.source}: u2mkd needs labelled frames with cameras")
+            raise XmkdDataError(f"{'no point labels' if frame.labels is None else 'no camera'}; {self.name} needs "
+                                "labelled frames with cameras", source=frame.source)
         m, d = self.cfg.model, self.cfg.data
         n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
         # [keyframe, sweeps, pasted] (pasted only in training): both networks' inputs are built from this cloud
@@ -197,10 +202,12 @@ class U2MKDRecipe(Recipe):
         return sample
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict]) -> dict:
         d = self.cfg.data

@@ -34,6 +34,7 @@ from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
+from xmkd.io import is_architecture_only
 from xmkd.models.image.resnet import normalize_images
 from xmkd.models.image.unet import UNetResNet
 from xmkd.models.point.scn_unet import SCNUNet
@@ -48,6 +49,7 @@ class XMUDAModel:
     pretrained_2d: str = ""  # ImageNet state dict file (torchvision names)
     dropout_2d: float = 0.4
     scn_levels: int = 7
+    scn_bn_momentum: float = 0.01  # PyTorch's convention; SparseConvNet's BatchNormReLU default (0.99 in its own)
     lambda_xm_src: float = 1.0
     lambda_xm_trg: float = 0.1
     lambda_minent: float = 0.0
@@ -150,16 +152,17 @@ class XMUDARecipe(Recipe):
         n = self.space.num_classes
         self.nets["net2d"] = nn.ModuleDict({"backbone": UNetResNet(m.backbone_2d, m.dropout_2d, m.pretrained_2d),
                                             "head": DualHead(64, n)}).to(self.device)
-        self.nets["net3d"] = nn.ModuleDict({"backbone": SCNUNet(levels=m.scn_levels),
+        self.nets["net3d"] = nn.ModuleDict({"backbone": SCNUNet(levels=m.scn_levels, bn_momentum=m.scn_bn_momentum),
                                             "head": DualHead(16, n)}).to(self.device)
         src = self.source_data()
-        weights = class_weights(load_index(index_path(src)), src.train_split, src.label_space) if m.class_weights \
+        counted = m.class_weights and not is_architecture_only()  # (counting parameters reads no dataset)
+        weights = class_weights(load_index(index_path(src)), src.train_split, src.label_space) if counted \
             else np.ones(n, np.float32)
         self.weights = torch.from_numpy(weights).to(self.device)
         self.target_weights = None
         if m.ssda_labelled_split:
             t = self.cfg.target
-            tw = class_weights(load_index(index_path(t)), m.ssda_labelled_split, t.label_space) if m.class_weights \
+            tw = class_weights(load_index(index_path(t)), m.ssda_labelled_split, t.label_space) if counted \
                 else np.ones(n, np.float32)
             self.target_weights = torch.from_numpy(tw).to(self.device)
 
@@ -220,18 +223,20 @@ class XMUDARecipe(Recipe):
     def train_dataset(self) -> Dataset:
         c = self.cfg
         src = self.source_data()
-        source = FrameSamples(self.frames_of(src, src.train_split), self.sample_maker("source"), c.seed, True)
+        source = FrameSamples(self.frames_of(src, src.train_split).require_labels(self.name),
+                              self.sample_maker("source"), c.seed, True)
         target = FrameSamples(self.frames_of(c.target, c.target.train_split), self.sample_maker("target"), c.seed,
                               True)
         labelled = None
         if c.model.ssda_labelled_split:
-            labelled = FrameSamples(self.frames_of(c.target, c.model.ssda_labelled_split), self.sample_maker("target"),
-                                    c.seed + 1, True)
+            labelled = FrameSamples(self.frames_of(c.target, c.model.ssda_labelled_split).require_labels(self.name),
+                                    self.sample_maker("target"), c.seed + 1, True)
         return PairedSamples(source, target, c.seed, labelled, with_target=self.uses_target())
 
     def val_dataset(self) -> Dataset:
         t = self.cfg.target
-        return FrameSamples(self.frames_of(t, t.val_split), self.sample_maker("target"), self.cfg.seed, train=False)
+        return FrameSamples(self.frames_of(t, t.val_split).require_labels(self.name), self.sample_maker("target"),
+                            self.cfg.seed, train=False)
 
     def _domain_batch(self, samples: list[dict[str, Any]], d: DataConfig) -> dict[str, Any]:
         batch = voxel_batch([s["xyz"] for s in samples], [np.ones((len(s["xyz"]), 1), np.float32) for s in samples],

@@ -10,6 +10,9 @@ colours matched exactly against `class_list.json` (unmatched = the extra index 5
 The `.npz` gives no extrinsic calibration, so `T_cam_lidar` is fitted to the file's own point -> pixel pairs
 (linear least squares with the known undistorted `K`), which makes projection agree with `row`/`col`.
 Splits (xMUDA): `test` = sequence 20180807_145028, `train` = every other sequence.
+
+Without cameras (`cameras=[]`) the camera images are not read; `cams_lidars.json` stays required, because the point
+labels come from the label image through the camera's undistortion.
 """
 
 from __future__ import annotations
@@ -22,7 +25,19 @@ import numpy as np
 
 from xmkd.data.frame import Frame
 from xmkd.data.labels import A2D2_RAW, hex_to_rgb
-from xmkd.data.readers.base import DatasetReader, FrameRecord, image_size, matrix_list, read_image
+from xmkd.data.readers.base import (
+    DatasetReader,
+    FrameRecord,
+    also_reporting,
+    image_size,
+    lfs_error,
+    matrix_list,
+    read_image,
+    read_text,
+    require_finite,
+    require_points,
+    shared_part,
+)
 from xmkd.errors import XmkdDataError
 
 TEST_SEQUENCES = ("20180807_145028",)
@@ -78,16 +93,17 @@ def fit_extrinsic(points: np.ndarray, rows: np.ndarray, cols: np.ndarray, K: np.
 class A2D2Reader(DatasetReader):
     name = "a2d2"
     default_label_space = "a2d2_10"
+    camera_names = ("cam_front_center",)
+    layout = "<sequence>/lidar/cam_front_center/<datetime>_lidar_frontcenter_<9 digits>.npz with camera/, label/"
 
     @functools.cached_property
     def calibration(self) -> dict:
         path = self.root / "cams_lidars.json"
+        text = read_text(path, "calibration")
         try:
-            cam = json.loads(path.read_text())["cameras"]["front_center"]
+            cam = json.loads(text)["cameras"]["front_center"]
             out = {"K": np.asarray(cam["CamMatrix"], np.float64), "K_orig": np.asarray(cam["CamMatrixOriginal"], float),
                    "dist": np.asarray(cam["Distortion"], np.float64).ravel(), "lens": str(cam.get("Lens", "Telecam"))}
-        except FileNotFoundError:
-            raise XmkdDataError("calibration file is missing", source=str(path)) from None
         except (KeyError, ValueError, TypeError) as err:
             raise XmkdDataError(f"missing or malformed calibration key {err}", source=str(path)) from None
         if out["K"].shape != (3, 3) or out["K_orig"].shape != (3, 3):
@@ -98,10 +114,11 @@ class A2D2Reader(DatasetReader):
     def color_table(self) -> dict[int, int]:
         """24-bit colour -> class index in class_list.json order (must match xMUDA's A2D2 class order)."""
         path = self.root / "class_list.json"
+        text = read_text(path, "class list")
         try:
-            items = list(json.loads(path.read_text()).items())
-        except FileNotFoundError:
-            raise XmkdDataError("class list is missing", source=str(path)) from None
+            items = list(json.loads(text).items())
+        except (ValueError, AttributeError) as err:
+            raise XmkdDataError(f"expected a JSON object of colour: class name: {err}", source=str(path)) from None
         names = [n for _, n in items]
         if names != [n for _, n in A2D2_RAW]:
             raise XmkdDataError("class names or their order differ from the A2D2 class list xmkd knows",
@@ -132,7 +149,7 @@ class A2D2Reader(DatasetReader):
         except FileNotFoundError:
             raise XmkdDataError("lidar file is missing", source=str(path)) from None
         except (ValueError, OSError) as err:
-            raise XmkdDataError(f"unreadable .npz: {err}", source=str(path)) from None
+            raise lfs_error(path) or XmkdDataError(f"unreadable .npz: {err}", source=str(path)) from None
         for key in ("points", "row", "col"):
             if key not in data:
                 raise XmkdDataError(f"missing array {key!r} (have {sorted(data)})", source=str(path), field=key)
@@ -140,6 +157,14 @@ class A2D2Reader(DatasetReader):
         if data["points"].ndim != 2 or data["points"].shape[1] != 3 or len(data["row"]) != n or len(data["col"]) != n:
             raise XmkdDataError(f"points {data['points'].shape}, row {data['row'].shape}, col {data['col'].shape} "
                                 "do not match", source=str(path))
+        require_points(n, str(path), "points")
+        for key in ("points", "row", "col", "reflectance"):
+            if key not in data:
+                continue
+            if data[key].shape[:1] != (n,):
+                raise XmkdDataError(f"shape {data[key].shape} for {n} points", source=str(path), field=key)
+            require_finite(data[key].reshape(n, -1), str(path), field=key,
+                           columns=("x", "y", "z") if key == "points" else None)
         return data
 
     def _labels(self, record: FrameRecord, data: dict[str, np.ndarray]) -> np.ndarray:
@@ -161,14 +186,29 @@ class A2D2Reader(DatasetReader):
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
-        data = self._npz(rec)
-        cam = rec["cameras"]["cam_front_center"]
-        w, h = image_size(self.path(cam["file"]))
-        T = fit_extrinsic(data["points"].astype(np.float64), data["row"], data["col"], self.calibration["K"])
-        rec["cameras"] = {"cam_front_center": {**cam, "K": matrix_list(self.calibration["K"]),
-                                               "T_cam_lidar": matrix_list(T)}}
+        _, shared = shared_part(lambda: (self.calibration, self.color_table))  # the dataset's two JSON files
+        sizes = {}
+        with also_reporting(shared):  # the frame's own files first
+            data = self._npz(rec)
+            if self.with_cameras:
+                cam = rec["cameras"]["cam_front_center"]
+                sizes["cam_front_center"] = list(image_size(self.path(cam["file"])))
+            if shared is not None:  # else `_labels` reads it below
+                image_size(self.path(rec["labels"]))
+        if shared is not None:
+            raise shared
+        if self.with_cameras:
+            K = self.calibration["K"]
+            try:
+                T = fit_extrinsic(data["points"].astype(np.float64), data["row"], data["col"], K)
+            except ValueError as err:  # fewer than 6 points
+                raise XmkdDataError(str(err), source=str(self.path(rec["lidar"]))) from None
+            rec["cameras"] = {"cam_front_center": {**cam, "K": matrix_list(K),
+                                                   "T_cam_lidar": matrix_list(T)}}
+        else:
+            rec["cameras"] = {}
         raw = self._labels(rec, data)
-        rec["stats"] = {"points": int(len(data["points"])), "cameras": {"cam_front_center": [w, h]}, "boxes": {},
+        rec["stats"] = {"points": int(len(data["points"])), "cameras": sizes, "boxes": {},
                         "labels": self.histogram(raw)}
         return rec
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,73 +24,204 @@ from PIL import Image
 
 from xmkd.data.frame import Boxes, CameraView, Frame
 from xmkd.data.labels import LabelSpace, get_label_space
-from xmkd.errors import XmkdDataError
+from xmkd.errors import XmkdDataError, XmkdNameError
 
 FrameRecord = dict[str, Any]  # {"id", "splits", "lidar", "labels", "cameras", "ego_pose", "timestamp", "boxes",
 #                                "sweeps", "meta", "stats"}; paths are relative to the dataset root
 
 
-def read_points(path: Path, columns: int, dtype: Any = np.float32) -> np.ndarray:
-    """A raw binary point file of `columns` values per point; truncated files are errors, not reshapes."""
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def lfs_error(path: str | Path, head: bytes | None = None) -> XmkdDataError | None:
+    """The error for a Git LFS pointer file standing in for a data file (a clone without `git lfs pull`), or None
+    when `head` (the file's first bytes; read from `path` when not given) is not one."""
+    if head is None:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(200)
+        except OSError:
+            return None
+    if not head.startswith(LFS_POINTER):
+        return None
+    size = next((line.split()[1] for line in head.decode("ascii", "replace").splitlines()
+                 if line.startswith("size ") and len(line.split()) == 2), "?")
+    return XmkdDataError(f"a Git LFS pointer (to {size} bytes), not the data: fetch the file with `git lfs pull`",
+                         source=str(path))
+
+
+def read_binary(path: Path, dtype: Any, what: str, per_item: int = 1, item: str = "value") -> np.ndarray:
+    """The whole file as a flat array of `dtype`; a missing file, a Git LFS pointer, or a size that is not a whole
+    number of items (`per_item` values of `dtype`, called `item` in the error) is an error naming the file."""
     try:
         raw = np.fromfile(path, dtype=dtype)
+        size = Path(path).stat().st_size
     except FileNotFoundError:
-        raise XmkdDataError("point cloud file is missing", source=str(path)) from None
-    if raw.size % columns:
-        size = raw.size * np.dtype(dtype).itemsize
-        raise XmkdDataError(f"truncated: {size} bytes is not a whole number of {columns * np.dtype(dtype).itemsize}"
-                            f"-byte points", source=str(path))
+        raise XmkdDataError(f"{what} file is missing", source=str(path)) from None
+    except OSError as err:
+        raise XmkdDataError(f"unreadable {what} file: {err}", source=str(path)) from None
+    if raw[: len(LFS_POINTER) // raw.itemsize + 1].tobytes().startswith(LFS_POINTER):
+        raise lfs_error(path) or XmkdDataError("a Git LFS pointer, not the data", source=str(path))
+    step = raw.itemsize * per_item
+    if size % step:
+        raise XmkdDataError(f"truncated: {size} bytes is not a whole number of {step}-byte {item}s",
+                            source=str(path))
+    return raw
+
+
+def read_text(path: Path, what: str) -> str:
+    """A text file (calibration, labels, per-scan tables, split lists); a missing file, a folder, a Git LFS pointer
+    and bytes that are not UTF-8 are errors naming the file (and the line)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise XmkdDataError(f"{what} file is missing", source=str(path)) from None
+    except IsADirectoryError:
+        raise XmkdDataError(f"is a folder; expected a {what} file", source=str(path)) from None
+    except OSError as err:
+        raise XmkdDataError(f"unreadable {what} file: {err}", source=str(path)) from None
+    lfs = lfs_error(path, data[:200])
+    if lfs is not None:
+        raise lfs
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise XmkdDataError(f"line {line}: byte {data[err.start]:#04x} is not UTF-8 text; expected a plain text "
+                            f"{what} file", source=str(path)) from None
+
+
+def require_points(count: int, source: str, field: str | None = None) -> None:
+    """A point cloud without a single point is a bad file (nothing to train on, and no shape to check)."""
+    if count == 0:
+        raise XmkdDataError("empty: 0 points; expected at least one point", source=source, field=field)
+
+
+def read_points(path: Path, columns: int, dtype: Any = np.float32) -> np.ndarray:
+    """A raw binary point file of `columns` values per point -> (N, columns), N > 0; truncated and empty files are
+    errors, not reshapes."""
+    raw = read_binary(path, dtype, "point cloud", columns, "point")
+    require_points(raw.size, str(path))
     return raw.reshape(-1, columns)
+
+
+def require_finite(values: np.ndarray, source: str, field: str = "points",
+                   columns: Sequence[str] | None = None) -> None:
+    """Raise when an array holds NaN or Inf: (N, C) rows of C columns, or (H, W, C) pixels of C channels (a range
+    image). The error names how many rows (pixels), the first one and its column (channel) by `columns` name."""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
+        return
+    image = values.ndim == 3
+    flat = values.reshape(-1, values.shape[-1]) if image else values.reshape(len(values), -1)
+    bad = ~np.isfinite(flat)
+    if not bad.any():
+        return
+    rows = np.nonzero(bad.any(1))[0]
+    row, col = int(rows[0]), int(np.nonzero(bad[rows[0]])[0][0])
+    name = columns[col] if columns is not None and col < len(columns) else f"{'channel' if image else 'column'} {col}"
+    if image:
+        where, unit = f"pixel (row {row // values.shape[1]}, col {row % values.shape[1]}), {name}", "pixel(s)"
+    else:
+        where, unit = f"row {row}, {name}", "row(s)"
+    raise XmkdDataError(f"{len(rows)} {unit} hold NaN or Inf (first: {where} = {flat[row, col]}); expected finite "
+                        "numbers", source=source, field=field)
 
 
 def read_label_file(path: Path, dtype: Any, count: int) -> np.ndarray:
     """Per-point labels; their number must equal the point count."""
-    try:
-        labels = np.fromfile(path, dtype=dtype)
-    except FileNotFoundError:
-        raise XmkdDataError("label file is missing", source=str(path)) from None
+    labels = read_binary(path, dtype, "label", item="label")
     if labels.size != count:
         raise XmkdDataError(f"{labels.size} labels for {count} points", source=str(path), field="labels")
     return labels
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
+def _open_image(path: Path) -> Image.Image:
+    """The decoded image; missing, undecodable and Git LFS pointer files are errors naming the file."""
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+        img = Image.open(path)
     except FileNotFoundError:
         raise XmkdDataError("image file is missing", source=str(path)) from None
     except OSError as err:
+        raise lfs_error(path) or XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
+    try:
+        img.load()
+        return img
+    except OSError as err:
+        img.close()
         raise XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    with _open_image(path) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(W, H) from the header; checks that the file decodes."""
+    with _open_image(path) as img:
+        return img.size
+
+
+def shared_part(compute: Callable[[], Any]) -> tuple[Any, XmkdDataError | None]:
+    """(value, None), or (None, the error) when reading a file that many frames share (a sequence's calibration or
+    per-scan tables, a date folder's calibration) fails. `check` then still checks the frame's own files (see
+    `also_reporting`) and raises the shared error at the end, so each frame's own bad files stay visible."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.size
-    except FileNotFoundError:
-        raise XmkdDataError("image file is missing", source=str(path)) from None
-    except OSError as err:
-        raise XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
+        return compute(), None
+    except XmkdDataError as err:
+        return None, err
+
+
+@contextmanager
+def also_reporting(shared: XmkdDataError | None) -> Iterator[None]:
+    """Around a frame's own checks: an error of its own carries the shared file's error (`err.also`), so that both
+    are listed (prepare lists the shared one once for all its frames)."""
+    try:
+        yield
+    except XmkdDataError as err:
+        if shared is not None and shared is not err:
+            err.also.append(shared)
+        raise
+
+
+def unreadable_record(frame_id: str, splits: list[str], lidar: str, err: XmkdDataError) -> FrameRecord:
+    """A stand-in record for a file `scan` could not read (e.g. a Waymo segment), so that `prepare` lists it as bad
+    and goes on; its `check` raises the error again (`raise_scan_error`)."""
+    return {"id": frame_id, "splits": splits, "lidar": lidar, "labels": None, "cameras": {}, "sweeps": [], "meta": {},
+            "scan_error": {"message": err.message, "source": err.source, "field": err.field}}
+
+
+def raise_scan_error(record: FrameRecord) -> None:
+    """Raise the error `scan` recorded for this record (`unreadable_record`), if any."""
+    if record.get("scan_error"):
+        raise XmkdDataError(**record["scan_error"])
 
 
 def as_matrix(value: Any, shape: tuple[int, int], source: str, field: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != shape or not np.isfinite(arr).all():
-        raise XmkdDataError(f"expected a finite {shape[0]}x{shape[1]} matrix, got shape {arr.shape}", source=source,
-                            field=field)
+        got = f"shape {arr.shape}" if arr.shape != shape else "NaN or Inf in it"
+        raise XmkdDataError(f"expected a finite {shape[0]}x{shape[1]} matrix, got {got}", source=source, field=field)
     return arr
 
 
 class DatasetReader:
-    """Base class: subclasses set `name`, `default_label_space`, and implement scan / check / load."""
+    """Base class: subclasses set `name`, `default_label_space`, `camera_names`, `layout`, and implement scan /
+    check / load.
+
+    `cameras`: None = every camera the dataset has, [] = none (LiDAR only: `check` and `load` then need no image
+    and no camera calibration), else the names to check and load. A record checked with a camera subset keeps
+    only those cameras, so an index lists the cameras that `prepare` verified.
+    """
 
     name = ""
     default_label_space = "nuscenes16"
     label_dtype: Any = None
+    camera_names: tuple[str, ...] = ()  # every camera this dataset can have
+    layout = ""  # what `scan` looks for under the root, for the error when it finds no frame
+    label_kind: str | None = "labels"  # the record key of a frame's labels ("boxes" for detection; None: unlabelled)
 
     def __init__(self, root: str | Path, label_space: str | LabelSpace | None = None,
                  cameras: Sequence[str] | None = None, sweeps: int = 0, meta: dict[str, Any] | None = None):
@@ -101,6 +233,10 @@ class DatasetReader:
         space = label_space or self.default_label_space
         self.label_space = get_label_space(space) if isinstance(space, str) else space
         self.cameras = None if cameras is None else list(cameras)  # None = every camera, [] = none
+        unknown = [c for c in self.cameras or [] if c not in self.camera_names]
+        if unknown:
+            raise XmkdNameError(f"{self.name} has no camera {', '.join(map(repr, unknown))}; its cameras: "
+                                f"{', '.join(self.camera_names)} (or none)")
         self.sweeps = sweeps
 
     # -- to implement -----------------------------------------------------------------------------------
@@ -127,6 +263,31 @@ class DatasetReader:
         """Raw label id (as stored in this dataset's files) -> class of the label space."""
         return self.label_space.lut
 
+    def records(self, splits: Sequence[str] | None = None) -> list[FrameRecord]:
+        """Every frame `scan` finds; finding none is an error that says where it looked and for what."""
+        found = list(self.scan(splits))
+        if not found:
+            where = f" in splits {list(splits)}" if splits else ""
+            raise XmkdDataError(f"no {self.name} frames found{where}; expected {self.layout}", source=str(self.root))
+        return found
+
+    def find(self, frame_id: str | None) -> FrameRecord:
+        """The record of one frame by id (None: the first frame); a missing id says where it looked."""
+        found = self.records()
+        if frame_id is None:
+            return found[0]
+        for rec in found:
+            if rec["id"] == frame_id:
+                return rec
+        sample = ", ".join(repr(r["id"]) for r in found[:3])
+        raise XmkdDataError(f"no frame {frame_id!r} among the {len(found)} {self.name} frames found there "
+                            f"({self.layout}; ids look like {sample})", source=str(self.root))
+
+    @property
+    def with_cameras(self) -> bool:
+        """False when no camera is wanted (LiDAR only)."""
+        return self.cameras != []
+
     # -- shared ------------------------------------------------------------------------------------------
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -145,6 +306,9 @@ class DatasetReader:
         return views
 
     def check_cameras(self, record: FrameRecord) -> dict[str, list[int]]:
+        """Keep only the wanted cameras in `record` (a copy that `check` owns), check each image decodes and its
+        calibration is finite; returns name -> [W, H]."""
+        record["cameras"] = {n: record["cameras"][n] for n in self.wanted(list(record["cameras"]))}
         sizes = {}
         for name, cam in record["cameras"].items():
             path = self.path(cam["file"])

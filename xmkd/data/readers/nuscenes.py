@@ -24,11 +24,13 @@ from xmkd.data.frame import Frame
 from xmkd.data.readers.base import (
     DatasetReader,
     FrameRecord,
+    lfs_error,
     matrix_list,
     merge_sweeps,
     pick_sweeps,
     read_label_file,
     read_points,
+    require_finite,
 )
 from xmkd.errors import XmkdDataError, XmkdError
 from xmkd.geometry.transforms import invert_transform, make_transform
@@ -43,15 +45,20 @@ def _pose(record: dict) -> np.ndarray:
     return make_transform(np.asarray(record["rotation"]), np.asarray(record["translation"]))
 
 
+POINT_FIELDS = ("x", "y", "z", "intensity", "ring")
+
+
 class NuScenesReader(DatasetReader):
     name = "nuscenes"
     default_label_space = "nuscenes16"
+    camera_names = CAMERAS
+    layout = f"a table folder ({', '.join(VERSIONS)}) with samples/ beside it"
 
     def version(self) -> str:
         for v in VERSIONS:
             if (self.root / v).is_dir():
                 return v
-        raise XmkdDataError(f"no table folder ({', '.join(VERSIONS)})", source=str(self.root))
+        raise XmkdDataError(f"no table folder; expected {self.layout}", source=str(self.root))
 
     def _devkit(self):
         try:
@@ -61,7 +68,11 @@ class NuScenesReader(DatasetReader):
         version = self.version()
         try:
             return NuScenes(version=version, dataroot=str(self.root), verbose=False)
-        except (AssertionError, KeyError, FileNotFoundError, IndexError) as err:
+        except (AssertionError, KeyError, FileNotFoundError, IndexError, ValueError) as err:
+            for table in sorted((self.root / version).glob("*.json")):  # a table that is a Git LFS pointer
+                lfs = lfs_error(table)
+                if lfs is not None:
+                    raise lfs from None
             raise XmkdDataError(f"nuscenes-devkit cannot load {version}: {type(err).__name__}: {err}",
                                 source=str(self.root / version)) from None
 
@@ -155,6 +166,7 @@ class NuScenesReader(DatasetReader):
         rec = dict(record)
         lidar = self.path(rec["lidar"])
         points = read_points(lidar, 5)
+        require_finite(points, str(lidar), columns=POINT_FIELDS)
         stats = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": self.box_stats(rec)}
         if rec.get("labels"):
             path = self.path(rec["labels"])
@@ -166,9 +178,11 @@ class NuScenesReader(DatasetReader):
                                     source=str(path), field="labels")
             self._label_lut()  # every category name must be in the nuScenes-lidarseg taxonomy
             stats["labels"] = self.histogram(raw)
-        for s in rec["sweeps"]:
-            if not self.path(s["file"]).is_file():
-                raise XmkdDataError("sweep file is missing", source=str(self.path(s["file"])))
+        for sweep in rec["sweeps"]:  # each sweep file is read once, though neighbouring keyframes share them
+            if ("sweep", sweep["file"]) not in self._memo:
+                path = self.path(sweep["file"])
+                require_finite(read_points(path, 5), str(path), columns=POINT_FIELDS)
+                self._memo[("sweep", sweep["file"])] = True
         rec["stats"] = stats
         return rec
 
@@ -183,7 +197,7 @@ class NuScenesReader(DatasetReader):
             if raw.max(initial=0) >= len(lut):
                 raise XmkdDataError(f"label id {int(raw.max())} not in category.json", source=str(path))
             labels = lut[raw]
-        fields: tuple[str, ...] = ("x", "y", "z", "intensity", "ring")
+        fields: tuple[str, ...] = POINT_FIELDS
         if self.sweeps:
             chosen = pick_sweeps(record["sweeps"], self.sweeps)
             points = merge_sweeps(points, [(read_points(self.path(s["file"]), 5), np.asarray(s["T"]), s["dt"])

@@ -10,7 +10,11 @@ extrinsic's yaw) into the **vehicle frame**, which is the frame of the returned 
 ego-motion correction the official code applies to the TOP LiDAR is not reproduced (points differ by the
 vehicle's motion during the 0.1 s sweep). Labels come from the segmentation range image (semantic class,
 instance id), images from the JPEG bytes; camera distortion is ignored (pinhole `K` from f_u, f_v, c_u, c_v).
-Frame ids are `<segment>/<timestamp_micros>`.
+Waymo labels a subset of frames: a frame with a segmentation row is also in split `<split>_labelled` (e.g.
+`training_labelled`), the split to train a segmentation recipe on. Frame ids are `<segment>/<timestamp_micros>`;
+a segment whose `lidar` file cannot be read is one bad entry named `<segment>` (the other segments are read).
+A frame's cameras are the calibrated ones with an image at its timestamp; without cameras (`cameras=[]`)
+neither `camera_image` nor `camera_calibration` is read.
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ import numpy as np
 from PIL import Image
 
 from xmkd.data.frame import CameraView, Frame
-from xmkd.data.readers.base import DatasetReader, FrameRecord, as_matrix, matrix_list
+from xmkd.data.readers.base import (
+    DatasetReader,
+    FrameRecord,
+    as_matrix,
+    lfs_error,
+    matrix_list,
+    raise_scan_error,
+    require_finite,
+    require_points,
+    unreadable_record,
+)
 from xmkd.errors import XmkdDataError, XmkdError
 
 TOP = 1
@@ -35,6 +49,8 @@ LIDAR = "[LiDARComponent].range_image_return1"
 LABEL = "[LiDARSegmentationLabelComponent].range_image_return1"
 LCAL = "[LiDARCalibrationComponent]"
 CCAL = "[CameraCalibrationComponent]"
+CHANNELS = {LIDAR: ("range", "intensity", "elongation", "is_in_nlz"),  # the range images' channels (v2 schema)
+            LABEL: ("instance_id", "semantic_class")}
 # Waymo cameras are x forward, y left, z up; OpenCV cameras x right, y down, z forward.
 OPENCV_FROM_WAYMO_CAMERA = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0],
                                      [0.0, 0.0, 0.0, 1.0]])
@@ -56,7 +72,8 @@ def _read(path: Path, columns: list[str], filters=None):
     except KeyError as err:
         raise XmkdDataError(f"missing column {err}", source=str(path)) from None
     except Exception as err:  # pyarrow raises ArrowInvalid & co. for corrupt or foreign files
-        raise XmkdDataError(f"unreadable parquet: {type(err).__name__}: {err}", source=str(path)) from None
+        raise lfs_error(path) or XmkdDataError(f"unreadable parquet: {type(err).__name__}: {err}",
+                                               source=str(path)) from None
 
 
 def range_image_to_points(range_image: np.ndarray, extrinsic: np.ndarray, inclinations: np.ndarray) -> tuple[
@@ -88,13 +105,38 @@ def beam_inclinations(minimum: float, maximum: float, values, height: int) -> np
     return minimum + (np.arange(height) + 0.5) / height * (maximum - minimum)
 
 
+def _transform(values, source: str, field: str) -> np.ndarray:
+    """A row-major 4x4 transform stored as 16 numbers; another count or NaN / Inf is an error naming the field."""
+    arr = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    return as_matrix(arr.reshape(4, 4) if arr.size == 16 else arr, (4, 4), source, field)
+
+
+def _decode(data: bytes, source: str) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img
+    except OSError as err:
+        raise XmkdDataError(f"undecodable image: {err}", source=source) from None
+
+
 class WaymoReader(DatasetReader):
     name = "waymo"
     default_label_space = "waymo22"
+    camera_names = tuple(CAMERA_NAMES.values())
+    layout = f"[{'|'.join(SPLITS)}/]lidar/<segment>.parquet with lidar_calibration/ (v2 components) beside it"
 
     def _bases(self) -> list[tuple[str, Path]]:
-        found = [(s, self.root / s) for s in SPLITS if (self.root / s / "lidar").is_dir()]
-        return found or [("all", self.root)]
+        """(split, folder) of the folders holding components; a folder with components but no `lidar` one, or a
+        root without any `lidar` component, is an error that names what is there."""
+        folders = [(s, self.root / s) for s in SPLITS if (self.root / s).is_dir()] or [("all", self.root)]
+        with_lidar = [(s, b) for s, b in folders if (b / "lidar").is_dir()]
+        for _, base in folders:
+            found = sorted(p.name for p in base.iterdir() if p.is_dir() and any(p.glob("*.parquet")))
+            if not (base / "lidar").is_dir() and (found or not with_lidar):
+                raise XmkdDataError(f"no lidar component (lidar/<segment>.parquet: the point clouds); found "
+                                    f"{', '.join(found) or 'no component'}; expected {self.layout}", source=str(base))
+        return with_lidar
 
     def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:
         for split, base in self._bases():
@@ -102,10 +144,14 @@ class WaymoReader(DatasetReader):
                 continue
             for lidar in sorted((base / "lidar").glob("*.parquet")):
                 seg = lidar.stem
-                table = _read(lidar, [TS, "key.laser_name"])
-                ts = np.asarray(table.column(TS))[np.asarray(table.column("key.laser_name")) == TOP]
                 rel = base.relative_to(self.root)
                 pre = "" if str(rel) == "." else f"{rel}/"
+                try:
+                    table = _read(lidar, [TS, "key.laser_name"])
+                except XmkdDataError as err:  # one bad segment: listed as bad, the others are still read
+                    yield unreadable_record(seg, [split], f"{pre}lidar/{seg}.parquet", err)
+                    continue
+                ts = np.asarray(table.column(TS))[np.asarray(table.column("key.laser_name")) == TOP]
                 has = {c: (base / c / f"{seg}.parquet").is_file() for c in
                        ("lidar_segmentation", "camera_image", "vehicle_pose")}
                 for t in sorted(set(ts.tolist())):
@@ -129,7 +175,7 @@ class WaymoReader(DatasetReader):
         if not rows:
             raise XmkdDataError("no calibration for the TOP LiDAR (laser_name 1)", source=str(path))
         r = rows[0]
-        ext = as_matrix(np.asarray(r[f"{LCAL}.extrinsic.transform"]).reshape(4, 4), (4, 4), str(path), "extrinsic")
+        ext = _transform(r[f"{LCAL}.extrinsic.transform"], str(path), "extrinsic")
         return ext, r[f"{LCAL}.beam_inclination.min"], r[f"{LCAL}.beam_inclination.max"], \
             r[f"{LCAL}.beam_inclination.values"]
 
@@ -144,7 +190,7 @@ class WaymoReader(DatasetReader):
         for r in _read(path, cols).to_pylist():
             K = [[r[f"{CCAL}.intrinsic.f_u"], 0.0, r[f"{CCAL}.intrinsic.c_u"]],
                  [0.0, r[f"{CCAL}.intrinsic.f_v"], r[f"{CCAL}.intrinsic.c_v"]], [0.0, 0.0, 1.0]]
-            E = as_matrix(np.asarray(r[f"{CCAL}.extrinsic.transform"]).reshape(4, 4), (4, 4), str(path), "extrinsic")
+            E = _transform(r[f"{CCAL}.extrinsic.transform"], str(path), "extrinsic")
             T = OPENCV_FROM_WAYMO_CAMERA @ np.linalg.inv(E)  # vehicle (= our LiDAR frame) -> OpenCV camera
             out[CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))] = {
                 "K": K, "T_cam_lidar": matrix_list(T), "width": r[f"{CCAL}.width"], "height": r[f"{CCAL}.height"]}
@@ -166,7 +212,9 @@ class WaymoReader(DatasetReader):
         if shape is None or len(shape) != 3 or values.size != int(np.prod(shape)):
             raise XmkdDataError(f"range image of {values.size} values does not match its shape {shape}",
                                 source=str(self.path(rel)))
-        return values.reshape(shape)
+        image = values.reshape(shape)
+        require_finite(image, str(self.path(rel)), field=f"{prefix} at {ts}", columns=CHANNELS.get(prefix))
+        return image
 
     def _points(self, record: FrameRecord) -> tuple[np.ndarray, np.ndarray]:
         ts = record["meta"]["timestamp_micros"]
@@ -176,15 +224,25 @@ class WaymoReader(DatasetReader):
         if len(incl) != ri.shape[0]:
             raise XmkdDataError(f"{len(incl)} beam inclinations for a range image of {ri.shape[0]} rows",
                                 source=str(self.path(record["calib"])))
-        return range_image_to_points(ri, ext, incl)
+        points, valid = range_image_to_points(ri, ext, incl)
+        require_points(len(points), str(self.path(record["lidar"])), f"{LIDAR} at {ts} (no pixel with range > 0)")
+        return points, valid
 
     def check(self, record: FrameRecord) -> FrameRecord:
+        raise_scan_error(record)  # a segment whose lidar file could not be read
         rec = dict(record)
         points, valid = self._points(rec)
-        if rec.get("camera_image"):
-            rec["cameras"] = {n: {**c, "file": rec["camera_image"]} for n, c in
-                              self.camera_calibration(rec["camera_calib"]).items()}
-        sizes = {n: [c["width"], c["height"]] for n, c in rec["cameras"].items()}
+        require_finite(points, str(self.path(rec["lidar"])), columns=("x", "y", "z", "intensity"))
+        rec["cameras"], sizes = {}, {}
+        if rec.get("camera_image") and self.with_cameras:
+            calibrated = self.camera_calibration(rec["camera_calib"])
+            for name, image in self._images(rec, self.wanted(list(calibrated))).items():
+                cam = calibrated[name]
+                sizes[name] = list(_decode(image, f"{self.path(rec['camera_image'])}:{name}").size)
+                if sizes[name] != [cam["width"], cam["height"]]:
+                    raise XmkdDataError(f"{name} image is {sizes[name][0]}x{sizes[name][1]}, its calibration says "
+                                        f"{cam['width']}x{cam['height']}", source=str(self.path(rec["camera_image"])))
+                rec["cameras"][name] = {**cam, "file": rec["camera_image"]}
         stats = {"points": int(len(points)), "cameras": sizes, "boxes": {}}
         ts = rec["meta"]["timestamp_micros"]
         if rec.get("labels"):
@@ -198,28 +256,33 @@ class WaymoReader(DatasetReader):
                 raw = seg[..., 1].reshape(-1)[valid]
                 self.label_space.from_raw(raw, source=str(self.path(rec["labels"])))
                 stats["labels"] = self.histogram(raw)
+                rec["splits"] = [*rec["splits"], *(f"{s}_labelled" for s in rec["splits"])]
         if rec.get("vehicle_pose"):
             row = self._row(rec["vehicle_pose"], "[VehiclePoseComponent].world_from_vehicle.transform", ts)
-            rec["ego_pose"] = matrix_list(np.asarray(row["[VehiclePoseComponent].world_from_vehicle.transform"])
-                                          .reshape(4, 4))
+            rec["ego_pose"] = matrix_list(_transform(row["[VehiclePoseComponent].world_from_vehicle.transform"],
+                                                     str(self.path(rec["vehicle_pose"])), "world_from_vehicle"))
         rec["stats"] = stats
         return rec
 
-    def camera_views(self, record: FrameRecord) -> dict[str, CameraView]:
-        if not record.get("camera_image") or not record["cameras"]:
-            return {}
-        path = self.path(record["camera_image"])
-        rows = _read(path, ["key.camera_name", "[CameraImageComponent].image"],
+    def _images(self, record: FrameRecord, names: list[str]) -> dict[str, bytes]:
+        """JPEG bytes of the frame's images from the cameras `names` (those with an image at its timestamp)."""
+        rows = _read(self.path(record["camera_image"]), ["key.camera_name", "[CameraImageComponent].image"],
                      [(TS, "=", record["meta"]["timestamp_micros"])]).to_pylist()
-        views = {}
+        out = {}
         for r in rows:
             name = CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))
-            if name not in record["cameras"] or name not in self.wanted([name]):
-                continue
-            try:
-                image = np.asarray(Image.open(io.BytesIO(r["[CameraImageComponent].image"])).convert("RGB"))
-            except OSError as err:
-                raise XmkdDataError(f"unreadable {name} image: {err}", source=str(path)) from None
+            if name in names:
+                out[name] = r["[CameraImageComponent].image"]
+        return out
+
+    def camera_views(self, record: FrameRecord) -> dict[str, CameraView]:
+        names = self.wanted(list(record["cameras"]))
+        if not record.get("camera_image") or not names:
+            return {}
+        path = self.path(record["camera_image"])
+        views = {}
+        for name, data in self._images(record, names).items():
+            image = np.asarray(_decode(data, f"{path}:{name}").convert("RGB"))
             cam = record["cameras"][name]
             views[name] = CameraView(name, image, np.asarray(cam["K"], np.float64), np.asarray(cam["T_cam_lidar"]),
                                      source=f"{path}:{name}")

@@ -29,6 +29,7 @@ from xmkd.data.synthetic.sensors import (
 )
 from xmkd.data.synthetic.surfaces import SURFACES
 from xmkd.data.synthetic.world import Domain, Scene, generate_scene
+from xmkd.errors import XmkdNameError
 from xmkd.geometry.transforms import invert_transform
 
 SURFACE_TO_NUSCENES = np.array([NUSCENES_FINE_INDEX[s.nuscenes] for s in SURFACES])
@@ -104,10 +105,15 @@ def generate_keyframes(
     image_size: tuple[int, int] | None = None,
     cameras: tuple[str, ...] | None = None,
 ) -> Iterator[Keyframe]:
-    """Render `num_keyframes` keyframes of scene `scene_index` (and the LiDAR sweeps between them)."""
+    """Render `num_keyframes` keyframes of scene `scene_index` (and the LiDAR sweeps between them). `cameras`: the
+    rig's cameras to render (None = all, () = none); a name the rig does not have is an `XmkdNameError`."""
     duration = max(num_keyframes - 1, 0) * keyframe_interval
-    scene = generate_scene(seed, scene_index, domain, duration=max(duration, 1.0))
     rig = make_rig(domain.rig, image_size)
+    unknown = sorted(set(cameras or ()) - {c.name for c in rig.cameras})
+    if unknown:
+        raise XmkdNameError(f"rig {domain.rig!r} has no camera {', '.join(map(repr, unknown))}; its cameras: "
+                            f"{', '.join(c.name for c in rig.cameras)}")
+    scene = generate_scene(seed, scene_index, domain, duration=max(duration, 1.0))
     cam_specs = [c for c in rig.cameras if cameras is None or c.name in cameras]
     caster = RayCaster(scene)
     lighting = make_lighting(domain.time, np.random.default_rng([seed, scene_index, 0x11947]))
