@@ -50,10 +50,78 @@ def test_config_list_and_names(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["config", "--list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line.split()[1] for line in out[1:-1]}
+    rows = {line.split()[0]: line.split()[1] for line in out[1:-1] if not line.startswith(" ")}  # + wrapped lines
     assert rows["u2mkd/synthetic"] == "u2mkd" and rows["hsrdn/kitti"] == "hsrdn"
     assert rows["_base/data/nuscenes"] == "(section)" and "configs in" in out[-1]
     assert main(["config", "u2mkd/synthetic", "model.w_kl=3"]) == 0
     assert "w_kl: 3" in capsys.readouterr().out
     assert main(["train", "u2mkd/synthtic"]) == 1
     assert "did you mean u2mkd/synthetic" in capsys.readouterr().err
+
+
+# Each command with the least it parses; its output option is added by the test.
+MINIMAL_ARGS = {"synth": [], "prepare": ["nuscenes", "--root", "R"], "prepare-instances": ["--index", "R", "--split",
+                "train"], "eval": ["R"], "predict": ["R", "--split", "val"], "infer": ["R", "--split", "val"],
+                "eval-kitti": ["--gt", "R", "--pred", "R"], "pseudo-label": ["R", "--split", "val"],
+                "viz": ["synthetic"], "demo": [], "config": []}
+
+
+def output_options():
+    """(command, option, is a file) for every output option of every command (`outputs` in its defaults)."""
+    from xmkd.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    found = []
+    for name, parser in sub.choices.items():
+        outputs = parser._defaults.get("outputs", {})
+        writes = {a.dest for a in parser._actions if a.dest in ("out", "json") and a.nargs != 0}  # not flags
+        assert writes == set(outputs), f"{name}: output options {writes} vs checked {set(outputs)}"
+        found += [(name, option, kind == "file") for option, (_, kind) in outputs.items()]
+    return found
+
+
+@pytest.mark.parametrize(("command", "option", "is_file"), output_options())
+def test_every_output_path_is_checked_before_the_work(command, option, is_file, tmp_path, capsys):
+    a_file, a_folder = tmp_path / "taken.txt", tmp_path / "folder"
+    a_file.write_text("x")
+    a_folder.mkdir()
+    base = ["--" + option.replace("_", "-")]
+    wrong = a_folder if is_file else a_file
+    expected = "is a folder; expected a file path" if is_file else "exists and is not a folder"
+    for path, message in ((wrong, expected), (a_file / "below", f"{a_file} is a file, not a folder")):
+        assert main([command, *[str(tmp_path) if a == "R" else a for a in MINIMAL_ARGS[command]], *base,
+                     str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"xmkd {command}: error: {path}: ") and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "taken.txt"]  # nothing was created
+
+
+def test_an_unwritable_place_is_refused(tmp_path, capsys):
+    if not Path("/proc").is_dir():
+        pytest.skip("no /proc here")
+    assert main(["viz", "synthetic", "--out", "/proc/v"]) == 1
+    assert "xmkd viz: error: /proc/v: cannot write the pictures there: /proc:" in capsys.readouterr().err
+
+
+def test_config_list_whole_sentences_and_folders(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["config", "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in out[:-1]) <= 100
+    start = next(i for i, line in enumerate(out) if line.startswith("cmkd/kitti "))
+    rest = [line.strip() for line in out[start + 1:] if line.startswith(" ")][: 3]
+    text = " ".join([out[start].split(None, 2)[2], *rest])
+    assert text.startswith("CMKD on KITTI at the published scale: configs/hsrdn/kitti.yaml without the relation "
+                           "losses.")
+    assert main(["config", "u2mkd"]) == 1
+    err = capsys.readouterr().err
+    assert "'u2mkd' is a folder of shipped configs, not a config; name one of them: u2mkd/nuscenes, " \
+        "u2mkd/semantickitti, u2mkd/synthetic, u2mkd/waymo" in err
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["train", "u2mkd/synthetic", f"output_dir={runs}", "name=x",
+                 f"model.teacher.checkpoint={tmp_path / 'missing.pt'}", "--quiet"]) == 1
+    assert "missing.pt: checkpoint not found" in capsys.readouterr().err
+    assert not runs.exists()

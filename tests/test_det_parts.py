@@ -1,9 +1,11 @@
 """HSRDN / CMKD building blocks: anchors and box coder, direction bins, rotated NMS, QFL, relation losses and the
 frustum-to-voxel lifting."""
 
+import dataclasses
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from xmkd.distill.relations import cross_sample_nodes, relation_losses, within_sample_relations
@@ -31,10 +33,16 @@ from xmkd.models.losses import quality_focal_loss
 RANGE = [0.0, -40.0, -3.0, 70.4, 40.0, 1.0]
 
 
-def test_anchors_lie_on_cell_centres_and_the_coder_round_trips():
+def test_anchors_span_the_range_as_released_and_the_coder_round_trips():
     anchors = generate_anchors(KITTI_ANCHORS, (200, 176), RANGE)
     assert anchors.shape == (200, 176, 6, 7)
-    assert torch.allclose(anchors[0, 0, 0, :2], torch.tensor([0.2, -39.8]), atol=1e-5)
+    # align_center False (CMKD's teacher): first anchor on the range's corner, last on the opposite one
+    assert torch.allclose(anchors[0, 0, 0, :2], torch.tensor([0.0, -40.0]), atol=1e-5)
+    assert torch.allclose(anchors[-1, -1, 0, :2], torch.tensor([70.4, 40.0]), atol=1e-4)
+    assert torch.allclose(anchors[0, 1, 0, 0], torch.tensor(70.4 / 175))
+    assert anchors[0, 0, :, 6].tolist() == pytest.approx([0, 1.57] * 3)
+    centred = generate_anchors([dataclasses.replace(c, align_center=True) for c in KITTI_ANCHORS], (200, 176), RANGE)
+    assert torch.allclose(centred[0, 0, 0, :2], torch.tensor([0.2, -39.8]), atol=1e-5)  # at the cell centres
     assert torch.allclose(anchors[0, 0, 0, 2], torch.tensor(-1.78 + 1.56 / 2))
     assert anchor_classes(KITTI_ANCHORS).tolist() == [0, 0, 1, 1, 2, 2]
     g = torch.Generator().manual_seed(0)
@@ -159,17 +167,20 @@ def test_second_forward_backward_and_grid_arithmetic():
     batch = voxel_batch(xyz, [np.column_stack([p, rng.random(len(p))]).astype(np.float32) for p in xyz], voxel,
                         point_range, multiple=8)
     assert batch["spatial_shape"].tolist() == [128, 128, 40]
-    cfg = SecondConfig(widths=[8, 16, 16, 16], out_channels=32, bev_channels=32, bev_layers=[1, 1],
+    cfg = SecondConfig(widths=[8, 16, 16, 16], out_channels=16, bev_channels=32, bev_layers=[1, 1],
                        bev_filters=[32, 64], up_filters=[32, 32])
     model = Second(4, 6, 3, grid_z=40, cfg=cfg)
-    assert model.bev_height == 1 and isinstance(model.compress, torch.nn.Identity)
+    # 40 + 1 z voxels (the release's padded sparse shape) leave 2 heights: 2 x 16 = 32 BEV channels
+    assert model.bev_height == 2 and isinstance(model.compress, torch.nn.Identity)
     out = model(batch)
     assert out["bev"].shape == (2, 32, 16, 16)
     assert out["cls"].shape == (2, 16, 16, 6, 3) and out["box"].shape == (2, 16, 16, 6, 7)
     assert out["dir"].shape == (2, 16, 16, 6, 2)
     (out["cls"].sum() + out["box"].sum() + out["dir"].sum()).backward()
-    assert model.sparse.stages[0][0].weight.grad.abs().sum() > 0
-    assert Second(4, 6, 3, grid_z=41).bev_height == 2  # OpenPCDet's 41-voxel grid: two heights, 1x1 conv to 128
+    assert model.sparse.conv_input[0].weight.grad.abs().sum() > 0
+    assert all(b.conv2.weight.grad.abs().sum() > 0 for b in model.sparse.conv4[1:])  # through the residual blocks
+    plain = Second(4, 6, 3, grid_z=40, cfg=SecondConfig(backbone="plain8x", out_channels=128))
+    assert plain.bev_height == 2 and not isinstance(plain.compress, torch.nn.Identity)  # 256 -> 1x1 conv -> 128
 
 
 def test_height_compression_stacks_channels_per_height():
@@ -205,7 +216,7 @@ def test_targets_losses_and_decoding_recover_the_boxes():
     box = t.codes.clone()
     dirs = torch.zeros(n, 2)
     dirs[torch.arange(n), t.direction] = 5.0
-    losses = detection_losses(cls, box, dirs, anchors, t, 3)
+    losses = detection_losses(cls, box, dirs, anchors, t, gt, gt_cls)
     assert losses["box"] < 1e-6 and losses["dir"] < 0.01
     out = decode_predictions(cls, box, dirs, anchors, nms_threshold=0.1)
     assert len(out["boxes"]) == 2
@@ -214,7 +225,7 @@ def test_targets_losses_and_decoding_recover_the_boxes():
     # gradients reach every head from a random start
     cls_r, box_r, dir_r = (torch.randn(n, 3, requires_grad=True), torch.randn(n, 7, requires_grad=True) * 0.1,
                            torch.randn(n, 2, requires_grad=True))
-    losses = detection_losses(cls_r, box_r, dir_r, anchors, t, 3)
+    losses = detection_losses(cls_r, box_r, dir_r, anchors, t, gt, gt_cls)
     sum(losses.values()).backward()
     assert cls_r.grad.abs().sum() > 0 and dir_r.grad.abs().sum() > 0
 

@@ -303,3 +303,37 @@ def test_two_optimizers_clipping_frozen_teacher_and_ema(tmp_path):
     state = checkpoint.load(tmp_path / "two" / "checkpoints" / "last.pt")
     assert set(state["optimizers"]) == {"first", "second"} and state["emas"]["a"]["step"] == 8
     assert (tmp_path / "two" / "checkpoints" / "best.pt").exists() and state["best"]["metric"] == "mse"
+
+
+def test_a_run_that_fails_at_its_first_iteration_leaves_nothing_but_a_checkpointed_run_is_kept(tmp_path):
+    from xmkd.config import ExperimentConfig, load_config
+    from xmkd.engine.trainer import Trainer
+
+    class Failing(TwoOptimizerRecipe):
+        fail = True
+
+        def train_dataset(self):
+            return _ListDataset(super().train_dataset())
+
+        def val_dataset(self):
+            return _ListDataset(super().val_dataset())
+
+        def training_step(self, batch, step):
+            if Failing.fail:
+                raise XmkdError("bad sample")
+            return super().training_step(batch, step)
+
+    def config(iters):
+        return load_config(None, [f"output_dir={tmp_path}", "name=f", "data.batch_size=4", "data.num_workers=0",
+                                  f"train.max_iters={iters}", "train.val_every=2", "train.ckpt_every=2"],
+                           schema=ExperimentConfig)
+
+    with pytest.raises(XmkdError, match="bad sample"):
+        Trainer(config(4), Failing, progress=False).fit()
+    assert not (tmp_path / "f").exists()
+    Failing.fail = False
+    Trainer(config(4), Failing, progress=False).fit()
+    Failing.fail = True  # resumed for more iterations, the first of which fails: the run stays
+    with pytest.raises(XmkdError, match="bad sample"):
+        Trainer(config(6), Failing, resume=True, progress=False).fit()
+    assert (tmp_path / "f" / "checkpoints" / "last.pt").exists() and (tmp_path / "f" / "config.yaml").exists()

@@ -280,3 +280,71 @@ def test_placeholder_2d_boxes_are_warned_about(tmp_path, capsys):
     assert kitti_report(tmp_path / "gt", tmp_path / "dt").warnings == []
     write(tmp_path / "dt", {k: [] for k in dt})
     assert "hold no detections at all" in kitti_report(tmp_path / "gt", tmp_path / "dt").warnings[0]
+
+
+LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
+               "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 1843\n")
+
+
+@pytest.mark.parametrize("folder", ["gt", "dt"])
+def test_a_git_lfs_pointer_is_named_as_such(tmp_path, folder):
+    gt, dt = perfect_set(tmp_path, 3)
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    path = tmp_path / folder / "000001.txt"
+    path.write_text(LFS_POINTER)
+    with pytest.raises(XmkdDataError) as err:
+        kitti_report(tmp_path / "gt", tmp_path / "dt")
+    assert str(err.value) == (f"{path}: a Git LFS pointer (to 1843 bytes), not the data: fetch the file with "
+                              "`git lfs pull`")
+
+
+def test_bad_paths_and_files_are_clean_errors(tmp_path, capsys):
+    gt, dt = perfect_set(tmp_path, 3)
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    cases = []
+    assert eval_kitti(tmp_path, "--split", str(tmp_path / "gt")) == 1  # a folder where a file is expected
+    cases.append(f"{tmp_path / 'gt'}: is a folder; expected a split list file")
+    (tmp_path / "empty.txt").write_text("\n")
+    assert eval_kitti(tmp_path, "--split", str(tmp_path / "empty.txt")) == 1
+    cases.append(f"{tmp_path / 'empty.txt'}: lists no frame ids; expected one frame id (e.g. 000123) per line")
+    assert eval_kitti(tmp_path, "--json", str(tmp_path / "gt")) == 1  # checked before the work: no table printed
+    cases.append(f"{tmp_path / 'gt'}: is a folder; expected a file path for a JSON file")
+    out, err = capsys.readouterr()
+    assert out == ""
+    (tmp_path / "dt" / "000002.txt").write_bytes(dt["000002"][0].encode() + b"\n\xff\xfe Car\n")
+    assert eval_kitti(tmp_path) == 1
+    cases.append(f"{tmp_path / 'dt' / '000002.txt'}: line 2: byte 0xff is not UTF-8 text; expected a plain text "
+                 "prediction file")
+    write(tmp_path / "dt", dt)
+    (tmp_path / "dt" / "000001.txt").unlink()
+    (tmp_path / "dt" / "000001.txt").mkdir()  # a folder named like a prediction file is not "no detections"
+    assert eval_kitti(tmp_path, "--allow-missing") == 1
+    cases.append(f"{tmp_path / 'dt' / '000001.txt'}: is a folder; expected a prediction file")
+    err += capsys.readouterr().err
+    for case in cases:
+        assert f"xmkd eval-kitti: error: {case}" in err
+    assert "Traceback" not in err and "warning" not in err
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0,9", "field 'score' (column 16) is '0,9'; expected a number (a comma decimal? write a point)"),
+    ("1_000", "field 'score' (column 16) is '1_000'; expected a number"),
+    ("0.5x", "field 'score' (column 16) is '0.5x'; expected a number")])
+def test_numbers_are_parsed_strictly(tmp_path, value, expected):
+    gt, dt = perfect_set(tmp_path, 2)
+    dt["000001"] = [" ".join(dt["000001"][0].split()[:15] + [value])]
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    with pytest.raises(XmkdDataError) as err:
+        evaluate_folders(tmp_path / "gt", tmp_path / "dt")
+    assert str(err.value) == f"{tmp_path / 'dt' / '000001.txt'}: line 1: {expected}"
+
+
+def test_one_renamed_file_is_one(tmp_path, capsys):
+    gt, dt = perfect_set(tmp_path, 3)
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", {"000000": dt["000000"], "000002": dt["000002"], "1": dt["000001"]})
+    assert eval_kitti(tmp_path) == 1
+    assert "(1 is there under another spelling of the number (e.g. 1.txt for frame 000001)" in capsys.readouterr().err

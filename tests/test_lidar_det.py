@@ -9,8 +9,9 @@ import pytest
 
 from xmkd.cli import main
 from xmkd.config import load_config, peek_recipe
+from xmkd.data.gt_database import BoxDatabase
 from xmkd.data.index import prepare
-from xmkd.data.synthetic.synth import SynthOptions, synthesize
+from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.predict import load_trained
 from xmkd.engine.trainer import Trainer
 from xmkd.errors import XmkdConfigError
@@ -23,9 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def kitti(tmp_path_factory):
     root = tmp_path_factory.mktemp("det") / "kitti"
-    synthesize(SynthOptions(out=str(root), format="kitti", frames=4, frames_per_scene=2, unlabelled=2),
-               progress=False)
-    prepare("kitti_object", root, root / "xmkd_index", progress=False)
+    # the frames, their index and the box database lidar_det's gt-sampling reads (<root>/xmkd_gt_database)
+    synthesize_indexed(SynthOptions(out=str(root), format="kitti", frames=4, frames_per_scene=2, unlabelled=2),
+                       "kitti_object", progress=False)
+    assert BoxDatabase.load(root / "xmkd_gt_database").names.size > 0
     prepare("kitti_raw", root, root / "xmkd_raw_index", progress=False)  # the two unlabelled raw frames
     return root
 
@@ -35,7 +37,8 @@ def test_second_overfits_two_frames_and_writes_kitti_predictions(kitti, tmp_path
     cfg = load_config(REPO / "configs" / "lidar_det" / "synthetic.yaml", [
         f"data.root={kitti}", f"output_dir={tmp_path}", "name=second", "data.val_split=train", "data.num_workers=0",
         "train.max_iters=60", "train.val_every=60", "train.ckpt_every=60", "train.schedule.name=constant",
-        "model.augment.flip=false", "model.augment.rotate=0.0", "model.augment.scale=[1.0,1.0]"], schema=recipe.schema)
+        "model.augment.flip=false", "model.augment.rotate=0.0", "model.augment.scale=[1.0,1.0]",
+        "model.augment.gt_sampling.enabled=false"], schema=recipe.schema)
     metrics = Trainer(cfg, recipe, progress=False).fit()
     assert "car_3d_r40_moderate" in metrics
     run = tmp_path / "second"

@@ -103,9 +103,12 @@ def test_prepare_catches_nan_and_inf_in_every_point_file(dataset, kind, layout, 
     poison(path, dataset)
     report = prepare(dataset, root, tmp_path / "index", progress=False)
     assert report.bad, "a point file with NaN and Inf passed prepare"
+    unit = "pixel(s)" if dataset == "waymo" else "row(s)"  # Waymo: a range image, named by pixel and channel
     for bad in report.bad:
-        assert bad["file"] == str(path) and "2 row(s) hold NaN or Inf" in bad["reason"], bad
+        assert bad["file"] == str(path) and f"2 {unit} hold NaN or Inf" in bad["reason"], bad
         assert "expected finite numbers" in bad["reason"]
+        if dataset == "waymo":
+            assert "(first: pixel (row 1, col 4), intensity = nan)" in bad["reason"]
     assert report.frames == len(make_reader(dataset, root).records()) - len(report.bad)  # the others are indexed
 
 
@@ -121,10 +124,13 @@ def test_short_or_malformed_semantickitti_tables(layout, tmp_path):
     report = prepare("semantickitti", root, tmp_path / "short", progress=False)
     assert [(b["frame"], b["file"]) for b in report.bad] == [("00/000001", str(seq / "times.txt"))]
     assert "no line for scan 1: 1 line(s); expected one line per scan" in report.bad[0]["reason"]
-    # An index prepared before times.txt was cut: merging sweeps names the file instead of an IndexError.
+    # An index prepared before times.txt was cut: a frame beyond its end names the file instead of an IndexError;
+    # a frame within it merges only the scans that still have a time (none here).
+    before = IndexedFrames(tmp_path / "before", "train", sweeps=1)
     with pytest.raises(XmkdDataError, match=r"times\.txt: no line for scan 1"):
-        IndexedFrames(tmp_path / "before", "train", sweeps=1)[0]
-    assert IndexedFrames(tmp_path / "before", "train", sweeps=0)[0].num_points > 0  # without sweeps it is not read
+        before[1]
+    assert before[0].num_points == before[0].meta["num_keyframe_points"]
+    assert IndexedFrames(tmp_path / "before", "train", sweeps=0)[1].num_points > 0  # without sweeps it is not read
     (seq / "times.txt").write_text("0.0\nabc\n")
     reasons = reasons_of("semantickitti", root, tmp_path / "bad")
     assert reasons and all("times.txt: line 2: expected 1 numbers, got 'abc'" in r for r in reasons)
@@ -135,13 +141,43 @@ def test_short_or_malformed_semantickitti_tables(layout, tmp_path):
     assert reasons and all("poses.txt: line 2: 11 values, expected 12" in r for r in reasons)
 
 
-def test_waymo_vehicle_pose_without_a_row_for_a_frame(tmp_path):
+def test_short_times_and_short_poses_leave_the_same_trainable_frames(layout, tmp_path):
+    # Four scans, then either table cut to two lines: prepare lists scans 2 and 3 (naming the short table) and
+    # indexes 0 and 1, which load with sweeps merged from the scans that have both a pose and a time.
+    root = layout.copy("semantickitti", tmp_path)
+    seq = root / "sequences" / "00"
+    for sub, ext in (("velodyne", "bin"), ("labels", "label"), ("image_2", "png")):
+        for scan in (2, 3):
+            shutil.copy(seq / sub / f"000001.{ext}", seq / sub / f"00000{scan}.{ext}")
+    poses = (seq / "poses.txt").read_text().splitlines()
+    full = {"times.txt": "0.0\n0.1\n0.2\n0.3\n", "poses.txt": "\n".join(poses + poses[1:] * 2) + "\n"}
+    merged = {}
+    for short in ("times.txt", "poses.txt"):
+        for name, text in full.items():
+            (seq / name).write_text("".join(text.splitlines(True)[:2]) if name == short else text)
+        report = prepare("semantickitti", root, tmp_path / short, progress=False)
+        assert [(b["frame"], b["file"]) for b in report.bad] == [(f"00/00000{i}", str(seq / short)) for i in (2, 3)]
+        assert all(f"no line for scan {i}: 2 line(s)" in b["reason"] for i, b in zip((2, 3), report.bad))
+        frames = IndexedFrames(tmp_path / short, "train", sweeps=2)
+        merged[short] = [(f.num_points, f.meta["num_keyframe_points"]) for f in (frames[0], frames[1])]
+    assert merged["times.txt"] == merged["poses.txt"]
+    (n0, k0), (n1, k1) = merged["times.txt"]
+    assert n0 == k0 + k1 and n1 == k1 + k0  # each merges the other scan only: 2 and 3 are outside the tables
+
+
+def waymo_without_a_second_row(tmp_path, kind):
+    """A Waymo layout whose `kind` component (FILES["waymo"]) keeps only the first frame's row."""
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
     root = layouts.waymo(tmp_path / "waymo")["root"]
-    path = first(root, FILES["waymo"]["poses"])
+    path = first(root, FILES["waymo"][kind])
     pq.write_table(pa.Table.from_pylist(pq.read_table(path).to_pylist()[:1], schema=pq.read_schema(path)), path)
+    return root, path
+
+
+def test_waymo_vehicle_pose_without_a_row_for_a_frame(tmp_path):
+    root, path = waymo_without_a_second_row(tmp_path, "poses")
     report = prepare("waymo", root, tmp_path / "index", progress=False)
     assert [(b["file"], b["reason"].split(": ")[-1]) for b in report.bad] == [(str(path), "no row for timestamp "
                                                                                "1100000")]
@@ -263,3 +299,188 @@ def test_a_git_lfs_pointer_is_named_as_such(dataset, kind, layout, tmp_path):
     assert reasons, f"a Git LFS pointer in place of {path.name} passed"
     expected = f"{path}: a Git LFS pointer (to 1843200 bytes), not the data: fetch the file with `git lfs pull`"
     assert all(reason == expected for reason in reasons), reasons
+
+
+# -- what a fresh user ran into after the first round (empty files, labels, shared files, inspect's source) -------
+
+
+def empty_points(path, dataset):
+    """Make the point file (or, for Waymo, the first frame's range image) hold no point."""
+    if path.suffix == ".npz":
+        np.savez(path, points=np.zeros((0, 3)), row=np.zeros(0), col=np.zeros(0), reflectance=np.zeros(0))
+    elif path.suffix == ".npy":
+        np.save(path, np.zeros((0, 7)))
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+        values = rows[0]["[LiDARComponent].range_image_return1.values"]
+        values[0::4] = [-1.0] * len(values[0::4])  # no return anywhere
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+    else:
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("dataset,kind", [(d, "points") for d in DATASETS] + [("nuscenes", "sweep")])
+def test_an_empty_point_file_is_a_bad_file_and_prepare_goes_on(dataset, kind, layout, tmp_path, capsys):
+    root = layout.copy(dataset, tmp_path)
+    path = first(root, FILES[dataset][kind])
+    empty_points(path, dataset)
+    report = prepare(dataset, root, tmp_path / "index", progress=False)
+    assert report.bad, "an empty point file passed prepare"
+    for bad in report.bad:
+        assert bad["file"] == str(path) and "empty: 0 points; expected at least one point" in bad["reason"], bad
+    assert report.frames == len(make_reader(dataset, root).records()) - len(report.bad)
+    capsys.readouterr()
+    assert main(["inspect", dataset, "--root", str(root), "--check"]) == 0
+    assert f"{path}" in capsys.readouterr().out
+    frame = report.bad[0]["frame"]
+    assert main(["viz", dataset, "--root", str(root), "--frame", frame, "--out", str(tmp_path / "viz")]) == 1
+    err = capsys.readouterr().err
+    assert "empty: 0 points" in err and "Traceback" not in err
+
+
+def without(root, pattern):
+    for path in root.glob(pattern):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def test_semantickitti_labels_missing_for_some_scans_or_for_a_whole_sequence(layout, tmp_path, capsys):
+    root = layout.copy("semantickitti", tmp_path)
+    labels = root / "sequences" / "00" / "labels"
+    (labels / "000001.label").unlink()  # a labelled sequence with one label file missing: that scan is bad
+    report = prepare("semantickitti", root, tmp_path / "some", progress=False)
+    assert [(b["frame"], b["file"]) for b in report.bad] == [("00/000001", str(labels / "000001.label"))]
+    assert "label file is missing: sequence 00 has labels for 1 of its 2 scans" in report.bad[0]["reason"]
+    without(root, "sequences/00/labels")  # no label file at all: an unlabelled sequence (like 11-21), said so
+    assert main(["prepare", "semantickitti", "--root", str(root), "--out", str(tmp_path / "none"), "--quiet"]) == 0
+    assert "2 frames (2 without point labels)" in capsys.readouterr().out
+    assert main(["inspect", "semantickitti", "--root", str(root), "--index", str(tmp_path / "none"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["frames_without_point_labels"] == {"train": 2}
+    # A recipe that trains on labels refuses the split at start, in one line, and leaves no run directory behind.
+    argv = ["train", "lidar_seg/synthetic", "data.dataset=semantickitti", f"data.root={root}",
+            f"data.index={tmp_path / 'none'}", "data.label_space=semantickitti19", "data.train_split=train",
+            "data.val_split=train", f"output_dir={tmp_path / 'runs'}", "name=t", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert (f"xmkd train: error: {tmp_path / 'none'}: labels: 2 of the 2 frames of split 'train' have no point "
+            "labels (00/000000, 00/000001); lidar_seg trains and validates on labelled frames") in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_camera_recipe_on_an_index_prepared_without_cameras(layout, tmp_path):
+    from xmkd.config import load_config
+    from xmkd.recipes import get_recipe
+
+    root = layout.path("nuscenes")
+    prepare("nuscenes", root, tmp_path / "index", progress=False, cameras=[])
+    recipe = get_recipe("u2mkd")
+    for cameras in ("null", "[CAM_FRONT]"):  # every camera, or one by name: the same clear error
+        cfg = load_config("u2mkd/synthetic", [f"data.root={root}", f"data.index={tmp_path / 'index'}",
+                                              f"data.cameras={cameras}"], schema=recipe.schema)
+        with pytest.raises(XmkdError, match="were not prepared: the index was prepared with --cameras none"):
+            recipe(cfg, "cpu").frames("synthetic_train")
+    assert len(IndexedFrames(tmp_path / "index", "synthetic_train")) > 0  # a LiDAR-only reader may ask for all
+
+
+def test_waymo_frames_without_segmentation_labels(tmp_path):
+    root, _ = waymo_without_a_second_row(tmp_path, "labels")
+    report = prepare("waymo", root, tmp_path / "index", progress=False)
+    assert not report.bad and report.splits == {"training": 2, "training_labelled": 1}
+    assert report.unlabelled == {"training": 1}  # Waymo labels a subset of frames: those are a split of their own
+    assert len(IndexedFrames(tmp_path / "index", "training_labelled").require_labels("lidar_seg")) == 1
+    with pytest.raises(XmkdDataError, match="1 of the 2 frames of split 'training' have no point labels"):
+        IndexedFrames(tmp_path / "index", "training").require_labels("lidar_seg")
+
+
+def test_one_bad_waymo_segment_does_not_stop_prepare(tmp_path):
+    pytest.importorskip("pyarrow")
+    root = layouts.waymo(tmp_path / "waymo", image_sizes=((32, 24), (40, 30)))["root"]
+    segments = sorted((root / "training" / "lidar").glob("*.parquet"))
+    for content, reason in ((LFS_POINTER, "a Git LFS pointer (to 1843200 bytes)"), ("PAR1 not a parquet file",
+                                                                                   "unreadable parquet")):
+        segments[0].write_text(content)
+        report = prepare("waymo", root, tmp_path / "index", progress=False)
+        assert [(b["frame"], b["file"]) for b in report.bad] == [(segments[0].stem, str(segments[0]))]
+        assert reason in report.bad[0]["reason"]
+        assert report.frames == 2 and {r["meta"]["segment"] for r in load_index(tmp_path / "index")["frames"]} == {
+            segments[1].stem}
+
+
+def test_inspect_says_what_it_read_and_checks_the_files_on_demand(layout, tmp_path, capsys):
+    root = layout.copy("kitti_object", tmp_path)
+    velo = root / "training" / "velodyne" / "000000.bin"
+    good = velo.read_bytes()
+    velo.write_bytes(good[:-6])
+    prepare("kitti_object", root, root / "xmkd_index", progress=False, cameras=[])
+    velo.write_bytes(good)  # fixed after prepare: the index still says it is bad, and says when it was written
+    assert main(["inspect", "kitti_object", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert f"source: the index {root / 'xmkd_index' / 'index.json'} (written 20" in out and "--check" in out
+    assert "bad_files: 1" in out
+    assert main(["inspect", "kitti_object", "--root", str(root), "--check", "--cameras", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "source: the files (every frame checked now" in out and "bad_files: 0" in out
+    assert main(["inspect", "kitti_object", "--root", str(root), "--index", str(tmp_path / "nowhere")]) == 1
+    assert f"{tmp_path / 'nowhere'}: no index here" in capsys.readouterr().err
+    assert main(["inspect", "kitti_object", "--root", str(root), "--cameras", "image_2"]) == 1
+    assert "cameras ['image_2'] were not prepared: the index was prepared with --cameras none" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset,remove", [("semantickitti", "sequences/00/calib.txt"),
+                                            ("kitti_object", "training/calib/000000.txt"),
+                                            ("kitti_raw", "raw/*/calib_cam_to_cam.txt")])
+def test_missing_camera_calibration_suggests_lidar_only(dataset, remove, layout, tmp_path):
+    root = layout.copy(dataset, tmp_path)
+    without(root, remove)
+    reasons = reasons_of(dataset, root, tmp_path / "index")
+    assert reasons and all("calibration file is missing" in r and "or pass --cameras none for LiDAR only" in r
+                           for r in reasons), reasons
+
+
+def test_a_shared_file_is_reported_once_beside_each_frames_own_bad_files(layout, tmp_path, capsys):
+    root = layout.copy("semantickitti", tmp_path)
+    seq = root / "sequences" / "00"
+    (seq / "times.txt").write_text(LFS_POINTER)
+    velo = seq / "velodyne" / "000001.bin"
+    velo.write_bytes(velo.read_bytes()[:-6])
+    (seq / "labels" / "000000.label").write_bytes(b"\0" * 10)
+    assert main(["prepare", "semantickitti", "--root", str(root), "--out", str(tmp_path / "i"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    lfs = f"{seq / 'times.txt'}: a Git LFS pointer (to 1843200 bytes)"
+    assert f"  2 frames (00/000000, 00/000001): {lfs}" in err and err.count(lfs) == 1
+    assert f"  00/000001: {velo}: truncated: " in err
+    assert (f"  00/000000: {seq / 'labels' / '000000.label'}: truncated: 10 bytes is not a whole number of 4-byte "
+            "labels") in err
+    assert "3 bad file(s), in 2 frame(s)" in err
+
+
+def test_kitti_label_fields_are_named(layout, tmp_path):
+    root = layout.copy("kitti_object", tmp_path)
+    label = root / "training" / "label_2" / "000000.txt"
+    lines = ["Car 0.00 0 -1.57 10.0 10.0 40.0 30.0 1.50 1.60 3.90 1.00 1.50 10.00 0.00"] * 2
+    comma = "expected a number (a comma decimal? write a point)"
+    for value, expected in (("1,5", f"field 'height' (column 9) is '1,5'; {comma}"),
+                            ("nan", "field 'height' (column 9) is 'nan'; expected a finite number"),
+                            ("1_000", "field 'height' (column 9) is '1_000'; expected a number")):
+        parts = lines[-1].split()
+        parts[8] = value
+        label.write_text("\n".join(lines[:-1] + [" ".join(parts)]) + "\n")
+        assert reasons_of("kitti_object", root, tmp_path / "index") == [f"{label}: line {len(lines)}: {expected}"]
+
+
+def test_kitti_object_lidar_only_training_frames_need_their_labels_testing_frames_do_not(layout, tmp_path):
+    root = layout.copy("kitti_object", tmp_path)
+    without(root, "training/image_2")
+    without(root, "training/calib/000000.txt")
+    without(root, "training/label_2/000000.txt")
+    (root / "testing" / "velodyne").mkdir(parents=True)
+    shutil.copy(root / "training" / "velodyne" / "000001.bin", root / "testing" / "velodyne" / "000007.bin")
+    report = prepare("kitti_object", root, tmp_path / "index", progress=False, cameras=[])
+    assert [b["frame"] for b in report.bad] == ["000000"]
+    assert "label_2/000000.txt: label file is missing: every training/ frame has a label_2 file" in \
+        report.bad[0]["reason"]
+    assert "testing/000007" in {r["id"] for r in load_index(tmp_path / "index")["frames"]}

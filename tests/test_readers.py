@@ -234,7 +234,7 @@ def test_waymo_v2_parquet(tmp_path):
     fx = layouts.waymo(tmp_path / "waymo")
     h, w = fx["shape"]
     report = prepare("waymo", tmp_path / "waymo", tmp_path / "index", progress=False)
-    assert report.frames == 2 and report.splits == {"training": 2} and not report.bad
+    assert report.frames == 2 and report.splits == {"training": 2, "training_labelled": 2} and not report.bad
     frames = IndexedFrames(tmp_path / "index", "training")
     frame = frames[0]
     # The known point set, from the range-image formulas written out independently.

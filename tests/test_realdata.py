@@ -159,3 +159,24 @@ def test_semantickitti_scan_lidar_only(realdata, tmp_path, capsys):
     with pytest.raises(XmkdDataError, match="sweeps=2 merges scans through poses.txt and calib.txt's Tr.*"
                                             "calib.txt, poses.txt missing"):
         IndexedFrames(tmp_path / "idx", "train", sweeps=2)[0]
+
+
+def test_viz_bird_eye_view_holds_every_box_and_names_what_it_leaves_out(realdata, tmp_path, capsys):
+    from xmkd.cli import main
+    from xmkd.data.frame import Boxes, Frame
+    from xmkd.viz.frame import bev_extent, bev_outside
+
+    # kitti-object-full 000001: the Truck's box reaches 76 m, the Car is at 61 m (LiDAR frame, x-y distance).
+    root = str(realdata / "kitti-object-full")
+    assert main(["viz", "kitti_object", "--root", root, "--frame", "000001", "--out", str(tmp_path / "a")]) == 0
+    assert "the bird's-eye view spans +-80 m to hold every box" in capsys.readouterr().err
+    assert main(["viz", "kitti_object", "--root", root, "--frame", "000001", "--extent", "50", "--out",
+                 str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "the bird's-eye view shows +-50 m; outside it: 1187 of 120268 points (out to 79 m), Truck at 70 m, " \
+           "Car at 61 m (--extent METRES widens it)" in err
+    frame = Frame("f", np.array([[1.0, 2.0, 0.0, 0.5]], np.float32),
+                  boxes=Boxes(np.array([[10.0, 0, 0, 4, 2, 1.5, 0]]), np.array(["Car"])))
+    assert bev_extent(frame) == 50.0 and bev_outside(frame, 50.0) is None
+    pred = np.array([[0.0, -53.0, 0, 4, 2, 1.5, 0.3]])
+    assert bev_extent(frame, pred) == 60.0 and bev_outside(frame, 50.0, pred).endswith("prediction at 53 m")

@@ -75,3 +75,14 @@ def test_files_are_skipped_only_inside_architecture_only(name, message, tmp_path
     with architecture_only():
         assert is_architecture_only()
     assert not is_architecture_only()
+
+
+def test_summary_table_columns_line_up_and_depth_is_not_negative(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["summary", "point_mlp/synthetic", "--depth", "0"]) == 0
+    header, row, total = capsys.readouterr().out.splitlines()[1:]
+    assert header.index("class") == row.index("PointMLP") and header.index("role") == row.index("trained")
+    assert len({len(header), len(row), len(total)}) == 1
+    with pytest.raises(SystemExit):
+        main(["summary", "point_mlp/synthetic", "--depth", "-1"])
+    assert "argument --depth: expected a whole number >= 0, got '-1'" in capsys.readouterr().err

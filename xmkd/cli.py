@@ -36,21 +36,41 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _config_list() -> str:
-    """The shipped configs: name, recipe and the first line of the file's opening comment."""
+    """The shipped configs: name, recipe and the first sentence of the file's opening comment, wrapped to the
+    terminal under the description column."""
+    import shutil
+    import textwrap
+
     from xmkd.config import CONFIG_DIR, list_configs, peek_recipe
 
     names = list_configs()
     width = max(len(n) for n in names)
+    indent = width + 2 + 12 + 2
+    columns = max(indent + 40, shutil.get_terminal_size((120, 24)).columns)
     lines = [f"{'config':<{width}}  {'recipe':<12}  description"]
     for name in names:
         path = CONFIG_DIR / f"{name}.yaml"
-        first = path.read_text().splitlines()[:1]
-        about = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
         recipe = peek_recipe(path) or "(section)"
-        lines.append(f"{name:<{width}}  {recipe:<12}  {about}")
+        about = textwrap.wrap(_first_sentence(path), columns - indent) or [""]
+        lines.append(f"{name:<{width}}  {recipe:<12}  {about[0]}")
+        lines += [" " * indent + more for more in about[1:]]
     lines.append(f"({len(names)} configs in {CONFIG_DIR}; name one as CONFIG anywhere a command takes a config file, "
                  "e.g. `xmkd train u2mkd/synthetic`)")
     return "\n".join(lines)
+
+
+def _first_sentence(path) -> str:
+    """The first sentence of a config file's opening comment (its leading `#` lines), whole."""
+    import re
+
+    comment = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.lstrip("# ").strip())
+    text = " ".join(c for c in comment if c)
+    end = re.search(r"[.!?](\s|$)", text)
+    return text[: end.start() + 1] if end else text
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -59,6 +79,16 @@ def _image_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x360, got {text!r}") from None
     return w, h
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _camera_list(text: str) -> list[str]:
@@ -170,17 +200,20 @@ def _cmd_eval_kitti(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from xmkd.data.index import prepare
+    from xmkd.data.index import bad_file_count, format_bad, prepare
 
     report = prepare(args.dataset, args.root, args.out, args.split, progress=not args.quiet, cameras=args.cameras)
     resumed = f" ({report.resumed} frames from an interrupted run)" if report.resumed else ""
     print(f"indexed {report.frames} frames{resumed} -> {report.index_path}")
     for name, count in sorted(report.splits.items()):
-        print(f"  {name:<32} {count:>8} frames")
+        without = report.unlabelled.get(name, 0)
+        note = f" ({without} without {report.label_kind})" if without else ""
+        print(f"  {name:<32} {count:>8} frames{note}")
     if report.bad:
-        print(f"{len(report.bad)} bad file(s):", file=sys.stderr)
-        for b in report.bad:
-            print(f"  {b['frame']}: {b['reason']}", file=sys.stderr)
+        frames = len({b["frame"] for b in report.bad})
+        print(f"{bad_file_count(report.bad)} bad file(s), in {frames} frame(s) left out of the index:",
+              file=sys.stderr)
+        print("\n".join(format_bad(report.bad)), file=sys.stderr)
         return 1
     return 0
 
@@ -190,6 +223,19 @@ def _cmd_prepare_instances(args: argparse.Namespace) -> int:
     from xmkd.data.instances import build_database
 
     frames = IndexedFrames(args.index, args.split, args.label_space, cameras=(), root=args.root)
+    if args.boxes:
+        from xmkd.data.gt_database import build_box_database
+
+        if args.min_points is not None:
+            print("xmkd prepare-instances: --min-points does not apply to --boxes (the box database keeps every box; "
+                  "model.augment.gt_sampling.min_points filters when sampling)", file=sys.stderr)
+            return 2
+
+        summary = build_box_database(frames, args.out, progress=not args.quiet)
+        print(f"{summary['boxes']} boxes ({summary['points']} points) from {summary['frames']} frames -> {args.out}")
+        for name, count in summary["per_class"].items():
+            print(f"  {name:<24} {count:>8}")
+        return 0
     summary = build_database(frames, args.out, args.label_space or frames.reader.label_space.name, args.min_points,
                              progress=not args.quiet)
     print(f"{summary['instances']} instances ({summary['points']} points) from {summary['frames']} frames -> "
@@ -208,7 +254,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         info = describe_frame(args.dataset, args.root, args.frame, args.label_space, args.cameras)
     else:
         info = inspect(args.dataset, args.root, args.index, progress=not args.json, label_space=args.label_space,
-                       cameras=args.cameras)
+                       cameras=args.cameras, check=args.check)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -217,10 +263,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _format_summary(info: dict) -> str:
+    from xmkd.data.index import format_bad
+
     lines = []
+    if info.get("source") == "index":
+        lines.append(f"source: the index {info['index']} (written {info['index_written']}; `--check` checks the "
+                     "files instead)")
+    elif info.get("source") == "files":
+        lines.append("source: the files (every frame checked now; nothing written)")
     for key, value in info.items():
+        if key in ("source", "index", "index_written"):
+            continue
         if key == "bad":  # every bad file with its reason, under bad_files
-            lines += [f"  {b['frame']}: {b['reason']}" for b in value]
+            lines += format_bad(value)
         elif key == "cameras" and value and all(isinstance(v, dict) for v in value.values()):
             lines.append("cameras:")
             width = max(len(str(k)) for k in value)
@@ -251,7 +306,7 @@ def _kitti_predictions(folder: str, frame):
 
 def _cmd_viz(args: argparse.Namespace) -> int:
     from xmkd.data.labels import get_label_space
-    from xmkd.viz.frame import save_frame_pictures
+    from xmkd.viz.frame import BEV_EXTENT, bev_extent, bev_outside, save_frame_pictures
 
     space = get_label_space(args.label_space) if args.label_space else None
     cameras = None if args.cameras is None else tuple(args.cameras)
@@ -275,8 +330,14 @@ def _cmd_viz(args: argparse.Namespace) -> int:
         space = space or reader.label_space
         frame = reader.load(reader.check(reader.find(args.frame)))
     pred = _kitti_predictions(args.pred, frame) if args.pred else None
-    for path in save_frame_pictures(frame, space, args.out, list(frame.cameras), pred):
+    extent = args.extent or bev_extent(frame, pred)
+    for path in save_frame_pictures(frame, space, args.out, list(frame.cameras), pred, extent):
         print(path)
+    outside = bev_outside(frame, extent, pred)
+    if outside:
+        print(f"xmkd viz: note: {outside} (--extent METRES widens it)", file=sys.stderr)
+    elif not args.extent and extent > BEV_EXTENT:
+        print(f"xmkd viz: note: the bird's-eye view spans +-{extent:.0f} m to hold every box", file=sys.stderr)
     return 0
 
 
@@ -316,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabelled", type=int, default=0, help="kitti: extra unlabelled frames (KITTI raw layout)")
     p.add_argument("--workers", type=int, default=1, help="render scenes in this many processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_synth)
+    p.set_defaults(handler=_cmd_synth, outputs={"out": ("the dataset", "folder")})
 
     datasets = ["nuscenes", "semantickitti", "kitti_object", "kitti_raw", "waymo", "a2d2", "virtualkitti"]
     p = sub.add_parser("prepare", help="validate a dataset on disk and write its compact index (resumable)")
@@ -326,23 +387,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="only frames of these splits (repeatable)")
     p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_prepare)
+    p.set_defaults(handler=_cmd_prepare, outputs={"out": ("the index", "folder")})
 
-    p = sub.add_parser("prepare-instances", help="cut thing instances out of a split into a paste database")
+    p = sub.add_parser("prepare-instances", help="cut thing instances (or, with --boxes, labelled boxes) out of a "
+                       "split into a paste database")
     p.add_argument("--index", required=True, help="index folder or file written by `xmkd prepare`")
     p.add_argument("--split", required=True, help="the training split, e.g. train")
     p.add_argument("--out", required=True, help="database folder (then model.paste.database=<out>)")
     p.add_argument("--root", help="dataset root (default: the one recorded in the index)")
     p.add_argument("--label-space", help="default: the dataset's")
     p.add_argument("--min-points", type=int, help="smallest instance kept (default: nuScenes 10, "
-                   "SemanticKITTI 40, Waymo 50)")
+                   "SemanticKITTI 40, Waymo 50; with --boxes every box is kept, the sampler filters)")
+    p.add_argument("--boxes", action="store_true", help="a detection box database for lidar_det's gt-sampling "
+                   "(then model.augment.gt_sampling.database=<out>, or <out> = <root>/xmkd_gt_database)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_prepare_instances)
+    p.set_defaults(handler=_cmd_prepare_instances, outputs={"out": ("the instance database", "folder")})
 
     p = sub.add_parser("inspect", help="summarise a dataset: frames, points, cameras, labels, boxes")
     p.add_argument("dataset", choices=datasets)
     p.add_argument("--root", required=True)
     p.add_argument("--index", help="index folder or file (default: <root>/xmkd_index if present)")
+    p.add_argument("--check", action="store_true", help="check every file now, even where an index exists (what "
+                   "an index says is as of when `xmkd prepare` wrote it)")
     p.add_argument("--frame", help="describe one frame by id")
     p.add_argument("--label-space", help="label space for the histogram (default: the dataset's)")
     p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
@@ -363,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--all", action="store_true", help="every saved checkpoint, with a metric curve")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(handler=_cmd_eval)
+    p.set_defaults(handler=_cmd_eval, outputs={"json": ("a JSON file", "file")})
 
     p = sub.add_parser("predict", help="write a segmentation run's point predictions in the submission format")
     p.add_argument("run_dir")
@@ -372,14 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "SemanticKITTI: sequences/*/predictions/*.label)")
     p.add_argument("--eval-set", help="nuScenes eval set name for the folder (default: the split)")
     _run_options(p)
-    p.set_defaults(handler=_cmd_predict)
+    p.set_defaults(handler=_cmd_predict, outputs={"out": ("the predictions", "folder")})
 
     p = sub.add_parser("infer", help="write a detection run's boxes for a split as KITTI label files")
     p.add_argument("run_dir")
     p.add_argument("--split", required=True, help="split of the run's dataset index, e.g. val or test")
     p.add_argument("--out", required=True, help="folder for <frame>.txt prediction files")
     _run_options(p)
-    p.set_defaults(handler=_cmd_infer)
+    p.set_defaults(handler=_cmd_infer, outputs={"out": ("the prediction files", "folder")})
 
     p = sub.add_parser("eval-kitti", help="KITTI 3D object AP (R11/R40; bbox, BEV, 3D, AOS) on CPU")
     p.add_argument("--gt", required=True, help="folder of ground-truth label_2 files")
@@ -389,14 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "this JSON file")
     p.add_argument("--allow-missing", action="store_true", help="frames without a prediction file count as frames "
                    "without detections, with a warning (the official devkit refuses them, as xmkd does by default)")
-    p.set_defaults(handler=_cmd_eval_kitti)
+    p.set_defaults(handler=_cmd_eval_kitti, outputs={"json": ("a JSON file", "file")})
 
     p = sub.add_parser("pseudo-label", help="predict pseudo-labels for a target split (FtD++/xMUDA)")
     p.add_argument("run_dir")
     p.add_argument("--split", required=True, help="target split to label, e.g. the target's train split")
     p.add_argument("--out", required=True, help="output file (.npz); then model.pseudo_labels=<out>")
     _run_options(p)
-    p.set_defaults(handler=_cmd_pseudo_label)
+    p.set_defaults(handler=_cmd_pseudo_label, outputs={"out": ("a .npz file", "file")})
 
     p = sub.add_parser("viz", help="draw a frame: image, labels, projected points, bird's-eye view (PNG files)")
     p.add_argument("source", choices=["synthetic", *datasets],
@@ -409,21 +475,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-space", help="colour points and pixels in this label space (default nuscenes16)")
     p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--pred", help="kitti_object: folder of KITTI prediction files (`xmkd infer`) to draw in red")
+    p.add_argument("--extent", type=float, help="half-width of the bird's-eye view in metres (default: 50, widened "
+                   "to hold every box; what lies outside is named)")
     p.add_argument("--out", default="viz", help="output folder for the PNG files")
-    p.set_defaults(handler=_cmd_viz)
+    p.set_defaults(handler=_cmd_viz, outputs={"out": ("the pictures", "folder")})
 
     p = sub.add_parser("demo", help="the main job: synthetic data, U2MKD teacher and students, results table")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", choices=["demo", "tiny", "bench"], default="demo",
                    help="tiny: a smoke test of the pipeline; bench: the benchmark's larger budget (~25 min)")
-    p.set_defaults(handler=_cmd_demo)
+    p.set_defaults(handler=_cmd_demo, outputs={"out": ("the demo's outputs", "folder")})
 
     p = sub.add_parser("summary", help="each network of a config's recipe with its parameter and trainable counts "
                        "(built on CPU, no data or weights needed)")
     p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.cr=1")
-    p.add_argument("--depth", type=int, default=1, help="also list submodules this many levels down (default 1)")
+    p.add_argument("--depth", type=_non_negative, default=1, help="also list submodules this many levels down "
+                   "(default 1; 0: the networks only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_cmd_summary)
 
@@ -432,8 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--out", help="write <out>/config.yaml instead of printing")
     p.add_argument("--list", action="store_true", help="list the configs shipped with xmkd (name, recipe, what)")
-    p.set_defaults(handler=_cmd_config)
+    p.set_defaults(handler=_cmd_config, outputs={"out": ("config.yaml", "folder")})
     return parser
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path of the command (its `outputs` default: option -> (what is written there, "file" or
+    "folder")) checked with `xmkd.io.check_output` before the command does any work, so that a long job cannot fail
+    at its end (or with a traceback) for a path it could never write."""
+    from xmkd.io import check_output
+
+    for option, (what, kind) in getattr(args, "outputs", {}).items():
+        value = getattr(args, option, None)
+        if value is not None:
+            check_output(value, folder=kind == "folder", what=what)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -443,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        check_outputs(args)
         return int(args.handler(args) or 0)
     except XmkdError as err:
         print(f"xmkd {args.command}: error: {err}", file=sys.stderr)

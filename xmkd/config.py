@@ -69,6 +69,10 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=list)  # multistep, in iterations
     gamma: float = 0.1  # multistep decay factor
     pct_start: float = 0.3  # onecycle
+    # cosine as U2MKD's release (core/schedulers.py cosine_schedule_with_warmup): warmup_iters // processes warm-up
+    # iterations (none on one process), the lr rising as (step + 1) / that (lr / 250 first on 4 GPUs with 1000),
+    # then the cosine over the whole run's length; warmup_start_ratio is not used
+    release_warmup: bool = False
 
 
 @dataclass
@@ -137,6 +141,10 @@ def resolve_config(path: str | Path, base: Path | None = None) -> Path:
         return shipped
     if local.exists():
         return local  # a folder, not a file: _read_yaml says so
+    if (CONFIG_DIR / name).is_dir() and name.strip("/"):  # a folder of shipped configs, e.g. `u2mkd`
+        inside = [n for n in list_configs() if n.startswith(f"{name.strip('/')}/")]
+        raise XmkdConfigError(f"{name!r} is a folder of shipped configs, not a config; name one of them: "
+                              f"{', '.join(inside)}")
     close = difflib.get_close_matches(name, list_configs(), n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else " (`xmkd config --list` names them)"
     raise XmkdConfigError(f"{local}: config file not found, and no shipped config is named {name!r}{hint}")

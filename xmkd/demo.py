@@ -61,7 +61,7 @@ BUDGETS = {"demo": DemoBudget(),
 # checkpoints every 40 iterations (a resume point, without writing the 250 MB student state at every step)
 COMMON = ["data.num_workers=1", "train.log_every=10", "train.ckpt_every=40", "data.voxel_size=0.4",
           "data.point_range=[-38.4,-38.4,-4.8,38.4,38.4,4.8]", "model.backbone.cr=0.25", "model.backbone.blocks=1",
-          "model.backbone.chunk=24"]
+          "model.backbone.window=2.4"]  # the release's 6 voxels
 
 
 def _train(config: str, overrides: list[str], run_dir: Path) -> dict[str, float]:
@@ -83,7 +83,7 @@ def plan(b: DemoBudget, data: Path, runs: Path, seed: int) -> dict[str, tuple[st
     teacher = [*base, "data.sweeps=2", f"model.max_points={b.max_points * 2}", f"model.backbone.cr={b.teacher_cr}"]
     u2 = [f"data.image_size=[{b.image_size[0]},{b.image_size[1]}]", "model.camera_drop=1", "model.eval_camera_drop=2",
           "model.decoder_width=64", f"model.teacher.backbone.cr={b.teacher_cr}", "model.teacher.backbone.blocks=1",
-          "model.teacher.backbone.chunk=24", f"model.max_points={b.max_points}"]
+          "model.teacher.backbone.window=2.4", f"model.max_points={b.max_points}"]
 
     def steps(n: int) -> list[str]:
         return [f"train.max_iters={n}", f"train.val_every={n}"]

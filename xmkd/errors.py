@@ -16,6 +16,8 @@ class XmkdDataError(XmkdError, ValueError):
     def __init__(self, message: str, source: str | None = None, field: str | None = None):
         self.source = source
         self.field = field
+        self.message = message  # without the source and field in front
+        self.also: list[XmkdDataError] = []  # other problems found with it (a shared file's, reported once)
         where = ": ".join(p for p in (source, field) if p)
         super().__init__(f"{where}: {message}" if where else message)
 

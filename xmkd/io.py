@@ -11,6 +11,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
+from xmkd.errors import XmkdError
+
 _ARCHITECTURE_ONLY: ContextVar[bool] = ContextVar("xmkd_architecture_only", default=False)
 
 
@@ -30,6 +32,32 @@ def architecture_only() -> Iterator[None]:
 def is_architecture_only() -> bool:
     """Whether the caller runs inside `architecture_only()`."""
     return _ARCHITECTURE_ONLY.get()
+
+
+def check_output(path: str | os.PathLike, folder: bool, what: str) -> Path:
+    """Refuse an output path that cannot be written, before the work that would write it starts: a folder output
+    (`folder=True`) must be a folder or not exist, a file output must not be a folder, and the nearest existing
+    folder above must take a new file (probed with a temporary file, removed at once). Nothing is created.
+
+    Raises XmkdError naming the path, what was expected and the system's reason (e.g. an existing file where a
+    folder is wanted, a parent that is a file, a read-only or virtual file system such as /proc)."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise XmkdError(f"{path}: exists and is not a folder; expected a folder (or a new path) for {what}")
+    if not folder and path.is_dir():
+        raise XmkdError(f"{path}: is a folder; expected a file path for {what}")
+    anchor = path if folder and path.is_dir() else path.parent
+    while not anchor.exists() and anchor != anchor.parent:
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise XmkdError(f"{path}: cannot write {what} there: {anchor} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".xmkd-write-probe.", dir=anchor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise XmkdError(f"{path}: cannot write {what} there: {anchor}: {err.strerror or err}") from None
+    return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], fsync: bool = True) -> Path:

@@ -16,6 +16,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,10 @@ class PrepareReport:
     index_path: Path
     frames: int
     splits: dict[str, int]
-    bad: list[dict[str, str]] = field(default_factory=list)
+    bad: list[dict[str, str]] = field(default_factory=list)  # {"frame", "file", "reason"}; a shared file: per frame
     resumed: int = 0
+    unlabelled: dict[str, int] = field(default_factory=dict)  # split -> frames without labels (where some lack them)
+    label_kind: str = "point labels"
 
 
 def _split_table(records: list[FrameRecord]) -> dict[str, list[str]]:
@@ -52,8 +55,51 @@ def _split_table(records: list[FrameRecord]) -> dict[str, list[str]]:
     return splits
 
 
-def _bad(rec: FrameRecord, err: XmkdDataError) -> dict[str, str]:
-    return {"frame": rec["id"], "file": err.source or "", "reason": str(err)}
+def _bad(rec: FrameRecord, err: XmkdDataError) -> list[dict[str, str]]:
+    """The bad-file entries of a frame: its error, then the errors it carries (`err.also`: a shared file's)."""
+    return [{"frame": rec["id"], "file": e.source or "", "reason": str(e)} for e in (err, *err.also)]
+
+
+def _entries(entry: dict | list) -> list[dict]:
+    return entry if isinstance(entry, list) else [entry]  # an interrupted run of an older xmkd logged one dict
+
+
+def label_word(reader) -> str:
+    """What a frame's labels are called for this dataset ("point labels", "boxes"), or "" when it has none."""
+    return {"labels": "point labels", "boxes": "boxes"}.get(reader.label_kind or "", "")
+
+
+def unlabelled_counts(records: list[FrameRecord], reader) -> dict[str, int]:
+    """Split -> frames of it without labels (`reader.label_kind`), for the splits that have such frames; {} for a
+    dataset without labels (KITTI raw)."""
+    if not reader.label_kind:
+        return {}
+    counts: Counter = Counter()
+    for r in records:
+        if not r.get(reader.label_kind):
+            counts.update(r["splits"])
+    return dict(sorted(counts.items()))
+
+
+def format_bad(bad: list[dict[str, str]]) -> list[str]:
+    """Lines listing bad files: "  <frame>: <reason>", and one line for a reason that many frames share (a
+    sequence's calibration or tables, a date folder's calibration): "  <n> frames (<a>, <b>, ...): <reason>"."""
+    groups: dict[str, list[str]] = {}
+    for b in bad:
+        groups.setdefault(b["reason"], []).append(b["frame"])
+    lines = []
+    for reason, frames in groups.items():
+        if len(frames) == 1:
+            lines.append(f"  {frames[0]}: {reason}")
+        else:
+            shown = ", ".join(frames[:3]) + (", ..." if len(frames) > 3 else "")
+            lines.append(f"  {len(frames)} frames ({shown}): {reason}")
+    return lines
+
+
+def bad_file_count(bad: list[dict[str, str]]) -> int:
+    """Distinct bad files (a shared file counts once however many frames it spoils)."""
+    return len({b["file"] or b["reason"] for b in bad})
 
 
 def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[str] | None = None,
@@ -97,13 +143,14 @@ def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[st
                 log.flush()
                 os.fsync(log.fileno())
     good = [done[r["id"]]["record"] for r in records if "record" in done[r["id"]]]
-    bad = [done[r["id"]]["bad"] for r in records if "bad" in done[r["id"]]]
+    bad = [b for r in records if "bad" in done[r["id"]] for b in _entries(done[r["id"]]["bad"])]
     split_table = _split_table(good)
     index = {"format": "xmkd-index/1", "xmkd_version": __version__, **header,
              "meta": reader.index_meta(), "split_ids": split_table, "frames": good, "bad": bad}
     path = atomic_write_text(out / INDEX_NAME, json.dumps(index, separators=(",", ":")))
     partial.unlink()
-    return PrepareReport(path, len(good), {k: len(v) for k, v in split_table.items()}, bad, resumed)
+    return PrepareReport(path, len(good), {k: len(v) for k, v in split_table.items()}, bad, resumed,
+                         unlabelled_counts(good, reader), label_word(reader))
 
 
 def index_path(d: DataConfig) -> Path:
@@ -133,13 +180,11 @@ class IndexedFrames:
     def __init__(self, index: str | Path | dict, split: str, label_space: str | None = None,
                  cameras: Sequence[str] | None = None, sweeps: int = 0, root: str | Path | None = None):
         self.index = index if isinstance(index, dict) else load_index(index)
+        self.where = "the index" if isinstance(index, dict) else str(index)
+        self.split = split
         if split not in self.index["split_ids"]:
             raise XmkdError(f"split {split!r} not in the index (have {sorted(self.index['split_ids'])})")
-        prepared = self.index.get("cameras")  # None: prepared with every camera
-        missing = [c for c in cameras or () if prepared is not None and c not in prepared]
-        if missing:
-            raise XmkdError(f"cameras {missing} were not prepared: the index was prepared with --cameras "
-                            f"{','.join(prepared) or 'none'}; run `xmkd prepare` again with them")
+        require_prepared_cameras(self.index, cameras)
         ids = set(self.index["split_ids"][split])
         self.records = [r for r in self.index["frames"] if r["id"] in ids]
         self.reader = make_reader(self.index["dataset"], root or self.index["root"], label_space, cameras, sweeps,
@@ -151,10 +196,43 @@ class IndexedFrames:
     def __getitem__(self, i: int):
         return self.reader.load(self.records[i])
 
+    def require_cameras(self, who: str) -> IndexedFrames:
+        """Self; an error when the index was prepared with no camera (`--cameras none`) and `who` (a recipe) needs
+        cameras — the same error as asking for a camera by name that was not prepared."""
+        if self.index.get("cameras") == [] and self.reader.cameras is None:
+            raise XmkdError(f"{self.where}: {who} needs cameras, and cameras were not prepared: the index was "
+                            "prepared with --cameras none; run `xmkd prepare` again without it (or with --cameras "
+                            "NAMES)")
+        return self
+
+    def require_labels(self, who: str, kind: str = "labels") -> IndexedFrames:
+        """Self when every frame of the split has `kind` ("labels": point labels, "boxes": 3D boxes); else an
+        XmkdDataError naming the index, the split and how many (and which) frames lack them."""
+        missing = [r["id"] for r in self.records if not r.get(kind)]
+        if missing:
+            what = "point labels" if kind == "labels" else "labelled boxes"
+            examples = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise XmkdDataError(f"{len(missing)} of the {len(self.records)} frames of split {self.split!r} have no "
+                                f"{what} ({examples}); {who} trains and validates on labelled frames: choose a "
+                                "labelled split, or add the label files and run `xmkd prepare` again",
+                                source=self.where, field=kind)
+        return self
+
+
+def require_prepared_cameras(index: dict[str, Any], cameras: Sequence[str] | None) -> None:
+    """Every camera asked for (None: every camera there is) must be among those the index was prepared with."""
+    prepared = index.get("cameras")  # None: prepared with every camera
+    missing = [c for c in cameras or () if prepared is not None and c not in prepared]
+    if missing:
+        raise XmkdError(f"cameras {missing} were not prepared: the index was prepared with --cameras "
+                        f"{','.join(prepared) or 'none'}; run `xmkd prepare` again with them")
+
 
 def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None) -> dict[str, Any]:
     """The `xmkd inspect --json` object from checked records: `cameras` maps each camera to its image sizes
-    ("WxH" -> frames), `bad` lists every bad file ({"frame", "file", "reason"})."""
+    ("WxH" -> frames), `frames_without_point_labels` (`_boxes` for detection datasets) the splits that hold frames
+    without labels, `bad` lists every bad file ({"frame", "file", "reason"}) and `bad_files` counts the distinct
+    files."""
     points = np.array([r["stats"]["points"] for r in records]) if records else np.zeros(0)
     hist: Counter = Counter()
     for r in records:
@@ -173,11 +251,13 @@ def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None)
                 sizes.setdefault(name, Counter())[f"{w}x{h}"] += 1
         boxes.update(r["stats"].get("boxes", {}))
     cameras = {name: dict(sorted(c.items(), key=lambda kv: -kv[1])) for name, c in sorted(sizes.items())}
+    unlabelled = {f"frames_without_{label_word(reader).replace(' ', '_')}": unlabelled_counts(records, reader)}
     return {
         "dataset": reader.name,
         "root": str(reader.root),
         "frames": len(records),
         "splits": {k: len(v) for k, v in sorted(_split_table(records).items())},
+        **(unlabelled if reader.label_kind else {}),
         "points_per_frame": {"min": int(points.min()) if len(points) else 0,
                              "mean": float(points.mean()) if len(points) else 0.0,
                              "max": int(points.max()) if len(points) else 0},
@@ -185,21 +265,32 @@ def summarize(records: list[FrameRecord], reader, bad: list[dict] | None = None)
         "label_space": space.name,
         "label_histogram": dict(sorted(classes.items(), key=lambda kv: -kv[1])),
         "boxes_per_class": dict(sorted(boxes.items())),
-        "bad_files": len(bad or []),
+        "bad_files": bad_file_count(bad or []),
         "bad": list(bad or []),
     }
 
 
 def inspect(dataset: str, root: str | Path, index: str | Path | None = None, progress: bool = False,
-            label_space: str | None = None, cameras: Sequence[str] | None = None) -> dict[str, Any]:
-    """Summary of a dataset: from its index when there is one (`<root>/xmkd_index` or `index`), else by
-    checking every frame now (nothing is written). `cameras` as in `prepare`."""
+            label_space: str | None = None, cameras: Sequence[str] | None = None, check: bool = False
+            ) -> dict[str, Any]:
+    """Summary of a dataset (`summarize`), with `source` saying what it was read from: "index" (its path and
+    modification time in `index` and `index_written`: `index`, else `<root>/xmkd_index` when it holds one), or
+    "files" (every frame checked now, nothing written; always so with `check`). An `index` that does not exist or
+    indexes another dataset, and `cameras` that the index was not prepared with, are errors."""
     cand = Path(index) if index else Path(root) / "xmkd_index"
-    if (cand / INDEX_NAME).is_file() or (cand.is_file() and cand.suffix == ".json"):
+    found = (cand / INDEX_NAME).is_file() or (cand.is_file() and cand.suffix == ".json")
+    if index and not found:
+        raise XmkdError(f"{index}: no index here (expected {INDEX_NAME}, or a folder holding one); run `xmkd "
+                        "prepare` first, or leave out --index to check the files now")
+    if found and not check:
         idx = load_index(cand)
         if idx["dataset"] == dataset:
+            require_prepared_cameras(idx, cameras)
             reader = make_reader(dataset, root, label_space, cameras, meta=idx.get("meta"))
-            return summarize(idx["frames"], reader, idx["bad"])
+            path = cand / INDEX_NAME if cand.is_dir() else cand
+            written = datetime.fromtimestamp(path.stat().st_mtime).isoformat(sep=" ", timespec="seconds")
+            return {**summarize(idx["frames"], reader, idx["bad"]), "source": "index", "index": str(path),
+                    "index_written": written}
         if index:
             raise XmkdError(f"{cand} indexes {idx['dataset']}, not {dataset}")
     reader = make_reader(dataset, root, label_space, cameras)
@@ -208,8 +299,8 @@ def inspect(dataset: str, root: str | Path, index: str | Path | None = None, pro
         try:
             records.append(reader.check(rec))
         except XmkdDataError as err:
-            bad.append(_bad(rec, err))
-    return summarize(records, reader, bad)
+            bad += _bad(rec, err)
+    return {**summarize(records, reader, bad), "source": "files", "index": None, "index_written": None}
 
 
 def describe_frame(dataset: str, root: str | Path, frame_id: str, label_space: str | None = None,

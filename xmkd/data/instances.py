@@ -15,6 +15,7 @@ instance. The number of added points is capped.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,26 @@ def _shard_arrays(frames: Any, indices: range, space: LabelSpace, min_points: in
             "z_min": np.asarray(z_min, np.float32)}
 
 
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Arrays to an .npz file, atomically."""
     atomic_write(path, lambda f: np.savez(f, **arrays), fsync=False)
+
+
+def sharded(count: int, shards: Path, shard_size: int, make: Callable[[range], dict[str, np.ndarray]], desc: str,
+            progress: bool = True) -> list[dict[str, np.ndarray]]:
+    """The arrays `make(frame range)` of `count` frames in shards of `shard_size`, each saved atomically under
+    `shards` and reused when it is already there (so an interrupted build resumes)."""
+    shards.mkdir(parents=True, exist_ok=True)
+    starts = list(range(0, count, shard_size))
+    bar = tqdm(total=count, desc=desc, disable=not progress)
+    for s in starts:
+        path = shards / f"shard_{s // shard_size:05d}_{shard_size}.npz"
+        stop = min(s + shard_size, count)
+        if not path.exists():
+            save_npz(path, make(range(s, stop)))
+        bar.update(stop - s)
+    bar.close()
+    return [dict(np.load(shards / f"shard_{s // shard_size:05d}_{shard_size}.npz")) for s in starts]
 
 
 def build_database(frames: Any, out: str | Path, label_space: str, min_points: int | None = None,
@@ -141,21 +160,11 @@ def build_database(frames: Any, out: str | Path, label_space: str, min_points: i
     space = get_label_space(label_space)
     min_points = MIN_POINTS.get(space.name, 10) if min_points is None else min_points
     out = Path(out)
-    shards = out / "shards"
-    shards.mkdir(parents=True, exist_ok=True)
-    starts = list(range(0, len(frames), shard_size))
-    bar = tqdm(total=len(frames), desc="instances", disable=not progress)
-    for s in starts:
-        path = shards / f"shard_{s // shard_size:05d}_{shard_size}.npz"
-        stop = min(s + shard_size, len(frames))
-        if not path.exists():
-            _save_npz(path, _shard_arrays(frames, range(s, stop), space, min_points))
-        bar.update(stop - s)
-    bar.close()
-    parts = [dict(np.load(shards / f"shard_{s // shard_size:05d}_{shard_size}.npz")) for s in starts]
+    parts = sharded(len(frames), out / "shards", shard_size,
+                    lambda r: _shard_arrays(frames, r, space, min_points), "instances", progress)
     merged = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in
               ("points", "counts", "classes", "ranges", "azimuths", "z_min")}
-    _save_npz(out / "instances.npz", merged)
+    save_npz(out / "instances.npz", merged)
     per_class = {space.class_names[c]: int(n) for c, n in zip(*np.unique(merged["classes"], return_counts=True))}
     summary = {"version": FORMAT_VERSION, "label_space": space.name, "min_points": min_points,
                "frames": len(frames), "instances": int(len(merged["counts"])),

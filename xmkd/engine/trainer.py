@@ -28,6 +28,7 @@ from xmkd.engine.logging import RunLogger, read_metrics, summary_table
 from xmkd.engine.recipe import Recipe, freeze_teachers
 from xmkd.engine.schedules import lr_factor
 from xmkd.errors import XmkdConfigError, XmkdError
+from xmkd.io import check_output
 
 
 class NonFiniteLossError(XmkdError):
@@ -76,13 +77,15 @@ class Trainer:
         self.progress = progress and self.main
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
+        # Everything that can fail on the config (recipe, teacher checkpoints, data) is built before the run directory
+        # is created, so a start that fails leaves nothing behind; `fit` removes a directory it created when the
+        # first iteration fails (never one that holds a checkpoint).
+        self.created_run_dir = not self.run_dir.exists()
         if self.main:
             if (self.ckpt_dir / "last.pt").exists() and not resume:
                 raise XmkdError(f"{self.run_dir} already holds a run; pass --resume to continue it or choose "
                                 "another name (name=...)")
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir)
-        distributed.barrier()
+            check_output(self.run_dir, folder=True, what="the run (output_dir/name)")
         seed_everything(cfg.seed)
         self.recipe = recipe_cls(cfg, self.device)
         self.recipe.build()
@@ -110,8 +113,8 @@ class Trainer:
                                   f"{len(self.train_set)} training samples")
         self.iteration_based = cfg.train.max_iters > 0
         self.total_steps = cfg.train.max_iters if self.iteration_based else cfg.train.epochs * self.steps_per_epoch
-        self.schedules = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_factor(cfg.train.schedule, self.total_steps))
-                          for k, o in self.optimizers.items()}
+        factor = lr_factor(cfg.train.schedule, self.total_steps, self.world)
+        self.schedules = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
         self.amp = bool(cfg.train.amp) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
@@ -120,6 +123,10 @@ class Trainer:
         self.step_time = 0.0
         if resume:
             self._resume()
+        if self.main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir)
+        distributed.barrier()
         self.logger = RunLogger(self.run_dir, enabled=self.main)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -164,6 +171,7 @@ class Trainer:
         cfg = self.cfg
         bs = cfg.data.batch_size
         last_metrics: dict[str, float] = {}
+        start_step = self.step
         bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="it", disable=not self.progress,
                    dynamic_ncols=True)
         try:
@@ -203,12 +211,23 @@ class Trainer:
                 print(f"\ninterrupted at iteration {self.step}: checkpoint {self.ckpt_dir / 'last.pt'}; "
                       "continue with --resume")
             raise
+        except Exception:
+            if self.step == start_step:
+                self._remove_failed_start()
+            raise
         finally:
             bar.close()
         if self.main:
             self._summary(last_metrics)
         self.logger.close()
         return last_metrics
+
+    def _remove_failed_start(self) -> None:
+        """After a failure before the first iteration of a run this start created: remove the run directory
+        (config.yaml, an empty log), unless it holds a checkpoint."""
+        self.logger.close()
+        if self.main and self.created_run_dir and not any(self.ckpt_dir.glob("*.pt")):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _train_step(self, batch: Any) -> dict[str, float]:
         cfg = self.cfg
@@ -248,7 +267,7 @@ class Trainer:
         lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
         wait = self.data_wait / max(self.step_time, 1e-9)
         self.logger.log(self.step, "train", {**losses, **lrs, "data_wait_share": wait})
-        bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:4]})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
 
     def validate(self) -> dict[str, float]:
         val_set = self.recipe.val_dataset()

@@ -24,7 +24,6 @@ thresholds (compiled once, cached on disk).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +32,8 @@ import numba
 import numpy as np
 import torch
 
+from xmkd.data.readers.base import read_text
+from xmkd.data.readers.kitti_files import object_line_values
 from xmkd.errors import XmkdDataError
 from xmkd.geometry.iou import convex_intersection_area
 from xmkd.io import atomic_write_text
@@ -51,9 +52,6 @@ METRICS = ("bbox", "bev", "3d")
 MIN_OVERLAP = {"strict": ((0.7, 0.5, 0.5), (0.7, 0.5, 0.5), (0.7, 0.5, 0.5)),
                "loose": ((0.7, 0.5, 0.5), (0.5, 0.25, 0.25), (0.5, 0.25, 0.25))}
 N_SAMPLE = 41
-# the columns of a KITTI label / prediction line, as named in the devkit's readme
-FIELDS = ("type", "truncated", "occluded", "alpha", "bbox_left", "bbox_top", "bbox_right", "bbox_bottom", "height",
-          "width", "length", "x", "y", "z", "rotation_y", "score")
 
 
 @dataclass
@@ -76,34 +74,30 @@ def read_annotations(folder: str | Path, ids: list[str], is_prediction: bool) ->
     """Parse `<folder>/<id>.txt` for every id (here a missing prediction file means no detections: callers that
     follow the devkit check coverage first, see `kitti_report`).
 
-    Raises XmkdDataError naming the file and line for a missing ground-truth file, a wrong column count, a value
-    that is not a number, or one that is not finite (nan / inf: it would silently change the AP).
+    Raises XmkdDataError naming the file (and line and field) for a missing ground-truth file, a folder or a Git
+    LFS pointer in place of a file, bytes that are not UTF-8 text, a wrong column count, a value that is not a
+    plainly spelled number (`object_line_values`), or one that is not finite (nan / inf: it would silently change
+    the AP).
     """
     rows, counts = [], []
     folder = Path(folder)
+    what = "prediction" if is_prediction else "ground-truth label"
     for fid in ids:
         path = folder / f"{fid}.txt"
-        if not path.is_file():
+        if not path.exists():
             if is_prediction:
                 counts.append(0)
                 continue
             raise XmkdDataError("ground-truth label file is missing", source=str(path))
         n = 0
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        for lineno, line in enumerate(read_text(path, what).splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) not in (15, 16) or (is_prediction and len(parts) != 16):
                 want = "16 (with a score)" if is_prediction else "15"
                 raise XmkdDataError(f"line {lineno}: expected {want} columns, got {len(parts)}", source=str(path))
-            try:
-                values = [float(v) for v in parts[1:]]
-            except ValueError as err:
-                raise XmkdDataError(f"line {lineno}: {err}", source=str(path)) from None
-            bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
-            if bad is not None:
-                raise XmkdDataError(f"line {lineno}: field {FIELDS[bad + 1]!r} (column {bad + 2}) is "
-                                    f"{parts[bad + 1]!r}; expected a finite number", source=str(path))
+            values = object_line_values(parts, lineno, str(path))
             rows.append((NAMES.get(parts[0].lower(), 9), *values, *([0.0] if len(parts) == 15 else [])))
             n += 1
         counts.append(n)
@@ -429,15 +423,16 @@ def evaluate(gt: Annotations, dt: Annotations) -> KittiReport:
 
 
 def frame_ids(gt_dir: str | Path, split: str | Path | None) -> list[str]:
-    """The split file's ids, else the stem of every `*.txt` in the ground-truth folder."""
+    """The split file's ids, else the stem of every `*.txt` file in the ground-truth folder. A split file that lists
+    no id, or a ground-truth folder without label files, is an error (there would be nothing to evaluate)."""
     if split:
-        try:
-            return Path(split).read_text().split()
-        except FileNotFoundError:
-            raise XmkdDataError("split file is missing", source=str(split)) from None
+        ids = read_text(Path(split), "split list").split()
+        if not ids:
+            raise XmkdDataError("lists no frame ids; expected one frame id (e.g. 000123) per line", source=str(split))
+        return ids
     if not Path(gt_dir).is_dir():
         raise XmkdDataError("ground-truth folder not found", source=str(gt_dir))
-    ids = sorted(p.stem for p in Path(gt_dir).glob("*.txt"))
+    ids = sorted(p.stem for p in Path(gt_dir).glob("*.txt") if p.is_file())
     if not ids:
         raise XmkdDataError("no label files (*.txt)", source=str(gt_dir))
     return ids
@@ -449,7 +444,11 @@ def _coverage_warnings(pred_dir: Path, ids: list[str], allow_missing: bool) -> l
     detections), but a folder that covers no frame is always an error."""
     if not pred_dir.is_dir():
         raise XmkdDataError("prediction folder not found", source=str(pred_dir))
-    stems = {p.stem for p in pred_dir.glob("*.txt")}
+    folders = [pred_dir / f"{i}.txt" for i in ids if (pred_dir / f"{i}.txt").is_dir()]
+    if folders:
+        raise XmkdDataError(f"is a folder; expected a prediction file ({len(folders)} such folder(s) among the "
+                            "frames' file names)", source=str(folders[0]))
+    stems = {p.stem for p in pred_dir.glob("*.txt") if p.is_file()}
     missing = [i for i in ids if i not in stems]
     if not missing:
         return []
@@ -460,8 +459,9 @@ def _coverage_warnings(pred_dir: Path, ids: list[str], allow_missing: bool) -> l
     renamed = [(i, numeric[int(i)]) for i in missing if i.isdigit() and int(i) in numeric]
     if renamed:
         i, s = renamed[0]
-        hints.append(f"{len(renamed)} are there under another spelling of the number (e.g. {s}.txt for frame {i}): "
-                     f"name each file by the frame id, {i}.txt")
+        verb = "is" if len(renamed) == 1 else "are"
+        hints.append(f"{len(renamed)} {verb} there under another spelling of the number (e.g. {s}.txt for frame {i}):"
+                     f" name each file by the frame id, {i}.txt")
     sub = pred_dir / "data"
     if sub.is_dir() and any(sub.glob("*.txt")):
         hints.append(f"the files seem to be in {sub} (the devkit's results/data layout): pass --pred {sub}")

@@ -126,6 +126,28 @@ def iou_3d(boxes_a: Any, boxes_b: Any, aligned: bool = False) -> Any:
     return _iou(boxes_a, boxes_b, "3d", aligned)
 
 
+def nearest_bev_iou(boxes_a: Any, boxes_b: Any) -> Any:
+    """OpenPCDet's anchor-assignment IoU: each LiDAR box (N, 7) / (M, 7) is turned to its nearest axis (dx and dy
+    swapped when its yaw is within pi/4 of +-pi/2), then axis-aligned BEV IoU -> (N, M)
+    [OpenPCDet: pcdet/utils/box_utils.py boxes3d_nearest_bev_iou]."""
+    a, was_np = _as_tensor(boxes_a)
+    b, _ = _as_tensor(boxes_b)
+
+    def aligned(x: torch.Tensor) -> torch.Tensor:
+        yaw = x[:, 6] - torch.floor(x[:, 6] / np.pi + 0.5) * np.pi  # in [-pi/2, pi/2)
+        dims = torch.where((yaw.abs() < np.pi / 4)[:, None], x[:, [3, 4]], x[:, [4, 3]])
+        return torch.cat([x[:, :2] - dims / 2, x[:, :2] + dims / 2], 1)
+
+    ea, eb = aligned(a), aligned(b)
+    lo = torch.maximum(ea[:, None, :2], eb[None, :, :2])
+    hi = torch.minimum(ea[:, None, 2:], eb[None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(-1)
+    area_a = (ea[:, 2:] - ea[:, :2]).prod(-1)
+    area_b = (eb[:, 2:] - eb[:, :2]).prod(-1)
+    iou = inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-6)
+    return iou.numpy() if was_np else iou
+
+
 def box_iou_2d(a: np.ndarray, b: np.ndarray, aligned: bool = False) -> np.ndarray:
     """IoU of axis-aligned boxes (x1, y1, x2, y2): (N, 4) x (M, 4) -> (N, M), or (N,) when `aligned`."""
     a = np.asarray(a, np.float64).reshape(-1, 4)

@@ -1,11 +1,16 @@
 """The one module that imports spconv (sparse 3D convolution); everything else asks it for spconv.
 
-CPU gotchas of spconv 2.3.x, both handled or documented here:
+CPU gotchas of spconv 2.3.x, handled or documented here:
 - the backward pass asks `spconv.pytorch.ops.get_current_stream()` for a CUDA stream unconditionally, which
   fails on a CPU-only torch build. `spconv_module()` replaces that function with one that returns the
   default stream handle (0) when CUDA is unavailable — checked against `CHECKED_SPCONV_VERSION`;
 - a sparse conv with `bias=True` fails in `eval()` on CPU ("cpu don't support act and bias"): models use
-  bias-free convolutions followed by norm layers, as the field does.
+  bias-free convolutions followed by norm layers, as the field does;
+- the CPU scatter-add that accumulates each kernel offset's products into the output features
+  (`SpconvOps.scatter_add_cpu`) races when torch runs more than one thread: a few output rows lose a kernel
+  offset's contribution, differently from run to run (measured: 13 of 16 runs of one 3x3x3 submanifold conv on a
+  5 x 6 x 7 grid with 2 threads had wrong rows, errors up to 3.2). `spconv_module()` runs that one call on a single
+  thread (it is memory-bound; the matrix products around it keep every thread).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ CHECKED_SPCONV_VERSION = "2.3.8"
 
 @functools.cache
 def spconv_module() -> ModuleType:
-    """`spconv.pytorch`, imported once, with the CPU stream shim installed when CUDA is unavailable."""
+    """`spconv.pytorch`, imported once, with the CPU stream shim (when CUDA is unavailable) and the single-threaded
+    CPU scatter-add installed (see the module docstring)."""
     import spconv
     import spconv.pytorch as sp
     import spconv.pytorch.ops as sp_ops
@@ -33,7 +39,29 @@ def spconv_module() -> ModuleType:
                       f"{CHECKED_SPCONV_VERSION}", stacklevel=2)
     if not torch.cuda.is_available():
         sp_ops.get_current_stream = lambda: 0
+    if not isinstance(sp_ops.SpconvOps, _SerialScatterOps):
+        sp_ops.SpconvOps = _SerialScatterOps(sp_ops.SpconvOps)
     return sp
+
+
+class _SerialScatterOps:
+    """spconv's `SpconvOps` with `scatter_add_cpu` run on one torch thread (its multi-threaded form races)."""
+
+    def __init__(self, ops: Any):
+        self._ops = ops
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    def scatter_add_cpu(self, *args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return self._ops.scatter_add_cpu(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return self._ops.scatter_add_cpu(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def sparse_tensor(features: torch.Tensor, coords: torch.Tensor, spatial_shape: Any, batch_size: int) -> Any:

@@ -1,11 +1,14 @@
 """`lidar_det`: SECOND on KITTI-format data — the LiDAR teacher of CMKD / HSRDN (METHODS.md section 3).
 
 Input: the points inside the front camera's view (KITTI convention), x, y, z, reflectance, voxelised on
-`data.voxel_size` x `data.voxel_size` x `data.voxel_z` over `data.point_range` (voxel feature = mean of its
-points). Training augmentation: y-flip, rotation about z, global scale. Loss: IoU-aware quality focal loss on
-the anchors' class logits, smooth-L1 box codes (angle through sin), direction bins. Validation writes KITTI
+`data.voxel_size` x `data.voxel_size` x `data.voxel_z` over `data.point_range` (voxel feature = mean of its first
+`max_points_per_voxel` points, at most `max_voxels` voxels, as OpenPCDet's voxel generator). Training augmentation,
+in the release's order: gt-sampling from a box database (`xmkd.data.gt_database`), y-flip, rotation about z, global
+scale; boxes with no corner inside the point range are dropped. Loss: CMKD's IoU-aware quality focal loss on all
+anchors' class logits (weight 8), smooth-L1 box codes (angle through sin), direction bins. Validation writes KITTI
 prediction files (in the run folder) and scores them with xmkd's KITTI evaluator against the dataset's label
-files; `xmkd infer` writes them for any split.
+files; `xmkd infer` writes them for any split. Settings: CMKD's tools/cfgs/kitti_models/CMKD/CMKD-scd/
+second_teacher.yaml and tools/cfgs/dataset_configs/kitti_dataset.yaml (docs/hsrdn.md, "Release parity").
 """
 
 from __future__ import annotations
@@ -23,17 +26,20 @@ from xmkd.config import DataConfig, ExperimentConfig
 from xmkd.data.collate import in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
+from xmkd.data.gt_database import GTSampler, GTSamplingConfig, sampler_for
 from xmkd.data.index import IndexedFrames, index_path
 from xmkd.engine import distributed
+from xmkd.engine.checkpoint import load, load_weights
 from xmkd.engine.recipe import Recipe
-from xmkd.errors import XmkdConfigError
+from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.eval.kitti import evaluate_folders
-from xmkd.geometry.boxes import lidar_to_kitti_camera, project_boxes_to_image, rotation_y_to_alpha
+from xmkd.geometry.boxes import box_corners, lidar_to_kitti_camera, project_boxes_to_image, rotation_y_to_alpha
 from xmkd.geometry.camera import project_points
 from xmkd.io import atomic_write_text
 from xmkd.models.det.anchors import KITTI_ANCHORS, AnchorClass, anchor_classes, generate_anchors
+from xmkd.models.det.release_ckpt import convert_release_state
 from xmkd.models.det.second import Second, SecondConfig
-from xmkd.models.det.targets import assign, decode_predictions, detection_losses
+from xmkd.models.det.targets import ASSIGN_IOU, assign, decode_predictions, detection_losses
 from xmkd.recipes.lidar_seg import subsample
 
 
@@ -42,21 +48,27 @@ class DetAugment:
     flip: bool = True  # mirror y
     rotate: float = math.pi / 4  # uniform rotation about z in [-rotate, rotate]
     scale: list[float] = field(default_factory=lambda: [0.95, 1.05])
+    gt_sampling: GTSamplingConfig = field(default_factory=GTSamplingConfig)  # first, before the three above
 
 
 @dataclass
 class LidarDetModel:
     second: SecondConfig = field(default_factory=SecondConfig)
     classes: list[AnchorClass] = field(default_factory=lambda: list(KITTI_ANCHORS))
+    init_checkpoint: str = ""  # start from these weights: an xmkd lidar_det checkpoint or an OpenPCDet / CMKD one
     fov_only: bool = True  # keep the points inside the front camera's image
     camera: str = "image_2"
     max_points: int = 0  # training: subsample to this many points (0 = all)
+    max_points_per_voxel: int = 5  # the voxel feature averages a voxel's first points only (0 = all)
+    max_voxels: list[int] = field(default_factory=lambda: [20000, 40000])  # training, evaluation (0 = no limit)
     augment: DetAugment = field(default_factory=DetAugment)
+    assign_iou: str = "nearest_bev"  # nearest_bev (released: nearest-axis BEV IoU) | rotated
+    cls_weight: float = 8.0
     box_weight: float = 2.0
     dir_weight: float = 0.2
     score_threshold: float = 0.1
     nms_threshold: float = 0.01
-    max_detections: int = 100
+    max_detections: int = 500
 
 
 @dataclass
@@ -83,6 +95,56 @@ def augment_scene(xyz: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, 
     xyz *= k
     boxes[:, :6] *= k
     return xyz.astype(np.float32), boxes.astype(np.float32)
+
+
+def boxes_in_range(boxes: np.ndarray, point_range: list[float]) -> np.ndarray:
+    """(M,) bool: at least one of a LiDAR box's (M, 7) 8 corners lies inside the range (bounds included)
+    [OpenPCDet: pcdet/utils/box_utils.py mask_boxes_outside_range_numpy, min_num_corners=1]."""
+    if len(boxes) == 0:
+        return np.zeros(0, bool)
+    corners = box_corners(boxes.astype(np.float64))  # (M, 8, 3)
+    lo, hi = np.asarray(point_range[:3]), np.asarray(point_range[3:])
+    return ((corners >= lo) & (corners <= hi)).all(-1).any(-1)
+
+
+def cap_voxels(xyz: np.ndarray, voxel: list[float], point_range: list[float], max_per_voxel: int, max_voxels: int,
+               rng: np.random.Generator | None) -> np.ndarray:
+    """Indices of the points (N, 3), all in range, that OpenPCDet's voxel generator keeps: it walks the points (in
+    a random order when training: the release shuffles them first), opens voxels until `max_voxels` are open and
+    keeps the first `max_per_voxel` points of each [OpenPCDet: pcdet/datasets/processor/data_processor.py
+    shuffle_points, transform_points_to_voxels]. 0 switches a limit off."""
+    order = rng.permutation(len(xyz)) if rng is not None else np.arange(len(xyz))
+    if not len(xyz) or not (max_per_voxel or max_voxels):
+        return order
+    cell = np.floor((xyz[order] - np.asarray(point_range[:3])) / np.asarray(voxel)).astype(np.int64)
+    _, first, inverse = np.unique(cell, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))  # voxels by the point that opened them
+    keep = np.ones(len(order), bool)
+    if max_voxels:
+        keep &= rank[inverse] < max_voxels
+    if max_per_voxel:
+        by_voxel = np.argsort(inverse, kind="stable")  # the walk order within each voxel
+        starts = np.searchsorted(inverse[by_voxel], inverse[by_voxel])
+        position = np.empty(len(order), np.int64)
+        position[by_voxel] = np.arange(len(order)) - starts
+        keep &= position < max_per_voxel
+    return order[keep]
+
+
+def load_second_checkpoint(model: Second, path: str | Path) -> str:
+    """Weights of a SECOND teacher from an xmkd checkpoint (its "net") or one saved by OpenPCDet / CMKD / HSRDN (its
+    "model_state", names mapped by `convert_release_state`); returns "xmkd" or "openpcdet"."""
+    ckpt = load(path)
+    if "model_state" in ckpt:
+        load_weights(model, convert_release_state(ckpt["model_state"], model, str(path)), str(path))
+        return "openpcdet"
+    if "net" not in ckpt.get("models", {}):
+        raise XmkdConfigError(f"{path}: neither an xmkd lidar_det checkpoint (models: "
+                              f"{sorted(ckpt.get('models', {}))}) nor an OpenPCDet one (no 'model_state')")
+    load_weights(model, ckpt["models"]["net"], f"{path} [net]")
+    return "xmkd"
 
 
 def kitti_lines(boxes: np.ndarray, scores: np.ndarray, names: list[str], meta: dict[str, Any]) -> list[str]:
@@ -124,8 +186,20 @@ class LidarDetRecipe(Recipe):
             raise XmkdConfigError(f"data.point_range / voxel size gives a {grid[0]} x {grid[1]} BEV grid; SECOND "
                                   "needs multiples of 8")
         self.grid = grid
+        if m.assign_iou not in ASSIGN_IOU:
+            raise XmkdConfigError(f"model.assign_iou: expected one of {', '.join(ASSIGN_IOU)}, got {m.assign_iou!r}")
+        extra = set(m.augment.gt_sampling.sample_groups) - set(self.class_names)
+        if m.augment.gt_sampling.enabled and extra:
+            raise XmkdConfigError(f"model.augment.gt_sampling.sample_groups: {sorted(extra)} are not among the "
+                                  f"model's classes {self.class_names}")
+        if len(m.max_voxels) != 2:
+            raise XmkdConfigError(f"model.max_voxels: expected [training, evaluation], got {list(m.max_voxels)}")
+        self._sampler: GTSampler | None = None
         num_anchors = sum(len(c.rotations) for c in m.classes)
-        self.nets["net"] = Second(4, num_anchors, len(m.classes), grid[2], m.second).to(self.device)
+        net = Second(4, num_anchors, len(m.classes), grid[2], m.second)
+        if m.init_checkpoint:
+            load_second_checkpoint(net, m.init_checkpoint)
+        self.nets["net"] = net.to(self.device)
         self._anchors: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def anchors(self, ny: int, nx: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,30 +225,47 @@ class LidarDetRecipe(Recipe):
             raise ValueError(f"{frame.source}: lidar_det needs camera {m.camera!r} (for its view and the outputs)")
         xyz, intensity = frame.points[:, :3], frame.field("intensity")
         if m.fov_only:
-            seen = project_points(xyz, cam.K, cam.T_cam_lidar, cam.image_size).visible
+            # in front of the camera at any depth, as the release's get_fov_flag (depth >= 0), not xmkd's 1 m default
+            seen = project_points(xyz, cam.K, cam.T_cam_lidar, cam.image_size, min_depth=0.0).visible
             xyz, intensity = xyz[seen], intensity[seen]
         if frame.boxes is not None and len(frame.boxes):
-            known = np.isin(frame.boxes.names, self.class_names)
-            boxes = frame.boxes.boxes[known].astype(np.float32)
-            labels = np.array([self.class_names.index(n) for n in frame.boxes.names[known]], np.int64)
+            boxes, names = frame.boxes.boxes.astype(np.float32), frame.boxes.names
         else:
-            boxes, labels = np.zeros((0, 7), np.float32), np.zeros(0, np.int64)
+            boxes, names = np.zeros((0, 7), np.float32), np.zeros(0, str)
+        if rng is not None and self.gt_sampler() is not None:  # every box of the scene counts for collisions
+            pts, boxes, names = self.gt_sampler()(np.column_stack([xyz, intensity]).astype(np.float32), boxes, names,
+                                                  rng, frame.meta.get("road_plane"), frame.meta.get("T_rect_lidar"))
+            xyz, intensity = pts[:, :3], pts[:, 3]
+        class_names = self.class_names  # (a property that reads the config: once, not per box)
+        known = np.isin(names, class_names)
+        boxes = boxes[known]
+        labels = np.array([class_names.index(n) for n in names[known]], np.int64)
         if rng is not None:
             xyz, boxes = augment_scene(xyz, boxes, rng, m.augment)
-        keep = in_range(xyz, d.point_range)
-        if rng is not None:
-            keep = subsample(keep, m.max_points, rng)
-        inside = in_range(boxes[:, :3], d.point_range) if len(boxes) else np.zeros(0, bool)
+        keep = np.nonzero(in_range(xyz, d.point_range))[0]
+        keep = keep[cap_voxels(xyz[keep], self.voxel, d.point_range, m.max_points_per_voxel,
+                               m.max_voxels[0 if rng is not None else 1], rng)]
+        if rng is not None and m.max_points:
+            keep = keep[subsample(np.ones(len(keep), bool), m.max_points, rng)]
+        inside = boxes_in_range(boxes, d.point_range)
         meta = {"frame_id": frame.frame_id, "K": cam.K, "T_cam_lidar": cam.T_cam_lidar,
                 "T_rect_lidar": frame.meta.get("T_rect_lidar", cam.T_cam_lidar), "image_size": cam.image_size}
         return {"xyz": xyz[keep], "features": np.column_stack([xyz[keep], intensity[keep]]).astype(np.float32),
                 "boxes": boxes[inside], "labels": labels[inside], "labelled": frame.boxes is not None, "meta": meta}
 
+    def gt_sampler(self) -> GTSampler | None:
+        """The gt-sampling transform (None when off), built on first use, in each data-loading process."""
+        if self._sampler is None and self.cfg.model.augment.gt_sampling.enabled:
+            self._sampler = sampler_for(self.cfg.model.augment.gt_sampling, self.cfg.data.root)
+        return self._sampler
+
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name, "boxes"),
+                            self.make_sample, self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split).require_labels(self.name, "boxes"),
+                            self.make_sample, self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict]) -> dict:
         batch = voxel_batch([s["xyz"] for s in samples], [s["features"] for s in samples], self.voxel,
@@ -189,26 +280,29 @@ class LidarDetRecipe(Recipe):
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         if not batch["labelled"].all():
             unlabelled = [meta["frame_id"] for meta, ok in zip(batch["meta"], batch["labelled"].tolist()) if not ok]
-            raise ValueError(f"lidar_det trains on labelled frames only; no labels for {', '.join(unlabelled)} "
-                             f"(split {self.cfg.data.train_split!r})")
+            raise XmkdDataError(f"lidar_det trains on labelled frames only; no labels for {', '.join(unlabelled)} "
+                                f"(split {self.cfg.data.train_split!r})")
         return self.gt_losses(self.nets["net"](batch), batch)
 
     def gt_losses(self, out: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-        """Detection losses of a head's outputs against the ground-truth boxes, averaged over the batch's labelled
-        frames (zero, with the same terms, when none is labelled)."""
+        """Detection losses of a head's outputs against the ground-truth boxes over the batch's labelled frames
+        (zero, with the same terms, when none is labelled): as released, the classification term is summed over
+        the frames, the box and direction terms are averaged [CMKD: anchor_head_single_qfl.py:93 `.sum()`;
+        anchor_head_template.py:190,209 `/ batch_size`]."""
         m = self.cfg.model
         b, ny, nx = out["cls"].shape[:3]
         anchors, a_cls = self.anchors(ny, nx)
         terms: dict[str, list[torch.Tensor]] = {}
         labelled = batch["labelled"].tolist()
         for i in [i for i in range(b) if labelled[i]] or [0]:
-            t = assign(anchors, a_cls, m.classes, batch["gt_boxes"][i], batch["gt_labels"][i])
+            gt_boxes, gt_labels = batch["gt_boxes"][i].to(anchors.device), batch["gt_labels"][i].to(anchors.device)
+            t = assign(anchors, a_cls, m.classes, gt_boxes, gt_labels, m.assign_iou)
             losses = detection_losses(out["cls"][i].reshape(-1, len(m.classes)), out["box"][i].reshape(-1, 7),
-                                      out["dir"][i].reshape(-1, out["dir"].shape[-1]), anchors, t, len(m.classes),
-                                      m.box_weight, m.dir_weight)
+                                      out["dir"][i].reshape(-1, out["dir"].shape[-1]), anchors, t, gt_boxes,
+                                      gt_labels, m.box_weight, m.dir_weight, m.cls_weight)
             for k, v in losses.items():
                 terms.setdefault(k, []).append(v if labelled[i] else v * 0)
-        return {k: torch.stack(v).mean() for k, v in terms.items()}
+        return {k: torch.stack(v).sum() if k == "cls" else torch.stack(v).mean() for k, v in terms.items()}
 
     @torch.no_grad()
     def detect(self, batch: dict) -> list[dict[str, np.ndarray]]:

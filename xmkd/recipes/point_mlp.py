@@ -19,6 +19,7 @@ from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe
+from xmkd.errors import XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
 
 
@@ -78,7 +79,7 @@ class PointMLPRecipe(Recipe):
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         pts, labels = frame.points, frame.labels
         if labels is None:
-            raise ValueError(f"{frame.source}: point_mlp needs labelled frames")
+            raise XmkdDataError("no point labels; point_mlp needs labelled frames", source=frame.source)
         if rng is not None:
             keep = rng.permutation(len(pts))[: self.cfg.model.max_points]
             pts, labels = pts[keep].copy(), labels[keep]
@@ -92,10 +93,12 @@ class PointMLPRecipe(Recipe):
         return {"features": point_features(pts, frame.point_fields), "labels": labels.astype(np.int64)}
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split), self.make_sample, self.cfg.seed, train=True)
+        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.val_split), self.make_sample, self.cfg.seed, train=False)
+        return FrameSamples(self.frames(self.cfg.data.val_split).require_labels(self.name), self.make_sample,
+                            self.cfg.seed, train=False)
 
     def collate(self, samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         return {"features": torch.from_numpy(np.concatenate([s["features"] for s in samples])),

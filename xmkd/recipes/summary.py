@@ -92,8 +92,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for row in summary["nets"]:
         add(row, 0)
     lines.append(("total", "", "", summary["params"], summary["trainable"]))
-    w0 = max(len(x[0]) for x in lines)
-    w1 = max(len(x[1]) for x in lines)
+    w0 = max(len("network"), *(len(x[0]) for x in lines))
+    w1 = max(len("class"), *(len(x[1]) for x in lines))
     out = [f"{summary['recipe']}: {summary['config']} (built on CPU; no weight or data file read)",
            f"{'network':<{w0}}  {'class':<{w1}}  {'role':<13}  {'parameters':>13}  {'trainable':>13}"]
     out += [f"{a:<{w0}}  {b:<{w1}}  {c:<13}  {d:>13,}  {e:>13,}" for a, b, c, d, e in lines]

@@ -223,18 +223,20 @@ class XMUDARecipe(Recipe):
     def train_dataset(self) -> Dataset:
         c = self.cfg
         src = self.source_data()
-        source = FrameSamples(self.frames_of(src, src.train_split), self.sample_maker("source"), c.seed, True)
+        source = FrameSamples(self.frames_of(src, src.train_split).require_labels(self.name),
+                              self.sample_maker("source"), c.seed, True)
         target = FrameSamples(self.frames_of(c.target, c.target.train_split), self.sample_maker("target"), c.seed,
                               True)
         labelled = None
         if c.model.ssda_labelled_split:
-            labelled = FrameSamples(self.frames_of(c.target, c.model.ssda_labelled_split), self.sample_maker("target"),
-                                    c.seed + 1, True)
+            labelled = FrameSamples(self.frames_of(c.target, c.model.ssda_labelled_split).require_labels(self.name),
+                                    self.sample_maker("target"), c.seed + 1, True)
         return PairedSamples(source, target, c.seed, labelled, with_target=self.uses_target())
 
     def val_dataset(self) -> Dataset:
         t = self.cfg.target
-        return FrameSamples(self.frames_of(t, t.val_split), self.sample_maker("target"), self.cfg.seed, train=False)
+        return FrameSamples(self.frames_of(t, t.val_split).require_labels(self.name), self.sample_maker("target"),
+                            self.cfg.seed, train=False)
 
     def _domain_batch(self, samples: list[dict[str, Any]], d: DataConfig) -> dict[str, Any]:
         batch = voxel_batch([s["xyz"] for s in samples], [np.ones((len(s["xyz"]), 1), np.float32) for s in samples],

@@ -49,10 +49,50 @@ def points_overlay(cam: CameraView, points: np.ndarray, labels: np.ndarray | Non
     return img
 
 
-def bev_figure(frame: Frame, space: LabelSpace | None, extent: float = 50.0, pred_boxes: np.ndarray | None = None,
-               size_px: int = 800) -> np.ndarray:
-    """Bird's-eye view (RGB array): points coloured by class (or height), boxes with their heading."""
+BEV_EXTENT = 50.0  # metres either side of the sensor, the least a bird's-eye view shows
+BEV_STEP = 10.0  # a fitted extent is rounded up to this
+
+
+def _all_boxes(frame: Frame, pred_boxes: np.ndarray | None) -> np.ndarray:
+    parts = [np.asarray(b, np.float64).reshape(-1, 7) for b in
+             (frame.boxes.boxes if frame.boxes is not None else None, pred_boxes) if b is not None]
+    return np.concatenate(parts) if parts else np.zeros((0, 7))
+
+
+def bev_extent(frame: Frame, pred_boxes: np.ndarray | None = None) -> float:
+    """Half-width (metres) of a bird's-eye view that holds every box of the frame (and `pred_boxes`), corners
+    included: BEV_EXTENT, widened in BEV_STEP steps as the farthest corner needs (a KITTI truck at 69 m: 70)."""
+    boxes = _all_boxes(frame, pred_boxes)
+    far = float(np.abs(bev_corners(boxes)).max()) if len(boxes) else 0.0
+    return max(BEV_EXTENT, float(np.ceil(far / BEV_STEP) * BEV_STEP))
+
+
+def bev_outside(frame: Frame, extent: float, pred_boxes: np.ndarray | None = None) -> str | None:
+    """What a bird's-eye view of half-width `extent` leaves out, in words (points beyond it; boxes with a corner
+    beyond it, by class and distance), or None when it shows everything."""
+    far = np.abs(frame.points[:, :2]).max(1) >= extent
+    parts = []
+    if far.any():
+        reach = float(np.abs(frame.points[:, :2]).max())
+        parts.append(f"{int(far.sum())} of {frame.num_points} points (out to {reach:.0f} m)")
+    boxes = _all_boxes(frame, pred_boxes)
+    names = (list(frame.boxes.names) if frame.boxes is not None else []) + ["prediction"] * len(boxes)
+    if len(boxes):
+        out = np.abs(bev_corners(boxes)).max((1, 2)) > extent
+        parts += [f"{names[i]} at {np.hypot(*boxes[i, :2]):.0f} m" for i in np.nonzero(out)[0]]
+    if not parts:
+        return None
+    return f"the bird's-eye view shows +-{extent:.0f} m; outside it: {', '.join(parts)}"
+
+
+def bev_figure(frame: Frame, space: LabelSpace | None, extent: float | None = None,
+               pred_boxes: np.ndarray | None = None, size_px: int = 800) -> np.ndarray:
+    """Bird's-eye view (RGB array) of +-`extent` metres (None: `bev_extent`, every box fits): points coloured by
+    class (or height), boxes with their heading."""
     import matplotlib
+
+    if extent is None:
+        extent = bev_extent(frame, pred_boxes)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -116,9 +156,11 @@ def boxes_overlay(cam: CameraView, boxes: np.ndarray, color: tuple[int, int, int
 
 
 def save_frame_pictures(frame: Frame, space: LabelSpace | None, out_dir: str | Path,
-                        cameras: list[str] | None = None, pred_boxes: np.ndarray | None = None) -> list[Path]:
+                        cameras: list[str] | None = None, pred_boxes: np.ndarray | None = None,
+                        extent: float | None = None) -> list[Path]:
     """Write <frame>_<camera>_{image,labels,points,boxes}.png and <frame>_bev.png; returns the paths. Ground-truth
-    boxes are drawn in green (black in the bird's-eye view), `pred_boxes` (M, 7, LiDAR frame) in red."""
+    boxes are drawn in green (black in the bird's-eye view), `pred_boxes` (M, 7, LiDAR frame) in red; the
+    bird's-eye view spans +-`extent` metres (None: `bev_extent`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -140,5 +182,5 @@ def save_frame_pictures(frame: Frame, space: LabelSpace | None, out_dir: str | P
             img = boxes_overlay(cam, frame.boxes.boxes if frame.boxes is not None else np.zeros((0, 7)), (40, 220, 40))
             save(f"{name}_boxes", boxes_overlay(cam, np.zeros((0, 7)) if pred_boxes is None else pred_boxes,
                                                 (235, 40, 40), img))
-    save("bev", bev_figure(frame, space, pred_boxes=pred_boxes))
+    save("bev", bev_figure(frame, space, extent, pred_boxes=pred_boxes))
     return paths

@@ -28,12 +28,15 @@ from xmkd.data.labels import A2D2_RAW, hex_to_rgb
 from xmkd.data.readers.base import (
     DatasetReader,
     FrameRecord,
+    also_reporting,
     image_size,
     lfs_error,
     matrix_list,
     read_image,
     read_text,
     require_finite,
+    require_points,
+    shared_part,
 )
 from xmkd.errors import XmkdDataError
 
@@ -154,6 +157,7 @@ class A2D2Reader(DatasetReader):
         if data["points"].ndim != 2 or data["points"].shape[1] != 3 or len(data["row"]) != n or len(data["col"]) != n:
             raise XmkdDataError(f"points {data['points'].shape}, row {data['row'].shape}, col {data['col'].shape} "
                                 "do not match", source=str(path))
+        require_points(n, str(path), "points")
         for key in ("points", "row", "col", "reflectance"):
             if key not in data:
                 continue
@@ -182,11 +186,18 @@ class A2D2Reader(DatasetReader):
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
-        data = self._npz(rec)
+        _, shared = shared_part(lambda: (self.calibration, self.color_table))  # the dataset's two JSON files
         sizes = {}
+        with also_reporting(shared):  # the frame's own files first
+            data = self._npz(rec)
+            if self.with_cameras:
+                cam = rec["cameras"]["cam_front_center"]
+                sizes["cam_front_center"] = list(image_size(self.path(cam["file"])))
+            if shared is not None:  # else `_labels` reads it below
+                image_size(self.path(rec["labels"]))
+        if shared is not None:
+            raise shared
         if self.with_cameras:
-            cam = rec["cameras"]["cam_front_center"]
-            sizes["cam_front_center"] = list(image_size(self.path(cam["file"])))
             K = self.calibration["K"]
             try:
                 T = fit_extrinsic(data["points"].astype(np.float64), data["row"], data["col"], K)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,63 +50,87 @@ def lfs_error(path: str | Path, head: bytes | None = None) -> XmkdDataError | No
                          source=str(path))
 
 
-def read_binary(path: Path, dtype: Any, what: str) -> np.ndarray:
-    """The whole file as a flat array of `dtype`; a missing file or a Git LFS pointer is an error naming it."""
+def read_binary(path: Path, dtype: Any, what: str, per_item: int = 1, item: str = "value") -> np.ndarray:
+    """The whole file as a flat array of `dtype`; a missing file, a Git LFS pointer, or a size that is not a whole
+    number of items (`per_item` values of `dtype`, called `item` in the error) is an error naming the file."""
     try:
         raw = np.fromfile(path, dtype=dtype)
+        size = Path(path).stat().st_size
     except FileNotFoundError:
         raise XmkdDataError(f"{what} file is missing", source=str(path)) from None
     except OSError as err:
         raise XmkdDataError(f"unreadable {what} file: {err}", source=str(path)) from None
     if raw[: len(LFS_POINTER) // raw.itemsize + 1].tobytes().startswith(LFS_POINTER):
         raise lfs_error(path) or XmkdDataError("a Git LFS pointer, not the data", source=str(path))
+    step = raw.itemsize * per_item
+    if size % step:
+        raise XmkdDataError(f"truncated: {size} bytes is not a whole number of {step}-byte {item}s",
+                            source=str(path))
     return raw
 
 
 def read_text(path: Path, what: str) -> str:
-    """A text file (calibration, labels, per-scan tables); missing files and Git LFS pointers are errors."""
+    """A text file (calibration, labels, per-scan tables, split lists); a missing file, a folder, a Git LFS pointer
+    and bytes that are not UTF-8 are errors naming the file (and the line)."""
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise XmkdDataError(f"{what} file is missing", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except IsADirectoryError:
+        raise XmkdDataError(f"is a folder; expected a {what} file", source=str(path)) from None
+    except OSError as err:
         raise XmkdDataError(f"unreadable {what} file: {err}", source=str(path)) from None
-    err = lfs_error(path, text[:200].encode())
-    if err is not None:
-        raise err
-    return text
+    lfs = lfs_error(path, data[:200])
+    if lfs is not None:
+        raise lfs
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise XmkdDataError(f"line {line}: byte {data[err.start]:#04x} is not UTF-8 text; expected a plain text "
+                            f"{what} file", source=str(path)) from None
+
+
+def require_points(count: int, source: str, field: str | None = None) -> None:
+    """A point cloud without a single point is a bad file (nothing to train on, and no shape to check)."""
+    if count == 0:
+        raise XmkdDataError("empty: 0 points; expected at least one point", source=source, field=field)
 
 
 def read_points(path: Path, columns: int, dtype: Any = np.float32) -> np.ndarray:
-    """A raw binary point file of `columns` values per point; truncated files are errors, not reshapes."""
-    raw = read_binary(path, dtype, "point cloud")
-    if raw.size % columns:
-        size = raw.size * np.dtype(dtype).itemsize
-        raise XmkdDataError(f"truncated: {size} bytes is not a whole number of {columns * np.dtype(dtype).itemsize}"
-                            f"-byte points", source=str(path))
+    """A raw binary point file of `columns` values per point -> (N, columns), N > 0; truncated and empty files are
+    errors, not reshapes."""
+    raw = read_binary(path, dtype, "point cloud", columns, "point")
+    require_points(raw.size, str(path))
     return raw.reshape(-1, columns)
 
 
 def require_finite(values: np.ndarray, source: str, field: str = "points",
                    columns: Sequence[str] | None = None) -> None:
-    """Raise when an (N, C) array holds NaN or Inf, naming how many rows, the first one and its column."""
+    """Raise when an array holds NaN or Inf: (N, C) rows of C columns, or (H, W, C) pixels of C channels (a range
+    image). The error names how many rows (pixels), the first one and its column (channel) by `columns` name."""
     values = np.asarray(values)
-    if not np.issubdtype(values.dtype, np.floating):
+    if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
         return
-    bad = ~np.isfinite(values.reshape(len(values), -1))
+    image = values.ndim == 3
+    flat = values.reshape(-1, values.shape[-1]) if image else values.reshape(len(values), -1)
+    bad = ~np.isfinite(flat)
     if not bad.any():
         return
     rows = np.nonzero(bad.any(1))[0]
     row, col = int(rows[0]), int(np.nonzero(bad[rows[0]])[0][0])
-    name = columns[col] if columns is not None and col < len(columns) else f"column {col}"
-    value = values.reshape(len(values), -1)[row, col]
-    raise XmkdDataError(f"{len(rows)} row(s) hold NaN or Inf (first: row {row}, {name} = {value}); expected finite "
+    name = columns[col] if columns is not None and col < len(columns) else f"{'channel' if image else 'column'} {col}"
+    if image:
+        where, unit = f"pixel (row {row // values.shape[1]}, col {row % values.shape[1]}), {name}", "pixel(s)"
+    else:
+        where, unit = f"row {row}, {name}", "row(s)"
+    raise XmkdDataError(f"{len(rows)} {unit} hold NaN or Inf (first: {where} = {flat[row, col]}); expected finite "
                         "numbers", source=source, field=field)
 
 
 def read_label_file(path: Path, dtype: Any, count: int) -> np.ndarray:
     """Per-point labels; their number must equal the point count."""
-    labels = read_binary(path, dtype, "label")
+    labels = read_binary(path, dtype, "label", item="label")
     if labels.size != count:
         raise XmkdDataError(f"{labels.size} labels for {count} points", source=str(path), field="labels")
     return labels
@@ -139,6 +164,41 @@ def image_size(path: Path) -> tuple[int, int]:
         return img.size
 
 
+def shared_part(compute: Callable[[], Any]) -> tuple[Any, XmkdDataError | None]:
+    """(value, None), or (None, the error) when reading a file that many frames share (a sequence's calibration or
+    per-scan tables, a date folder's calibration) fails. `check` then still checks the frame's own files (see
+    `also_reporting`) and raises the shared error at the end, so each frame's own bad files stay visible."""
+    try:
+        return compute(), None
+    except XmkdDataError as err:
+        return None, err
+
+
+@contextmanager
+def also_reporting(shared: XmkdDataError | None) -> Iterator[None]:
+    """Around a frame's own checks: an error of its own carries the shared file's error (`err.also`), so that both
+    are listed (prepare lists the shared one once for all its frames)."""
+    try:
+        yield
+    except XmkdDataError as err:
+        if shared is not None and shared is not err:
+            err.also.append(shared)
+        raise
+
+
+def unreadable_record(frame_id: str, splits: list[str], lidar: str, err: XmkdDataError) -> FrameRecord:
+    """A stand-in record for a file `scan` could not read (e.g. a Waymo segment), so that `prepare` lists it as bad
+    and goes on; its `check` raises the error again (`raise_scan_error`)."""
+    return {"id": frame_id, "splits": splits, "lidar": lidar, "labels": None, "cameras": {}, "sweeps": [], "meta": {},
+            "scan_error": {"message": err.message, "source": err.source, "field": err.field}}
+
+
+def raise_scan_error(record: FrameRecord) -> None:
+    """Raise the error `scan` recorded for this record (`unreadable_record`), if any."""
+    if record.get("scan_error"):
+        raise XmkdDataError(**record["scan_error"])
+
+
 def as_matrix(value: Any, shape: tuple[int, int], source: str, field: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != shape or not np.isfinite(arr).all():
@@ -161,6 +221,7 @@ class DatasetReader:
     label_dtype: Any = None
     camera_names: tuple[str, ...] = ()  # every camera this dataset can have
     layout = ""  # what `scan` looks for under the root, for the error when it finds no frame
+    label_kind: str | None = "labels"  # the record key of a frame's labels ("boxes" for detection; None: unlabelled)
 
     def __init__(self, root: str | Path, label_space: str | LabelSpace | None = None,
                  cameras: Sequence[str] | None = None, sweeps: int = 0, meta: dict[str, Any] | None = None):

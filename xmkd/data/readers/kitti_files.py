@@ -6,6 +6,8 @@ Shared by the KITTI object, KITTI raw and SemanticKITTI readers (also SemanticKI
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,15 @@ import numpy as np
 
 from xmkd.data.readers.base import read_text
 from xmkd.errors import XmkdDataError
+
+# the columns of a KITTI label / result line, as named in the object devkit's readme
+OBJECT_FIELDS = ("type", "truncated", "occluded", "alpha", "bbox_left", "bbox_top", "bbox_right", "bbox_bottom",
+                 "height", "width", "length", "x", "y", "z", "rotation_y", "score")
+# A number as the devkit's C++ reader (`fscanf %f`) and every KITTI writer spell it: no digit separators, no comma
+# decimal, no surrounding text. Python's float() also takes "1_000", which no KITTI tool writes.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBERS = re.compile(rf"(?:{_NUMBER.pattern} )*{_NUMBER.pattern}")  # a whole line's numbers, one space apart
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 KITTI_CALIB_SHAPES = {"P0": (3, 4), "P1": (3, 4), "P2": (3, 4), "P3": (3, 4), "R0_rect": (3, 3),
                       "Tr_velo_to_cam": (3, 4), "Tr_imu_to_velo": (3, 4), "Tr": (3, 4)}
@@ -100,25 +111,44 @@ class KittiObjects:
         return np.concatenate([self.location, self.dimensions, self.rotation_y[:, None]], 1)
 
 
+def object_line_values(parts: list[str], lineno: int, source: str) -> list[float]:
+    """The numbers of one split label / result line (`parts[0]` is the type; 15 or 16 columns, counted by the
+    caller): each must be a finite number spelled plainly. The error names the line, the field (OBJECT_FIELDS),
+    its column and the text found."""
+    if _NUMBERS.fullmatch(" ".join(parts[1:])):  # the common case, at one regex match per line
+        values = [float(v) for v in parts[1:]]
+        if all(map(math.isfinite, values)):
+            return values
+    values = []
+    for col, text in enumerate(parts[1:], 2):
+        field = OBJECT_FIELDS[col - 1] if col <= len(OBJECT_FIELDS) else f"column {col}"
+        where = f"line {lineno}: field {field!r} (column {col}) is {text!r}"
+        if _NON_FINITE.fullmatch(text):
+            raise XmkdDataError(f"{where}; expected a finite number", source=source)
+        if not _NUMBER.fullmatch(text):
+            hint = " (a comma decimal? write a point)" if re.fullmatch(r"[+-]?\d*,\d+", text) else ""
+            raise XmkdDataError(f"{where}; expected a number{hint}", source=source)
+        value = float(text)
+        if not math.isfinite(value):  # 1e999
+            raise XmkdDataError(f"{where}; expected a finite number", source=source)
+        values.append(value)
+    return values
+
+
 def read_label_file(path: str | Path) -> KittiObjects:
-    """Parse a KITTI `label_2` file (15 columns) or a result file (16 columns, with score)."""
+    """Parse a KITTI `label_2` file (15 columns) or a result file (16 columns, with score); every number is checked
+    by `object_line_values` (file, line, field)."""
     path = Path(path)
-    lines = [line.split() for line in read_text(path, "label").splitlines() if line.strip()]
-    width = len(lines[0]) if lines else 15
-    for lineno, parts in enumerate(lines, 1):
+    lines = [(n, line.split()) for n, line in enumerate(read_text(path, "label").splitlines(), 1) if line.strip()]
+    width = len(lines[0][1]) if lines else 15
+    for lineno, parts in lines:
         if len(parts) != width or width not in (15, 16):
             raise XmkdDataError(f"line {lineno}: expected 15 columns (16 with a score) in every line, got "
                                 f"{len(parts)}", source=str(path))
-    try:
-        num = np.array([[float(v) for v in p[1:]] for p in lines], dtype=np.float64).reshape(len(lines), width - 1)
-    except ValueError as err:
-        raise XmkdDataError(f"non-numeric value: {err}", source=str(path)) from None
-    bad = np.nonzero(~np.isfinite(num).all(1))[0]
-    if len(bad):
-        raise XmkdDataError(f"line {bad[0] + 1}: NaN or Inf among the numbers; expected finite values",
-                            source=str(path))
+    num = np.array([object_line_values(p, n, str(path)) for n, p in lines], dtype=np.float64)
+    num = num.reshape(len(lines), width - 1)
     return KittiObjects(
-        names=np.array([p[0] for p in lines], dtype=str).reshape(len(lines)),
+        names=np.array([p[0] for _, p in lines], dtype=str).reshape(len(lines)),
         truncation=num[:, 0],
         occlusion=num[:, 1].astype(np.int64),
         alpha=num[:, 2],

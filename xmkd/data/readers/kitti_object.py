@@ -6,8 +6,10 @@ of the labels; the KITTI fields (truncation, occlusion, alpha, 2D box, score) tr
 DontCare regions have no 3D box: their 2D boxes are in `frame.meta["dontcare_bbox"]`.
 Frame ids are the 6-digit numbers for `training/` and `testing/<id>` for the test set.
 
-Without cameras (`cameras=[]`) no `image_2` file is needed, and `calib/` only where a frame has labels: its boxes are
-in the rectified camera frame, so `R0_rect` and `Tr_velo_to_cam` are needed to place them (`P2` is not).
+Every `training/` frame needs its `label_2` file (a frame without labels belongs in `testing/`). Without cameras
+(`cameras=[]`) no `image_2` file is needed, and `calib/` only where a frame has labels (every training frame): its
+boxes are in the rectified camera frame, so `R0_rect` and `Tr_velo_to_cam` are needed to place them (`P2` is not).
+`testing/` frames need neither labels nor, without cameras, calibration.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class KittiObjectReader(DatasetReader):
     name = "kitti_object"
     default_label_space = "nuscenes16"  # detection only: KITTI object has no point labels
     camera_names = ("image_2",)
+    label_kind = "boxes"
     layout = "training/velodyne/<6 digits>.bin (or testing/velodyne/) with image_2/, calib/, label_2/ beside it"
 
     def _split_members(self) -> dict[str, set[str]]:
@@ -78,11 +81,16 @@ class KittiObjectReader(DatasetReader):
         require_finite(points, str(lidar), columns=("x", "y", "z", "reflectance"))
         label_path = self.path(rec["labels"]) if rec.get("labels") else None
         has_labels = label_path is not None and (label_path.is_file() or rec["meta"]["part"] == "training")
+        if has_labels and not label_path.is_file():
+            raise XmkdDataError("label file is missing: every training/ frame has a label_2 file (frames without "
+                                "labels belong in testing/)", source=str(label_path))
         calib_path = self.path(rec["calib"])
         rec["cameras"] = {n: c for n, c in rec["cameras"].items() if self.wanted([n])}
-        why = "" if rec["cameras"] else "; the label boxes are in the rectified camera frame, which needs R0_rect " \
-            "and Tr_velo_to_cam"
-        if has_labels and not calib_path.is_file():
+        if rec["cameras"]:
+            why = "; image_2 needs P2, R0_rect, Tr_velo_to_cam (or pass --cameras none for LiDAR only)"
+        else:
+            why = "; the label boxes are in the rectified camera frame, which needs R0_rect and Tr_velo_to_cam"
+        if (has_labels or rec["cameras"]) and not calib_path.is_file():
             raise XmkdDataError(f"calibration file is missing{why}", source=str(calib_path))
         if rec["cameras"] or calib_path.is_file():
             calib = read_calib_file(calib_path)
@@ -94,7 +102,7 @@ class KittiObjectReader(DatasetReader):
                 rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K),
                                               "T_cam_lidar": matrix_list(T)}}
             if has_labels:
-                rec["boxes"] = kitti_boxes(label_path, T_rect)  # a missing training label file is an error
+                rec["boxes"] = kitti_boxes(label_path, T_rect)
         rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": self.box_stats(rec)}
         return rec
 
@@ -105,7 +113,25 @@ class KittiObjectReader(DatasetReader):
             frame.meta["dontcare_bbox"] = np.asarray(record["boxes"]["ignored_bbox"], dtype=np.float64).reshape(-1, 4)
         if record.get("T_rect_lidar") is not None:
             frame.meta["T_rect_lidar"] = np.asarray(record["T_rect_lidar"])
+        plane = self.path(record["lidar"].replace("/velodyne/", "/planes/").replace(".bin", ".txt"))
+        if plane.is_file():  # the optional road planes (gt-sampling puts its boxes on them)
+            frame.meta["road_plane"] = read_road_plane(plane)
         return frame
+
+
+def read_road_plane(path: Path) -> np.ndarray:
+    """(4,) road plane a, b, c, d (a x + b y + c z + d = 0 in the rectified camera frame) of a KITTI `planes/` file
+    (its 4th line), scaled to a unit normal that points up (-y) [OpenPCDet: kitti_dataset.py get_road_plane]."""
+    lines = read_text(path, "road plane").splitlines()
+    try:
+        plane = np.array([float(v) for v in lines[3].split()], np.float64)
+    except (IndexError, ValueError):
+        plane = np.zeros(0)
+    if plane.shape != (4,) or not np.isfinite(plane).all() or np.linalg.norm(plane[:3]) == 0:
+        raise XmkdDataError("expected 4 numbers (a b c d) with a non-zero normal on line 4", source=str(path),
+                            field="plane")
+    plane = -plane if plane[1] > 0 else plane
+    return plane / np.linalg.norm(plane[:3])
 
 
 def read_kitti_object_frame(root: str | Path, frame_id: str, split: str = "training",

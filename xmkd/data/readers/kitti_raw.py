@@ -16,7 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from xmkd.data.frame import Frame
-from xmkd.data.readers.base import DatasetReader, FrameRecord, matrix_list, read_points, read_text, require_finite
+from xmkd.data.readers.base import (
+    DatasetReader,
+    FrameRecord,
+    also_reporting,
+    image_size,
+    matrix_list,
+    read_points,
+    read_text,
+    require_finite,
+    shared_part,
+)
 from xmkd.data.readers.kitti_files import read_calib_file, require_keys
 from xmkd.errors import XmkdDataError
 from xmkd.geometry.camera import kitti_camera
@@ -26,6 +36,7 @@ class KittiRawReader(DatasetReader):
     name = "kitti_raw"
     default_label_space = "nuscenes16"  # unlabelled
     camera_names = ("image_2",)
+    label_kind = None  # unlabelled frames (HSRDN's extra training data)
     layout = ("[raw/]<date>/<date>_drive_<dddd>_sync/velodyne_points/data/<10 digits>.bin (or the frames listed in "
               "ImageSets/*.txt, splits/*.txt)")
 
@@ -79,6 +90,10 @@ class KittiRawReader(DatasetReader):
         """(K, T_cam2_velo) of a date folder, from P_rect_02, R_rect_00 and the velo -> cam0 [R | T]."""
         cam_path = self.path(date_dir) / "calib_cam_to_cam.txt"
         velo_path = self.path(date_dir) / "calib_velo_to_cam.txt"
+        for path in (cam_path, velo_path):
+            if not path.is_file():
+                raise XmkdDataError("calibration file is missing: it holds image_02's calibration; add it, or pass "
+                                    "--cameras none for LiDAR only", source=str(path))
         cam = read_calib_file(cam_path)
         velo = read_calib_file(velo_path)
         require_keys(cam, ("P_rect_02", "R_rect_00"), cam_path)
@@ -90,14 +105,18 @@ class KittiRawReader(DatasetReader):
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
-        if self.with_cameras:
-            K, T = self.calibration(rec["calib"])
-            rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(K),
-                                          "T_cam_lidar": matrix_list(T)}}
-        lidar = self.path(rec["lidar"])
-        points = read_points(lidar, 4)
-        require_finite(points, str(lidar), columns=("x", "y", "z", "reflectance"))
-        rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": {}}
+        calib, shared = shared_part(lambda: self.calibration(rec["calib"]) if self.with_cameras else None)
+        with also_reporting(shared):  # the date folder's calibration is shared: the frame's own files first
+            lidar = self.path(rec["lidar"])
+            points = read_points(lidar, 4)
+            require_finite(points, str(lidar), columns=("x", "y", "z", "reflectance"))
+            if shared is not None:
+                image_size(self.path(rec["cameras"]["image_2"]["file"]))
+                raise shared
+            if calib is not None:
+                rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(calib[0]),
+                                              "T_cam_lidar": matrix_list(calib[1])}}
+            rec["stats"] = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": {}}
         return rec
 
     def load(self, record: FrameRecord) -> Frame:

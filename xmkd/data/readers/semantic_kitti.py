@@ -10,7 +10,11 @@ column. Labels are `uint32`; the lower 16 bits are the raw semantic id, the uppe
 LiDAR only (`cameras=[]`): neither `image_2/` nor `calib.txt` is needed (SemanticKITTI without the odometry colour
 images, as most people have it). `poses.txt` holds camera-0 poses, so the LiDAR poses need `calib.txt`'s `Tr`;
 without it a frame has no pose, and merging sweeps is an error that says what is missing. `poses.txt` and
-`times.txt` must have a line for every scan they are used for (`check` and `load` say which file falls short).
+`times.txt` must have a line for every scan (`prepare` lists a scan beyond either table as a bad frame); sweeps merge
+only scans that have both a pose and a time, so a frame near such a gap gets fewer sweeps, never an error.
+Labels: a sequence with a `labels/` file for some scans needs one for every scan (a missing one is a bad frame); a
+sequence without any (the test sequences) is unlabelled, and `prepare` / `inspect` count its frames as such.
+A broken sequence file (calib.txt, poses.txt, times.txt) is reported with each frame's own bad files, if any.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from xmkd.data.frame import Frame
 from xmkd.data.readers.base import (
     DatasetReader,
     FrameRecord,
+    also_reporting,
+    image_size,
     matrix_list,
     merge_sweeps,
     pick_sweeps,
@@ -32,6 +38,7 @@ from xmkd.data.readers.base import (
     read_points,
     read_text,
     require_finite,
+    shared_part,
 )
 from xmkd.data.readers.kitti_files import read_calib_file, read_table, require_keys
 from xmkd.errors import XmkdDataError
@@ -78,9 +85,14 @@ class SemanticKittiReader(DatasetReader):
         folder = self.seq_root / seq
         calib_path = folder / "calib.txt"
         K = T = Tr = None
+        lidar_only = "; or pass --cameras none for LiDAR only (then calib.txt is needed only for poses)"
+        if self.with_cameras and not calib_path.is_file():
+            raise XmkdDataError(f"calibration file is missing: it holds image_2's calibration (P2, Tr){lidar_only}",
+                                source=str(calib_path))
         if self.with_cameras or calib_path.is_file():
             calib = read_calib_file(calib_path)
-            require_keys(calib, ("P2", "Tr") if self.with_cameras else ("Tr",), calib_path)
+            require_keys(calib, ("P2", "Tr") if self.with_cameras else ("Tr",), calib_path,
+                         lidar_only if self.with_cameras else "")
             if "P2" in calib:
                 K, T = kitti_camera(calib["P2"], np.eye(3), calib["Tr"])  # Tr maps to rectified camera 0 already
             Tr = np.vstack([calib["Tr"], [0, 0, 0, 1]])
@@ -107,43 +119,63 @@ class SemanticKittiReader(DatasetReader):
             if splits and not set(splits) & set(names):
                 continue
             scans = sorted(p.stem for p in (seq_dir / "velodyne").glob("*.bin"))
+            labelled = any((seq_dir / "labels").glob("*.label"))  # else an unlabelled sequence (test: 11-21)
             for stem in scans:
                 label = seq_dir / "labels" / f"{stem}.label"
                 yield {"id": f"{seq}/{stem}", "splits": names, "lidar": f"{seq_dir.relative_to(self.root)}/velodyne/"
-                       f"{stem}.bin", "labels": str(label.relative_to(self.root)) if label.is_file() else None,
+                       f"{stem}.bin", "labels": str(label.relative_to(self.root)) if labelled else None,
                        "cameras": {"image_2": {"file": f"{seq_dir.relative_to(self.root)}/image_2/{stem}.png"}},
                        "meta": {"sequence": seq, "scan": int(stem)}, "sweeps": []}
 
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
         name, i = rec["meta"]["sequence"], rec["meta"]["scan"]
-        seq = self.sequence(name)
-        if self.with_cameras:
-            rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(seq["K"]),
-                                          "T_cam_lidar": matrix_list(seq["T"])}}
+        seq, shared = shared_part(lambda: self.sequence(name))  # calib.txt, poses.txt, times.txt
+        with also_reporting(shared):
+            lidar = self.path(rec["lidar"])
+            points = read_points(lidar, 4)
+            require_finite(points, str(lidar), columns=("x", "y", "z", "remission"))
+            stats = {"points": int(len(points)), "boxes": {}}
+            if rec.get("labels"):
+                stats["labels"] = self._check_labels(rec, len(points))
+            if seq is None:
+                if self.with_cameras:  # its image decodes; the calibration is the sequence's
+                    image_size(self.path(rec["cameras"]["image_2"]["file"]))
+                raise shared
+            if self.with_cameras:
+                rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(seq["K"]),
+                                              "T_cam_lidar": matrix_list(seq["T"])}}
+            stats["cameras"] = self.check_cameras(rec)
+        for table in ("times", "poses"):
+            if seq[table] is not None and i >= len(seq[table]):
+                raise self._short_table(name, f"{table}.txt", len(seq[table]), i)
         if seq["times"] is not None:
-            if i >= len(seq["times"]):
-                raise self._short_table(name, "times.txt", len(seq["times"]), i)
             rec["timestamp"] = float(seq["times"][i])
         if seq["poses"] is not None:
-            if i >= len(seq["poses"]):
-                raise self._short_table(name, "poses.txt", len(seq["poses"]), i)
             rec["ego_pose"] = matrix_list(seq["poses"][i])
             rec.setdefault("timestamp", 0.1 * i)
-        lidar = self.path(rec["lidar"])
-        points = read_points(lidar, 4)
-        require_finite(points, str(lidar), columns=("x", "y", "z", "remission"))
-        stats = {"points": int(len(points)), "cameras": self.check_cameras(rec), "boxes": {}}
-        if rec.get("labels"):
-            raw = read_label_file(self.path(rec["labels"]), np.uint32, len(points)) & 0xFFFF
-            self.label_space.from_raw(raw, source=str(self.path(rec["labels"])))  # unknown ids are errors
-            stats["labels"] = self.histogram(raw)
         rec["stats"] = stats
         return rec
 
+    def _check_labels(self, rec: FrameRecord, count: int) -> dict[str, int]:
+        """The raw label histogram of the frame's `.label` file (one per point, ids known to the label space); a
+        missing file in a sequence that has labels is an error saying how many scans have theirs."""
+        path = self.path(rec["labels"])
+        if not path.is_file():
+            name = rec["meta"]["sequence"]
+            have = len(list(path.parent.glob("*.label")))
+            scans = len(list((self.seq_root / name / "velodyne").glob("*.bin")))
+            raise XmkdDataError(f"label file is missing: sequence {name} has labels for {have} of its {scans} scans; "
+                                "expected one per scan (a sequence without any label file is read as unlabelled)",
+                                source=str(path), field="labels")
+        raw = read_label_file(path, np.uint32, count) & 0xFFFF
+        self.label_space.from_raw(raw, source=str(path))  # unknown ids are errors
+        return self.histogram(raw)
+
     def _sweep_sources(self, record: FrameRecord) -> tuple[dict, list[dict]]:
         """The sequence and the scans that may be merged into `record` ({"scan", "dt"}), or an error naming the
-        missing or short file when sweeps cannot be merged."""
+        missing or short file when the keyframe itself has no pose or time. Scans beyond the end of `poses.txt` or
+        `times.txt` (which `prepare` lists as bad frames) are not merged: such a frame gets fewer sweeps."""
         name, i = record["meta"]["sequence"], record["meta"]["scan"]
         folder = self.seq_root / name
         if record.get("ego_pose") is None:
@@ -153,14 +185,16 @@ class SemanticKittiReader(DatasetReader):
                                 f"{' missing' if missing else ''}); use sweeps=0 or add them and prepare again",
                                 source=str(folder), field="sweeps")
         seq = self.sequence(name)
-        if seq["poses"] is None or i >= len(seq["poses"]):
-            raise self._short_table(name, "poses.txt", 0 if seq["poses"] is None else len(seq["poses"]), i)
-        scans = sorted(j for j in (int(p.stem) for p in (folder / "velodyne").glob("*.bin"))
-                       if j != i and j < len(seq["poses"]))
-        times = seq["times"] if seq["times"] is not None else 0.1 * np.arange(len(seq["poses"]))
-        short = [j for j in [i, *scans] if j >= len(times)]
-        if short:
-            raise self._short_table(name, "times.txt", len(times), short[0])
+        times = seq["times"]
+        for table, rows in (("poses.txt", seq["poses"]), ("times.txt", times)):
+            if table == "poses.txt" and rows is None:
+                raise self._short_table(name, table, 0, i)
+            if rows is not None and i >= len(rows):
+                raise self._short_table(name, table, len(rows), i)
+        if times is None:
+            times = 0.1 * np.arange(len(seq["poses"]))
+        last = min(len(seq["poses"]), len(times))  # scans with a pose and a time
+        scans = sorted(j for j in (int(p.stem) for p in (folder / "velodyne").glob("*.bin")) if j != i and j < last)
         return seq, [{"scan": j, "dt": float(times[j] - times[i])} for j in scans]
 
     def _scan_points(self, seq: str, scan: int) -> np.ndarray:

@@ -15,7 +15,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from xmkd.data.frame import Frame
-from xmkd.data.readers.base import DatasetReader, FrameRecord, lfs_error, matrix_list, require_finite
+from xmkd.data.readers.base import (
+    DatasetReader,
+    FrameRecord,
+    lfs_error,
+    matrix_list,
+    require_finite,
+    require_points,
+)
 from xmkd.errors import XmkdDataError
 
 K_VKITTI = np.array([[725.0, 0.0, 620.5], [0.0, 725.0, 187.0], [0.0, 0.0, 1.0]])
@@ -23,6 +30,7 @@ T_CAM_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0,
 
 
 def read_npy_points(path) -> np.ndarray:
+    """(N, 7) float64 with N > 0; missing, unreadable, Git LFS, misshapen and empty files are errors."""
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -31,6 +39,7 @@ def read_npy_points(path) -> np.ndarray:
         raise lfs_error(path) or XmkdDataError(f"unreadable .npy: {err}", source=str(path)) from None
     if arr.ndim != 2 or arr.shape[1] != 7:
         raise XmkdDataError(f"expected an N x 7 array (X, Y, Z, R, G, B, label), got {arr.shape}", source=str(path))
+    require_points(len(arr), str(path))
     return arr
 
 

@@ -10,8 +10,11 @@ extrinsic's yaw) into the **vehicle frame**, which is the frame of the returned 
 ego-motion correction the official code applies to the TOP LiDAR is not reproduced (points differ by the
 vehicle's motion during the 0.1 s sweep). Labels come from the segmentation range image (semantic class,
 instance id), images from the JPEG bytes; camera distortion is ignored (pinhole `K` from f_u, f_v, c_u, c_v).
-Frame ids are `<segment>/<timestamp_micros>`. A frame's cameras are the calibrated ones with an image at its
-timestamp; without cameras (`cameras=[]`) neither `camera_image` nor `camera_calibration` is read.
+Waymo labels a subset of frames: a frame with a segmentation row is also in split `<split>_labelled` (e.g.
+`training_labelled`), the split to train a segmentation recipe on. Frame ids are `<segment>/<timestamp_micros>`;
+a segment whose `lidar` file cannot be read is one bad entry named `<segment>` (the other segments are read).
+A frame's cameras are the calibrated ones with an image at its timestamp; without cameras (`cameras=[]`)
+neither `camera_image` nor `camera_calibration` is read.
 """
 
 from __future__ import annotations
@@ -24,7 +27,17 @@ import numpy as np
 from PIL import Image
 
 from xmkd.data.frame import CameraView, Frame
-from xmkd.data.readers.base import DatasetReader, FrameRecord, as_matrix, lfs_error, matrix_list, require_finite
+from xmkd.data.readers.base import (
+    DatasetReader,
+    FrameRecord,
+    as_matrix,
+    lfs_error,
+    matrix_list,
+    raise_scan_error,
+    require_finite,
+    require_points,
+    unreadable_record,
+)
 from xmkd.errors import XmkdDataError, XmkdError
 
 TOP = 1
@@ -36,6 +49,8 @@ LIDAR = "[LiDARComponent].range_image_return1"
 LABEL = "[LiDARSegmentationLabelComponent].range_image_return1"
 LCAL = "[LiDARCalibrationComponent]"
 CCAL = "[CameraCalibrationComponent]"
+CHANNELS = {LIDAR: ("range", "intensity", "elongation", "is_in_nlz"),  # the range images' channels (v2 schema)
+            LABEL: ("instance_id", "semantic_class")}
 # Waymo cameras are x forward, y left, z up; OpenCV cameras x right, y down, z forward.
 OPENCV_FROM_WAYMO_CAMERA = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0],
                                      [0.0, 0.0, 0.0, 1.0]])
@@ -129,10 +144,14 @@ class WaymoReader(DatasetReader):
                 continue
             for lidar in sorted((base / "lidar").glob("*.parquet")):
                 seg = lidar.stem
-                table = _read(lidar, [TS, "key.laser_name"])
-                ts = np.asarray(table.column(TS))[np.asarray(table.column("key.laser_name")) == TOP]
                 rel = base.relative_to(self.root)
                 pre = "" if str(rel) == "." else f"{rel}/"
+                try:
+                    table = _read(lidar, [TS, "key.laser_name"])
+                except XmkdDataError as err:  # one bad segment: listed as bad, the others are still read
+                    yield unreadable_record(seg, [split], f"{pre}lidar/{seg}.parquet", err)
+                    continue
+                ts = np.asarray(table.column(TS))[np.asarray(table.column("key.laser_name")) == TOP]
                 has = {c: (base / c / f"{seg}.parquet").is_file() for c in
                        ("lidar_segmentation", "camera_image", "vehicle_pose")}
                 for t in sorted(set(ts.tolist())):
@@ -194,7 +213,7 @@ class WaymoReader(DatasetReader):
             raise XmkdDataError(f"range image of {values.size} values does not match its shape {shape}",
                                 source=str(self.path(rel)))
         image = values.reshape(shape)
-        require_finite(image.reshape(-1, shape[2]), str(self.path(rel)), field=f"{prefix} at {ts}")
+        require_finite(image, str(self.path(rel)), field=f"{prefix} at {ts}", columns=CHANNELS.get(prefix))
         return image
 
     def _points(self, record: FrameRecord) -> tuple[np.ndarray, np.ndarray]:
@@ -205,9 +224,12 @@ class WaymoReader(DatasetReader):
         if len(incl) != ri.shape[0]:
             raise XmkdDataError(f"{len(incl)} beam inclinations for a range image of {ri.shape[0]} rows",
                                 source=str(self.path(record["calib"])))
-        return range_image_to_points(ri, ext, incl)
+        points, valid = range_image_to_points(ri, ext, incl)
+        require_points(len(points), str(self.path(record["lidar"])), f"{LIDAR} at {ts} (no pixel with range > 0)")
+        return points, valid
 
     def check(self, record: FrameRecord) -> FrameRecord:
+        raise_scan_error(record)  # a segment whose lidar file could not be read
         rec = dict(record)
         points, valid = self._points(rec)
         require_finite(points, str(self.path(rec["lidar"])), columns=("x", "y", "z", "intensity"))
@@ -234,6 +256,7 @@ class WaymoReader(DatasetReader):
                 raw = seg[..., 1].reshape(-1)[valid]
                 self.label_space.from_raw(raw, source=str(self.path(rec["labels"])))
                 stats["labels"] = self.histogram(raw)
+                rec["splits"] = [*rec["splits"], *(f"{s}_labelled" for s in rec["splits"])]
         if rec.get("vehicle_pose"):
             row = self._row(rec["vehicle_pose"], "[VehiclePoseComponent].world_from_vehicle.transform", ts)
             rec["ego_pose"] = matrix_list(_transform(row["[VehiclePoseComponent].world_from_vehicle.transform"],

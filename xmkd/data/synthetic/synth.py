@@ -116,14 +116,20 @@ def _marker(opts: SynthOptions) -> dict[str, Any]:
 def synthesize_indexed(opts: SynthOptions, reader: str, progress: bool = True) -> Path:
     """`synthesize` then `xmkd prepare` into `<out>/xmkd_index`, unless both finished before with these options (the
     index is written last): a resumed demo or benchmark does not render its data again, and never rewrites files
-    that another run may be reading."""
+    that another run may be reading. For `kitti_object`, also the box database of the train split that lidar_det's
+    gt-sampling reads (`<out>/xmkd_gt_database`, as `xmkd prepare-instances --boxes` writes it)."""
     from xmkd.data.index import prepare
 
     out = Path(opts.out)
-    if (out / "xmkd_index" / "index.json").is_file() and _written_marker(out) == _marker(opts):
-        return out
-    synthesize(opts, progress)
-    prepare(reader, out, out / "xmkd_index", progress=progress)
+    if not ((out / "xmkd_index" / "index.json").is_file() and _written_marker(out) == _marker(opts)):
+        synthesize(opts, progress)
+        prepare(reader, out, out / "xmkd_index", progress=progress)
+    if reader == "kitti_object" and not (out / "xmkd_gt_database" / "database.json").is_file():
+        from xmkd.data.gt_database import DEFAULT_FOLDER, build_box_database
+        from xmkd.data.index import IndexedFrames
+
+        build_box_database(IndexedFrames(out / "xmkd_index", "train", cameras=()), out / DEFAULT_FOLDER,
+                           progress=progress)
     return out
 
 

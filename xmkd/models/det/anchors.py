@@ -1,8 +1,10 @@
 """Per-class anchors on a BEV grid, SECOND's residual box coder and the direction-bin targets.
 
 Boxes are (x, y, z, dx, dy, dz, yaw) in the LiDAR frame with z at the box centre (OpenPCDet's convention).
-Anchors sit at the centres of the BEV feature cells; each class has one size, one bottom height and the
-rotations 0 and pi/2.
+Each class has one size, one bottom height and the rotations 0 and 1.57 (the release's value of pi/2). Anchors sit
+where OpenPCDet's `align_center: False` (CMKD's second_teacher.yaml) puts them, n anchors spread evenly from the
+range's first edge to its last, x0 + i * (x1 - x0) / (n - 1) [OpenPCDet: pcdet/models/dense_heads/target_assigner/
+anchor_generator.py:25-39]; `align_center: True` puts them at the BEV cell centres, x0 + (i + 1/2) * stride.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ class AnchorClass:
     bottom: float  # z of the anchor's bottom face (m)
     matched: float  # IoU at or above which an anchor is foreground
     unmatched: float  # IoU below which it is background
-    rotations: list[float] = field(default_factory=lambda: [0.0, math.pi / 2])
+    rotations: list[float] = field(default_factory=lambda: [0.0, 1.57])
+    align_center: bool = False  # True: at the BEV cell centres; False: edge to edge, as released
 
 
 KITTI_ANCHORS = [
@@ -37,11 +40,15 @@ def generate_anchors(classes: Sequence[AnchorClass], grid: tuple[int, int], poin
     ordered class-major (class 0 rotation 0, class 0 rotation 1, class 1 ...)."""
     ny, nx = grid
     x0, y0, _, x1, y1, _ = (float(v) for v in point_range)
-    xs = x0 + (torch.arange(nx, dtype=torch.float32, device=device) + 0.5) * (x1 - x0) / nx
-    ys = y0 + (torch.arange(ny, dtype=torch.float32, device=device) + 0.5) * (y1 - y0) / ny
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+
+    def positions(lo: float, hi: float, n: int, centred: bool) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32, device=device)
+        return lo + (i + 0.5) * (hi - lo) / n if centred else lo + i * (hi - lo) / max(n - 1, 1)
+
     per = []
     for c in classes:
+        yy, xx = torch.meshgrid(positions(y0, y1, ny, c.align_center), positions(x0, x1, nx, c.align_center),
+                                indexing="ij")
         for rot in c.rotations:
             a = torch.empty(ny, nx, 7, device=device)
             a[..., 0], a[..., 1] = xx, yy

@@ -1,14 +1,14 @@
-"""SECOND, the LiDAR teacher of CMKD / HSRDN (METHODS.md section 3).
+"""SECOND, the LiDAR teacher of CMKD / HSRDN (METHODS.md section 3), as CMKD's second_teacher.yaml builds it.
 
-mean VFE (voxel feature = mean of its points, done by `voxel_batch`) -> sparse 3D backbone (16 -> 32 -> 64 -> 64
-channels at strides 1, 2, 4, 8, then a (1, 1, 3) conv of stride (1, 1, 2) in z) -> height compression into a BEV map
-of `bev_channels` (128; the feature the student imitates) -> BEV backbone (two blocks of 5 convs, 128 / 256
-filters, upsampled and concatenated to 2 x 256) -> anchor head (class logits, residual box codes, direction bins
-per anchor).
+mean VFE (voxel feature = mean of its points, done by `voxel_batch`) -> sparse 3D encoder (`sparse_backbone.py`;
+default the residual `VoxelResBackBone8x_c64`: 16 -> 32 -> 64 -> 64 channels at strides 1, 2, 4, 8, then a (1, 1, 3)
+conv of stride (1, 1, 2) in z to 64 channels) -> height compression into a BEV map of `bev_channels` (128; the
+feature the student imitates) -> BEV backbone (two blocks of 5 convs, 128 / 256 filters, upsampled and concatenated
+to 2 x 256) -> anchor head (class logits, residual box codes, direction bins per anchor).
 
 Voxel coordinates are xmkd's (batch, x, y, z); BEV maps are (B, C, ny, nx), rows along y, columns along x, the
-layout of `generate_anchors`. With KITTI's grid (1408 x 1600 x 40 voxels of 0.05 x 0.05 x 0.1 m) the height is 1
-after the backbone, so the BEV map is exactly the backbone's 128 channels.
+layout of `generate_anchors`. With KITTI's 40 voxels in z (+ 1, as the release pads the sparse shape) 2 z cells of
+64 channels are left after the encoder, so the BEV map is exactly 2 x 64 = 128 channels, as released.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from xmkd.ops.sparse import sparse_tensor, spconv_module
+from xmkd.models.det.sparse_backbone import SPARSE_BACKBONES, Z_PAD, z_cells
+from xmkd.ops.sparse import sparse_tensor
 
 
 @dataclass
 class SecondConfig:
+    backbone: str = "res8x"  # res8x (VoxelResBackBone8x[_c64], the CMKD teacher) | plain8x (VoxelBackBone8x)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
-    out_channels: int = 128  # of the final z-stride conv
+    out_channels: int = 64  # of the final z-stride conv (64: the release's _c64 variant)
     bev_channels: int = 128
     bev_layers: list[int] = field(default_factory=lambda: [5, 5])
     bev_filters: list[int] = field(default_factory=lambda: [128, 256])
@@ -35,46 +37,8 @@ class SecondConfig:
     bn_momentum: float = 0.01  # OpenPCDet's; short CPU-scale runs use 0.1 so the running statistics catch up
 
 
-def _bn1d(c: int) -> nn.BatchNorm1d:
-    return nn.BatchNorm1d(c, eps=1e-3)
-
-
 def _bn2d(c: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(c, eps=1e-3)
-
-
-class SparseBackbone8x(nn.Module):
-    """The residual-free SECOND encoder (OpenPCDet's VoxelBackBone8x layout) in xmkd's (x, y, z) axis order."""
-
-    def __init__(self, in_channels: int, cfg: SecondConfig):
-        super().__init__()
-        sp = spconv_module()
-        w = cfg.widths
-
-        def subm(cin: int, cout: int, key: str) -> list[nn.Module]:
-            return [sp.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key=key), _bn1d(cout), nn.ReLU()]
-
-        def down(cin: int, cout: int, key: str, padding: Any = 1) -> list[nn.Module]:
-            return [sp.SparseConv3d(cin, cout, 3, stride=2, padding=padding, bias=False, indice_key=key), _bn1d(cout),
-                    nn.ReLU()]
-
-        self.stages = nn.ModuleList([
-            sp.SparseSequential(*subm(in_channels, w[0], "subm1"), *subm(w[0], w[0], "subm1")),
-            sp.SparseSequential(*down(w[0], w[1], "down2"), *subm(w[1], w[1], "subm2"), *subm(w[1], w[1], "subm2")),
-            sp.SparseSequential(*down(w[1], w[2], "down3"), *subm(w[2], w[2], "subm3"), *subm(w[2], w[2], "subm3")),
-            sp.SparseSequential(*down(w[2], w[3], "down4", padding=(1, 1, 0)), *subm(w[3], w[3], "subm4"),
-                                *subm(w[3], w[3], "subm4")),
-        ])
-        self.out = sp.SparseSequential(
-            sp.SparseConv3d(w[3], cfg.out_channels, (1, 1, 3), stride=(1, 1, 2), padding=0, bias=False,
-                            indice_key="out"), _bn1d(cfg.out_channels), nn.ReLU())
-
-    def forward(self, x: Any) -> tuple[Any, list[Any]]:
-        stages = []
-        for stage in self.stages:
-            x = stage(x)
-            stages.append(x)
-        return self.out(x), stages
 
 
 def height_compression(x: Any) -> torch.Tensor:
@@ -158,15 +122,13 @@ class Second(nn.Module):
         cfg = cfg or SecondConfig()
         self.cfg = cfg
         self.vfe_channels = in_channels
-        self.sparse = SparseBackbone8x(in_channels, cfg)
-        nz = grid_z
-        for _ in range(2):
-            nz = (nz + 2 - 3) // 2 + 1
-        nz = (nz - 3) // 2 + 1  # down4, no z padding
-        nz = (nz - 3) // 2 + 1  # the z-stride output conv
+        if cfg.backbone not in SPARSE_BACKBONES:
+            raise ValueError(f"model.second.backbone: unknown {cfg.backbone!r} ({', '.join(SPARSE_BACKBONES)})")
+        self.sparse = SPARSE_BACKBONES[cfg.backbone](in_channels, cfg.widths, cfg.out_channels)
+        nz = z_cells(grid_z)
         if nz < 1:
-            raise ValueError(f"grid_z={grid_z} voxels is too few for SECOND's 4 z reductions (need >= 23)")
-        self.bev_height = nz
+            raise ValueError(f"grid_z={grid_z} voxels is too few for SECOND's 4 z reductions (need >= 24)")
+        self.grid_z, self.bev_height = grid_z, nz
         flat = cfg.out_channels * nz
         self.compress = nn.Identity() if flat == cfg.bev_channels else nn.Sequential(
             nn.Conv2d(flat, cfg.bev_channels, 1, bias=False), _bn2d(cfg.bev_channels), nn.ReLU())
@@ -177,8 +139,9 @@ class Second(nn.Module):
 
     def bev_features(self, batch: dict[str, Any]) -> torch.Tensor:
         """The distilled feature: (B, bev_channels, ny / 8, nx / 8)."""
-        x = sparse_tensor(batch["voxel_features"], batch["voxel_coords"], batch["spatial_shape"],
-                          int(batch["batch_size"]))
+        shape = [int(v) for v in batch["spatial_shape"]]
+        shape[2] = self.grid_z + Z_PAD  # the release's grid_size + [1, 0, 0] (z, y, x)
+        x = sparse_tensor(batch["voxel_features"], batch["voxel_coords"], shape, int(batch["batch_size"]))
         out, _ = self.sparse(x)
         return self.compress(height_compression(out))
 
