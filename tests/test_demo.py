@@ -35,3 +35,14 @@ def test_demo_tiny_budget(tmp_path, capsys):
         assert (tmp_path / "report" / name).is_file()
     # a second run reuses the dataset and the finished runs
     assert main(["demo", "--budget", "tiny", "--out", str(tmp_path)]) == 0
+
+
+def test_training_threads_leave_a_core_for_the_data_worker(monkeypatch):
+    from xmkd.demo import training_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for cores, threads in ((1, 1), (2, 1), (8, 7)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda c=cores: c)
+        assert training_threads() == threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's setting wins
+    assert training_threads() == 8

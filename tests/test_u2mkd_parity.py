@@ -283,3 +283,22 @@ def test_published_range_holds_every_point_and_a_grid_past_2_31_cells_changes_no
         small, wide = (net(voxel_batch([xyz], [feats], 0.05, [-h, -h, -2.4, h, h, 2.4]))["logits"]
                        for h in (12.0, 120.0))
     assert torch.allclose(small, wide, atol=1e-5)
+
+
+def test_pixel_head_order_switch_runs_the_head_at_the_image_resolution_as_released(kd_recipe):
+    # release: decoder features upsampled to the image, then BN-ReLU-1x1 (tsd_full.py:551-556); xmkd default: the
+    # head at the decoder's resolution, its logits upsampled. Same parameters either way.
+    batch = kd_recipe.collate([kd_recipe.train_dataset()[(0, 0)]])["student"]
+    batch = {**batch, "images": batch["images"].float()}
+    m, size = kd_recipe.cfg.model, tuple(batch["images"].shape[-2:])
+    seen = {}
+    for at_image in (False, True):
+        net = U2MKDStudent(4, 16, m.backbone, m.image_depth, m.image_stem_stride, m.decoder_width,
+                           pixel_head_at_image=at_image)
+        net.load_state_dict(kd_recipe.nets["student"].state_dict())
+        hook = net.camera.head.register_forward_hook(lambda mod, args, out, k=at_image: seen.update({k: args[0].shape}))
+        with torch.no_grad():
+            assert tuple(net.eval()(batch)["pixel_logits"].shape[-2:]) == size
+        hook.remove()
+    assert tuple(seen[True][-2:]) == size and seen[True][1] == m.decoder_width
+    assert tuple(seen[False][-2:]) != size

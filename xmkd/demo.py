@@ -17,6 +17,7 @@ Everything lands under `--out` (default outputs/demo). Re-running reuses the dat
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,18 +117,34 @@ def plan(b: DemoBudget, data: Path, runs: Path, seed: int) -> dict[str, tuple[st
     return rows
 
 
+def training_threads() -> int:
+    """Torch threads for the rows: OMP_NUM_THREADS when it is set, else every core torch uses but one, which the
+    data worker (`data.num_workers=1`) takes. On 2 cores a second torch thread only contends with the worker, and
+    on a busy machine OpenMP threads that wait for each other made a teacher step ~13x dearer in CPU time
+    (docs/benchmarks.md, U2MKD demo)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() - 1)
+
+
 def train_rows(rows: dict[str, tuple[str, list[str]]], runs: Path,
                on_done: Callable[[str, float], None] | None = None) -> tuple[dict[str, dict], dict[str, float]]:
-    """Train (or reuse) every planned row in order: (final validation metrics, wall seconds) per row;
-    `on_done(name, seconds)` is called after each row (a reused row takes about a second)."""
+    """Train (or reuse) every planned row in order, on `training_threads()` torch threads: (final validation
+    metrics, wall seconds) per row; `on_done(name, seconds)` is called after each row (a reused row takes about a
+    second)."""
     metrics, seconds = {}, {}
-    for name, (config, overrides) in rows.items():
-        t0 = time.perf_counter()
-        print(f"-- {name}")
-        metrics[name] = _train(config, overrides, runs / name)
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        if on_done is not None:
-            on_done(name, seconds[name])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training_threads())
+    try:
+        for name, (config, overrides) in rows.items():
+            t0 = time.perf_counter()
+            print(f"-- {name}")
+            metrics[name] = _train(config, overrides, runs / name)
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            if on_done is not None:
+                on_done(name, seconds[name])
+    finally:
+        torch.set_num_threads(threads)
     return metrics, seconds
 
 

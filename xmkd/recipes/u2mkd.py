@@ -87,6 +87,9 @@ class U2MKDModel:
     image_pretrained: str = ""  # ImageNet state dict file for the ResNet (torchvision/timm names)
     image_input: str = "raw"  # raw: 0..255 floats (release); imagenet: ImageNet mean / std normalised
     decoder_width: int = 128
+    # true: the release's pixel head order (decoder features upsampled to the image, then BN-ReLU-1x1); false: the
+    # head at the decoder's resolution, then its logits upsampled (128-channel full-resolution maps never held)
+    pixel_head_at_image: bool = False
     kd: bool = True
     w_kl: float = 1.0
     w_feat: float = 1.0
@@ -148,7 +151,7 @@ class U2MKDRecipe(Recipe):
         if m.image_input not in ("raw", "imagenet"):
             raise XmkdConfigError(f"model.image_input: {m.image_input!r} is not one of raw, imagenet")
         student = U2MKDStudent(4, self.space.num_classes, m.backbone, m.image_depth, m.image_stem_stride,
-                               m.decoder_width, m.image_pretrained)
+                               m.decoder_width, m.image_pretrained, m.pixel_head_at_image)
         self.nets["student"] = student.to(self.device)
         check_no_paste(m.labelled, m.paste.database)
         if m.unlabelled not in ("keep", "drop"):
