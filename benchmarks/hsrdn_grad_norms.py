@@ -2,7 +2,8 @@
 initialisation or at a checkpoint, for several relation floors (`model.relation_floor`; 0 = plain RKD).
 
     OMP_NUM_THREADS=1 python -m benchmarks.hsrdn_grad_norms --data outputs/bench_hsrdn/seed0/kitti \\
-        --teacher outputs/bench_hsrdn/seed0/runs/teacher/checkpoints/last.pt [--student CKPT] [--batches 4]
+        --teacher outputs/bench_hsrdn/seed0/runs/teacher/checkpoints/last.pt [--student CKPT] [--batches 4] \\
+        [--set KEY=VALUE ...]   # e.g. the benchmark's grid: --set data.voxel_size=0.0625 ...
 
 Prints, per floor, the mean over `--batches` training batches of || d(term) / d(student parameters) || for every
 loss term of configs/hsrdn/synthetic.yaml (weights included), and the gradient clip of that config.
@@ -17,24 +18,22 @@ import numpy as np
 import torch
 
 from xmkd.config import load_config
-from xmkd.engine.checkpoint import load_module_from_file
 from xmkd.recipes import get_recipe
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "hsrdn" / "synthetic.yaml"
 
 
 def grad_norms(data: str, teacher: str, student: str = "", floor: float = 0.1, batches: int = 4,
-               seed: int = 0) -> tuple[dict[str, float], float]:
-    """The mean gradient norm of each loss term, and the config's gradient clip."""
+               seed: int = 0, overrides: tuple[str, ...] = ()) -> tuple[dict[str, float], float]:
+    """The mean gradient norm of each loss term (the detection stage's), and the config's gradient clip."""
     recipe_cls = get_recipe("hsrdn")
     cfg = load_config(CONFIG, [f"data.root={data}", f"model.teacher_checkpoint={teacher}",
-                               f"model.relation_floor={floor}", "data.num_workers=0"], schema=recipe_cls.schema)
+                               f"model.relation_floor={floor}", "data.num_workers=0", f"model.student.init={student}",
+                               *overrides], schema=recipe_cls.schema)
     torch.manual_seed(seed)
     recipe = recipe_cls(cfg, torch.device("cpu"))
     recipe.build()
     net = recipe.nets["net"]
-    if student:
-        load_module_from_file(net, student, key="net")
     recipe.nets["teacher"].eval().requires_grad_(False)
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
@@ -53,11 +52,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a synthetic KITTI-format root with its xmkd_index")
     parser.add_argument("--teacher", required=True, help="a lidar_det checkpoint")
-    parser.add_argument("--student", default="", help="a student checkpoint (default: its initialisation)")
+    parser.add_argument("--student", default="", help="a student run's checkpoint (default: its initialisation; "
+                        "the BEV backbone and head are re-copied from the teacher, as the detection stage does)")
     parser.add_argument("--floors", type=float, nargs="+", default=[0.0, 0.1])
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     args = parser.parse_args()
-    rows = {f: grad_norms(args.data, args.teacher, args.student, f, args.batches) for f in args.floors}
+    rows = {f: grad_norms(args.data, args.teacher, args.student, f, args.batches, overrides=tuple(args.set))
+            for f in args.floors}
     first, clip = next(iter(rows.values()))
     names = list(first)
     print(f"gradient norm of each term w.r.t. the student's parameters (mean over batches; the config clips the "

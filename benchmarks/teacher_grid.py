@@ -69,7 +69,10 @@ def step_times(data: Path, overrides: list[str], iters: int) -> None:
     print("  last losses: " + ", ".join(f"{k} {float(v.detach()):.4f}" for k, v in losses.items()))
 
 
-def positives(data: Path, overrides: list[str], centred_rotated: bool) -> None:
+def positive_counts(data: Path, overrides: list[str], centred_rotated: bool = False
+                    ) -> tuple[dict[str, list[int]], str]:
+    """Per class, the foreground anchors of every training box (no augmentation) under the recipe's assignment,
+    and a line naming the frames, the grid and the assignment."""
     from xmkd.models.det.anchors import anchor_classes, generate_anchors
     from xmkd.models.det.targets import assign
 
@@ -85,7 +88,7 @@ def positives(data: Path, overrides: list[str], centred_rotated: bool) -> None:
     ny, nx = recipe.grid[1] // 8, recipe.grid[0] // 8
     anchors = generate_anchors(classes, (ny, nx), d.point_range).reshape(-1, 7)
     a_cls = anchor_classes(classes).repeat(ny * nx)
-    counts: dict[int, list[int]] = {c: [] for c in range(len(classes))}
+    counts: dict[str, list[int]] = {c.name: [] for c in classes}
     frames = recipe.frames(d.train_split)
     for i in range(len(frames)):
         sample = recipe.make_sample(frames[i], None)
@@ -97,15 +100,20 @@ def positives(data: Path, overrides: list[str], centred_rotated: bool) -> None:
         which = (t.boxes[fg][:, None, :] == gt[None].to(t.boxes.dtype)).all(-1).float().argmax(1)
         per_box = torch.bincount(which, minlength=len(gt))
         for j in range(len(gt)):
-            counts[int(labels[j])].append(int(per_box[j]))
+            counts[classes[int(labels[j])].name].append(int(per_box[j]))
     cell = (d.point_range[3] - d.point_range[0]) / nx
     form = "cell-centre anchors, rotated BEV IoU" if centred_rotated else "release anchors and nearest-BEV IoU"
-    print(f"{len(frames)} training frames, BEV {ny} x {nx} cells of {cell:.2f} m, {form}")
+    return counts, f"{len(frames)} training frames, BEV {ny} x {nx} cells of {cell:.2f} m, {form}"
+
+
+def positives(data: Path, overrides: list[str], centred_rotated: bool) -> None:
+    counts, title = positive_counts(data, overrides, centred_rotated)
+    print(title)
     print(f"  {'class':<12} {'boxes':>6} {'fg/box':>7} {'none':>6} {'one':>6} {'>=3':>6}")
-    for c, spec in enumerate(classes):
-        n = np.asarray(counts[c])
+    for name, values in counts.items():
+        n = np.asarray(values)
         if len(n):
-            print(f"  {spec.name:<12} {len(n):>6} {n.mean():>7.2f} {np.mean(n == 0):>6.0%} {np.mean(n == 1):>6.0%} "
+            print(f"  {name:<12} {len(n):>6} {n.mean():>7.2f} {np.mean(n == 0):>6.0%} {np.mean(n == 1):>6.0%} "
                   f"{np.mean(n >= 3):>6.0%}")
 
 

@@ -111,8 +111,8 @@ def test_config_list_whole_sentences_and_folders(capsys, monkeypatch):
     start = next(i for i, line in enumerate(out) if line.startswith("cmkd/kitti "))
     rest = [line.strip() for line in out[start + 1:] if line.startswith(" ")][: 3]
     text = " ".join([out[start].split(None, 2)[2], *rest])
-    assert text.startswith("CMKD on KITTI at the published scale: configs/hsrdn/kitti.yaml without the relation "
-                           "losses.")
+    assert text.startswith("CMKD on KITTI at the published scale, stage 2: configs/hsrdn/kitti.yaml without the "
+                           "relation losses.")
     assert main(["config", "u2mkd"]) == 1
     err = capsys.readouterr().err
     assert "'u2mkd' is a folder of shipped configs, not a config; name one of them: u2mkd/nuscenes, " \
@@ -125,3 +125,18 @@ def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
                  f"model.teacher.checkpoint={tmp_path / 'missing.pt'}", "--quiet"]) == 1
     assert "missing.pt: checkpoint not found" in capsys.readouterr().err
     assert not runs.exists()
+
+
+def test_a_closed_stdout_pipe_ends_quietly(monkeypatch, capsys):
+    """`xmkd config --list | head -1`: the reader leaves; xmkd stops with 141 and no traceback."""
+    import os
+
+    from xmkd.cli import main
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w", buffering=1) as stdout:  # line-buffered: the first line meets the closed pipe
+        monkeypatch.setattr("sys.stdout", stdout)
+        assert main(["config", "--list"]) == 141
+        monkeypatch.undo()
+    assert "Traceback" not in capsys.readouterr().err

@@ -135,7 +135,8 @@ def test_lid_bins_round_trip_and_out_of_range_bin():
 
 
 def test_frustum_to_voxel_maps_a_point_to_its_pixel_and_depth_bin():
-    # frustum features that are linear in (column, row, depth bin): trilinear sampling returns them exactly
+    # frustum features that are linear in (column, row, depth bin): trilinear sampling returns them exactly, at the
+    # continuous cell coordinate whose integer values are the cell centres (pixel j + 1/2, LID bin i + 1/2)
     d, h, w = 40, 60, 80
     bins, rows, cols = torch.meshgrid(torch.arange(d), torch.arange(h), torch.arange(w), indexing="ij")
     frustum = torch.stack([cols, rows, bins]).float()[None]  # (1, 3, D, H, W)
@@ -149,7 +150,7 @@ def test_frustum_to_voxel_maps_a_point_to_its_pixel_and_depth_bin():
     x, y, z = centres[2, 5, 9]
     u, v = 40 + 50 * (-y) / x, 30 + 50 * (-z) / x
     k = depth_to_lid(torch.tensor(float(x)), 2.0, 30.0, d)
-    assert torch.allclose(out[0, :, 2, 5, 9], torch.stack([u, v, k]).float(), atol=1e-3)
+    assert torch.allclose(out[0, :, 2, 5, 9], torch.stack([u, v, k]).float() - 0.5, atol=1e-3)
     # a voxel behind the camera gets nothing
     behind = frustum_to_voxels(frustum, torch.tensor([[[[-5.0, 0.0, 0.0]]]]), P, 1.0, 2.0, 30.0)
     assert behind.abs().sum() == 0
@@ -228,22 +229,3 @@ def test_targets_losses_and_decoding_recover_the_boxes():
     losses = detection_losses(cls_r, box_r, dir_r, anchors, t, gt, gt_cls)
     sum(losses.values()).backward()
     assert cls_r.grad.abs().sum() > 0 and dir_r.grad.abs().sum() > 0
-
-
-def test_mono_detector_forward_backward_on_the_teacher_grid():
-    from xmkd.models.det.mono import MonoConfig, MonoDetector
-    from xmkd.models.det.second import SecondConfig
-
-    det = SecondConfig(bev_channels=32, bev_layers=[1, 1], bev_filters=[32, 64], up_filters=[32, 32])
-    model = MonoDetector(MonoConfig(depth="resnet18", depth_bins=20, frustum_channels=16, grid_z=4), det, 6, 3,
-                         [0.0, -12.8, -3.0, 25.6, 12.8, 1.0], (16, 16))
-    assert model.stride == 8
-    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 24], [0, 0, 1]])
-    T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]])
-    batch = {"images": torch.randint(0, 255, (2, 3, 48, 128), dtype=torch.uint8), "lidar_to_image": (K @ T)[None]
-             .repeat(2, 1, 1)}
-    out = model(batch)
-    assert out["bev"].shape == (2, 32, 16, 16) and out["cls"].shape == (2, 16, 16, 6, 3)
-    assert out["depth_logits"].shape == (2, 21, 6, 16)
-    (out["cls"].sum() + out["box"].sum() + out["bev"].sum()).backward()
-    assert model.backbone.conv1.weight.grad.abs().sum() > 0 and model.depth_head[0].weight.grad.abs().sum() > 0

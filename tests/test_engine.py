@@ -19,7 +19,7 @@ from xmkd.config import ScheduleConfig
 from xmkd.engine import checkpoint
 from xmkd.engine.data import ResumableSampler
 from xmkd.engine.ema import EMA
-from xmkd.engine.schedules import lr_factor
+from xmkd.engine.schedules import lr_factor, momentum_at, set_momentum
 from xmkd.errors import XmkdConfigError, XmkdError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +40,28 @@ def test_schedules():
     assert lr_factor(schedule(name="constant"), 5)(3) == 1.0
     with pytest.raises(XmkdConfigError, match="unknown schedule"):
         lr_factor(schedule(name="linear"), 5)
+
+
+def test_onecycle_momentum_follows_torchs_one_cycle():
+    import torch
+
+    # the HSRDN / CMKD students' OneCycleLR: BASE_MOM 0.85, MAX_MOM 0.95, PCT_START 0.4, START_RATE 10
+    opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1.0, betas=(0.9, 0.999))
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=101, pct_start=0.4, base_momentum=0.85,
+                                              max_momentum=0.95, div_factor=10, final_div_factor=1000)
+    m = momentum_at(schedule(name="onecycle", pct_start=0.4, momentum=[0.95, 0.85]), 100)
+    for s in range(100):
+        assert math.isclose(opt.param_groups[0]["betas"][0], m(s), abs_tol=2e-3), s
+        assert opt.param_groups[0]["betas"][1] == 0.999
+        opt.step()
+        ref.step()
+    assert m(0) == 0.95 and math.isclose(m(40), 0.85) and math.isclose(m(100), 0.95)
+    sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0, momentum=0.9)
+    set_momentum(sgd, 0.8)
+    assert sgd.param_groups[0]["momentum"] == 0.8
+    assert momentum_at(schedule(name="onecycle"), 10) is None  # [] = the optimizer's fixed value
+    with pytest.raises(XmkdConfigError, match="train.schedule.momentum"):
+        momentum_at(schedule(name="cosine", momentum=[0.95, 0.85]), 10)
 
 
 def test_ema_update_formula():

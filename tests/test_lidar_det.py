@@ -93,8 +93,8 @@ def hsrdn(kitti, tmp_path, *extra, config="hsrdn/synthetic.yaml"):
 
     recipe_cls = get_recipe(peek_recipe(REPO / "configs" / config))
     cfg = load_config(REPO / "configs" / config, [
-        f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0", "data.image_size=[160,48]", *extra],
-        schema=recipe_cls.schema)
+        f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0", "data.image_size=[160,48]",
+        "model.student.init=''", *extra], schema=recipe_cls.schema)
     recipe = recipe_cls(cfg, torch.device("cpu"))
     recipe.build()
     return recipe
@@ -104,7 +104,8 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     import torch
 
     ckpt = teacher_run / "checkpoints" / "last.pt"
-    recipe = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}")
+    # a 2-iteration teacher scores no cell >= 0.1: relation nodes from every cell here
+    recipe = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_score=0")
     teacher, student = recipe.nets["teacher"], recipe.nets["net"]
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -124,7 +125,7 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
         assert student.backbone.conv1.weight.grad.abs().sum() > 0
         sum(v for k, v in losses.items() if k != "distance").backward()
         assert all(p.grad is None for p in teacher.parameters())
-    bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev")
+    bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev", "model.relation_score=0")
     batch = bev_stage.collate([bev_stage.train_dataset()[(0, 0)]])
     assert set(bev_stage.training_step(batch, 0)) == {"bev", "distance", "angle", "depth"}
     cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", config="cmkd/synthetic.yaml")
@@ -169,7 +170,7 @@ def test_student_run_then_kitti_evaluation(kitti, teacher_run, tmp_path):
     cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic.yaml", [
         f"data.root={kitti}", f"output_dir={tmp_path}", "name=student", "data.num_workers=0",
         "data.image_size=[160,48]", f"model.teacher_checkpoint={teacher_run / 'checkpoints' / 'last.pt'}",
-        "train.max_iters=2", "train.val_every=2", "train.ckpt_every=2"], schema=recipe.schema)
+        "model.student.init=''", "train.max_iters=2", "train.val_every=2", "train.ckpt_every=2"], schema=recipe.schema)
     metrics = Trainer(cfg, recipe, progress=False).fit()
     assert "car_3d_r40_moderate" in metrics
     out = tmp_path / "pred"
@@ -188,3 +189,75 @@ def test_ground_truth_baseline_needs_no_teacher_and_distillation_does(kitti, tmp
     assert {"gt_cls", "gt_box", "gt_dir", "depth"} == set(losses)
     with pytest.raises(XmkdConfigError, match="teacher_checkpoint"):
         hsrdn(kitti, tmp_path, "model.teacher_checkpoint=''")
+
+
+def test_bev_stage_leaves_the_head_alone_and_the_det_stage_starts_from_it(kitti, teacher_run, tmp_path):
+    import torch
+
+    from xmkd.engine.checkpoint import load
+
+    recipe_cls = get_recipe("hsrdn")
+    teacher_ckpt = teacher_run / "checkpoints" / "last.pt"
+    common = [f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0", "data.image_size=[160,48]",
+              f"model.teacher_checkpoint={teacher_ckpt}", "model.relation_score=0", "train.max_iters=2",
+              "train.val_every=2", "train.ckpt_every=2"]
+    configs = REPO / "configs" / "hsrdn"
+    trainer = Trainer(load_config(configs / "synthetic_bev.yaml", [*common, "name=bev"], schema=recipe_cls.schema),
+                      recipe_cls, progress=False)
+    student = trainer.recipe.nets["net"]
+    # the release's AdamW (betas 0.9 / 0.999) under OneCycleLR, whose beta1 starts at MAX_MOM 0.95
+    assert all(g["betas"] == (0.95, 0.999) for o in trainer.optimizers.values() for g in o.param_groups)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    metrics = trainer.fit()
+    assert "car_3d_r40_moderate" in metrics  # the BEV stage validates the teacher's head on the student's features
+    bev_run = tmp_path / "bev" / "checkpoints" / "last.pt"
+    after = load(bev_run)["models"]["net"]
+    head = [k for k in before if k.startswith("bev.")]
+    assert any(k.endswith("running_mean") for k in head) and any(k.endswith("num_batches_tracked") for k in head)
+    assert all(torch.equal(after[k], before[k]) for k in head)  # every weight and BatchNorm buffer of the head
+    moved = {k for k in before if not k.startswith("bev.") and not torch.equal(after[k], before[k])}
+    assert "collapse.1.running_mean" in moved and "backbone.conv1.weight" in moved and "scnet.0.conv3.weight" in moved
+
+    def built(config: str, *extra: str):
+        recipe = recipe_cls(load_config(configs / config, [*common, *extra], schema=recipe_cls.schema),
+                            torch.device("cpu"))
+        recipe.build()
+        recipe.nets["teacher"].eval()
+        return recipe
+
+    det = built("synthetic.yaml", "name=det", f"model.student.init={bev_run}")
+    bev = built("synthetic_bev.yaml", "name=bev_again", f"model.student.init={bev_run}")
+    fresh = built("synthetic.yaml", "name=fresh", "model.student.init=''")
+    teacher_head = det.nets["teacher"].bev.state_dict()
+    assert all(torch.equal(v, teacher_head[k]) for k, v in det.nets["net"].bev.state_dict().items())
+    assert det.nets["net"].bev.head.cls.weight.requires_grad and not bev.nets["net"].bev.head.cls.weight.requires_grad
+    batch = det.collate([det.val_dataset()[(0, i)] for i in range(2)])
+
+    def imitation(recipe) -> torch.Tensor:
+        torch.manual_seed(0)  # the ASPP's dropout draws the same mask in both
+        return recipe.training_step(batch, 0)["bev"]
+
+    assert torch.isclose(imitation(det), imitation(bev), rtol=1e-6)  # the BEV run's student, exactly
+    assert not torch.isclose(imitation(fresh), imitation(det), rtol=1e-3)
+    assert {"resp_cls", "resp_box", "resp_dir"} <= set(det.training_step(batch, 0))
+    with pytest.raises(XmkdConfigError, match="voxel_size: 0.1, but the teacher"):
+        built("synthetic.yaml", "name=x", "model.student.init=''", "data.voxel_size=0.1")
+    with pytest.raises(XmkdConfigError, match="image_pretrained: .* an xmkd run checkpoint"):
+        built("synthetic.yaml", "name=x", "model.student.init=''", f"model.student.image_pretrained={bev_run}")
+
+
+def test_hsrdn_benchmark_counts_valid_boxes_as_the_evaluator_and_pairs_seeds(kitti):
+    from benchmarks.bench_hsrdn import ceilings, paired, valid_moderate
+
+    counts = valid_moderate(kitti)
+    by_hand = {"Car": 0, "Pedestrian": 0, "Cyclist": 0}
+    for fid in (kitti / "ImageSets" / "val.txt").read_text().split():
+        for line in (kitti / "training" / "label_2" / f"{fid}.txt").read_text().splitlines():
+            f = line.split()
+            if f[0] in by_hand and float(f[1]) <= 0.3 and int(f[2]) <= 1 and float(f[7]) - float(f[5]) > 25:
+                by_hand[f[0]] += 1
+    assert counts == by_hand
+    ceiling = ceilings(kitti)
+    for cls, n in counts.items():  # below 41 valid boxes the 41-point sampling caps R40 at (n - 1) / 40
+        assert ceiling[f"{cls}/R40"] <= 100 * max(n - 1, 0) / 40 + 1e-6
+    assert paired([3.0, 5.0, 4.0], [1.0, 2.0, 3.0]) == "+2.0 / +3.0 / +1.0; +2.00 ± 1.00, 95 % CI [-0.5, +4.5]"

@@ -51,3 +51,16 @@ def test_submanifold_conv_equals_the_dense_conv_with_several_threads():
             assert torch.allclose(feats.grad, dense_in.grad[0, :, idx[0], idx[1], idx[2]].T, atol=1e-4)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_cpu_batch_past_32_bit_voxel_keys_is_refused():
+    """spconv's CPU index generation aliases the samples of a batch past 2**32 batch x grid cells (batch 5 on
+    2048 x 2048 x 256 exchanged features in a measurement); 4 such samples (exactly 2**32) are still exact."""
+    import pytest
+
+    from xmkd.errors import XmkdConfigError
+
+    coords = torch.tensor([[0, 1, 1, 1]])
+    sparse_tensor(torch.ones(1, 1), coords, (2048, 2048, 256), 4)
+    with pytest.raises(XmkdConfigError, match="batch_size"):
+        sparse_tensor(torch.ones(1, 1), coords, (2048, 2048, 256), 5)

@@ -18,7 +18,7 @@ def test_fda_swaps_low_frequency_amplitude_and_keeps_the_phase():
     s, t, o = spectrum(src), spectrum(tgt), spectrum(out)
     b = int(64 * 0.1)
     low = np.zeros((64, 80), bool)
-    low[32 - b: 32 + b + 1, 40 - b: 40 + b + 1] = True
+    low[32 - b: 32 + b, 40 - b: 40 + b] = True  # frequencies -b .. b - 1, the release's four corner blocks
     assert np.allclose(np.abs(o)[low], np.abs(t)[low], rtol=0.05, atol=64 * 80 * 2)  # up to uint8 rounding
     high = ~low
     assert np.corrcoef(np.abs(o)[high].ravel(), np.abs(s)[high].ravel())[0, 1] > 0.95
@@ -36,3 +36,19 @@ def test_mixup_and_density_transfer():
     moved, alpha = density_transfer(src, tgt)
     assert np.isclose(volume_per_point(moved), volume_per_point(tgt), rtol=1e-6)
     assert np.isclose(alpha, (volume_per_point(src) / volume_per_point(tgt)) ** (-1 / 3))
+
+
+def test_float_stylisation_is_the_release_s_unrounded_unclipped_image():
+    """`model.style_float`: the release styles [0, 1] floats; FDA's output then leaves the displayable range and the
+    uint8 path (xmkd's default) is its rounded, clipped copy."""
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, 256, (32, 40, 3)).astype(np.uint8)
+    tgt = rng.integers(0, 256, (32, 40, 3)).astype(np.uint8)
+    exact = fda(src, tgt, L=0.1, as_uint8=False)
+    assert exact.dtype == np.float32 and (exact.min() < 0 or exact.max() > 255)
+    assert np.array_equal(np.clip(np.round(exact), 0, 255).astype(np.uint8), fda(src, tgt, L=0.1))
+    # the release's FDA on [0, 1] floats is the same image / 255 (the transform is linear in the image scale)
+    assert np.allclose(fda(src / 255.0, tgt / 255.0, L=0.1, as_uint8=False) * 255, exact, atol=1e-3)
+    blend = mixup(src, tgt, 0.2, as_uint8=False)
+    assert blend.dtype == np.float32 and np.allclose(blend, 0.8 * src + 0.2 * tgt.astype(np.float64), atol=1e-4)
+    assert np.array_equal(np.round(blend).astype(np.uint8), mixup(src, tgt, 0.2))

@@ -41,7 +41,10 @@ def test_every_synthetic_config_builds_and_counts(name, tmp_path, monkeypatch):
     assert summary["params"] == sum(unique.values())
     assert summary["trainable"] == sum(r["trainable"] for r in summary["nets"])
     teachers = recipe.frozen() | {k for k in rows if k.startswith("ema/")}
-    assert (summary["trainable"] < summary["params"]) == bool(teachers)
+    # a BEV-stage student (hsrdn / cmkd `model.stage: bev`) also freezes its own BEV backbone and head
+    held = any(not p.requires_grad for k, m in recipe.nets.items() if k not in teachers for p in m.parameters())
+    assert (summary["trainable"] < summary["params"]) == bool(teachers or held)
+    assert held == name.endswith("_bev")
     if name in ("u2mkd/synthetic", "hsrdn/synthetic", "ftd/synthetic_day_night"):
         assert teachers  # the distilling recipes: a frozen teacher (u2mkd, hsrdn) or EMA mean teachers (ftd)
 

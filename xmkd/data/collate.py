@@ -2,8 +2,9 @@
 
 Every array is concatenated once and wrapped with `torch.from_numpy` (no second copy). Voxel coordinates
 are (batch, x, y, z) at stride 1 on a fixed grid over `point_range`; points outside the range are dropped
-by the sample builder before collation (training) or clipped onto the boundary voxels (evaluation, so that
-every point of a scan is scored), so every point has a voxel.
+by the sample builder before collation (lidar_seg training) or clipped onto the boundary voxels (evaluation, so
+that every point of a scan is scored; xmuda / ftd / bftd also in training, as their releases keep every
+front-camera point), so every point has a voxel.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ def clip_to_range(xyz: np.ndarray, point_range: Sequence[float], voxel_size: flo
 
 
 def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], voxel_size: float | Sequence[float],
-                point_range: Sequence[float], multiple: int = 16) -> dict[str, torch.Tensor | int]:
+                point_range: Sequence[float], multiple: int = 16, offsets: Sequence[np.ndarray] | None = None
+                ) -> dict[str, torch.Tensor | int]:
     """Per sample: xyz (N_i, 3) inside the range and features (N_i, C) -> the sparse-network batch dict.
 
     The grid's spatial shape is rounded up to a `multiple` of the network's total stride, so that every
-    stride-2 convolution halves it exactly and no voxel falls off the grid's far edge."""
+    stride-2 convolution halves it exactly and no voxel falls off the grid's far edge. `offsets` (per sample, (3,)
+    ints in 0 .. multiple - 1): the sample's voxels shifted by that many voxels, on a grid one `multiple` larger
+    per axis (a random translation as a strided sparse network sees it)."""
     coords, feats, vxyz, pv, pbatch = [], [], [], [], []
     offset = 0
     grid = None
@@ -42,7 +46,10 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
         if (v.inverse < 0).any():
             raise ValueError("points outside point_range reached the collate function")
         grid = v.grid_shape
-        coords.append(np.column_stack([np.full(v.num_voxels, b), v.coords]))
+        shift = 0 if offsets is None else np.asarray(offsets[b], np.int64)
+        if offsets is not None and ((shift < 0) | (shift >= multiple)).any():
+            raise ValueError(f"voxel offset {shift} outside 0 .. {multiple - 1}")
+        coords.append(np.column_stack([np.full(v.num_voxels, b), v.coords + shift]))
         # voxel feature = mean of its points' features
         sums = np.zeros((v.num_voxels, f.shape[1]), np.float64)
         for c in range(f.shape[1]):
@@ -54,13 +61,14 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
         pbatch.append(np.full(len(xyz), b))
         offset += v.num_voxels
     origin = np.asarray(point_range[:3], np.float32)
+    shape = -(-np.asarray(grid) // multiple) * multiple + (0 if offsets is None else multiple)
     return {
         "voxel_coords": torch.from_numpy(np.concatenate(coords).astype(np.int32)),
         "voxel_features": torch.from_numpy(np.concatenate(feats)),
         "voxel_xyz": torch.from_numpy(np.concatenate(vxyz).astype(np.float32)),  # mean position of its points (m)
         "point_voxel": torch.from_numpy(np.concatenate(pv).astype(np.int64)),
         "point_batch": torch.from_numpy(np.concatenate(pbatch).astype(np.int64)),
-        "spatial_shape": torch.as_tensor(-(-np.asarray(grid) // multiple) * multiple, dtype=torch.int64),
+        "spatial_shape": torch.as_tensor(shape, dtype=torch.int64),
         "batch_size": len(points_xyz),
         "origin": torch.from_numpy(origin),
         "voxel_size": torch.tensor(voxel_size, dtype=torch.float32),  # scalar, or (3,) per axis

@@ -1,8 +1,11 @@
 """Source-to-target stylisation for FtD++'s domain-preserving distillation (METHODS.md section 2).
 
 - `fda`: Fourier domain adaptation: the source image keeps its phase and takes the target's low-frequency
-  amplitude (a centred square of half-width L * min(H, W) in the shifted spectrum, L = 0.1).
-- `mixup`: a convex blend of the source image toward a target image.
+  amplitude, frequencies -b .. b - 1 in both axes with b = floor(L * min(H, W)), L = 0.1 (the release's four b x b
+  corner blocks of the unshifted spectrum, FTD:xmuda/models/fda.py#L12-L19); uint8 in and out (rounded, clipped),
+  or (`as_uint8=False`, the release's: it works on [0, 1] floats) float32 on the 0 .. 255 scale, neither rounded
+  nor clipped.
+- `mixup`: a convex blend of the source image toward a target image (uint8, or float32 with `as_uint8=False`).
 - `density_transfer`: rescales a source point cloud so its points-per-volume (bounding-box volume per point)
   matches the target's: alpha = (v_s / v_t)^(-1/3).
 """
@@ -12,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def fda(source: np.ndarray, target: np.ndarray, L: float = 0.1) -> np.ndarray:
-    """(H, W, 3) uint8 images of the same size -> the stylised source, uint8."""
+def fda(source: np.ndarray, target: np.ndarray, L: float = 0.1, as_uint8: bool = True) -> np.ndarray:
+    """(H, W, 3) images (uint8, or float on the 0 .. 255 scale) of the same size -> the stylised source: uint8
+    (rounded, clipped), or float32 unrounded and unclipped (`as_uint8=False`)."""
     if source.shape != target.shape:
         raise ValueError(f"fda needs images of one size, got {source.shape} and {target.shape}")
     s = np.fft.fftshift(np.fft.fft2(source.astype(np.float64), axes=(0, 1)), axes=(0, 1))
@@ -22,14 +26,15 @@ def fda(source: np.ndarray, target: np.ndarray, L: float = 0.1) -> np.ndarray:
     h, w = source.shape[:2]
     b = int(np.floor(min(h, w) * L))
     ch, cw = h // 2, w // 2
-    amp[ch - b: ch + b + 1, cw - b: cw + b + 1] = np.abs(t)[ch - b: ch + b + 1, cw - b: cw + b + 1]
+    amp[ch - b: ch + b, cw - b: cw + b] = np.abs(t)[ch - b: ch + b, cw - b: cw + b]
     out = np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * phase), axes=(0, 1)), axes=(0, 1)).real
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8) if as_uint8 else out.astype(np.float32)
 
 
-def mixup(source: np.ndarray, target: np.ndarray, weight: float) -> np.ndarray:
-    """(1 - weight) * source + weight * target, uint8."""
-    return np.clip(np.round((1 - weight) * source.astype(np.float64) + weight * target), 0, 255).astype(np.uint8)
+def mixup(source: np.ndarray, target: np.ndarray, weight: float, as_uint8: bool = True) -> np.ndarray:
+    """(1 - weight) * source + weight * target: uint8 (rounded), or float32 (`as_uint8=False`)."""
+    out = (1 - weight) * source.astype(np.float64) + weight * target
+    return np.clip(np.round(out), 0, 255).astype(np.uint8) if as_uint8 else out.astype(np.float32)
 
 
 def volume_per_point(xyz: np.ndarray) -> float:

@@ -55,23 +55,26 @@ def relation_losses(student: torch.Tensor, teacher: torch.Tensor, floor: float =
             "angle": F.smooth_l1_loss(angle_relation(student, bound), angle_relation(t))}
 
 
-def bev_nodes(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, max_nodes: int = 64
-              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def bev_nodes(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, max_nodes: int = 64,
+              min_weight: float = 0.1) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per sample, the features (N, C) of the `max_nodes` BEV cells with the highest `weight` (B, H, W) among
-    those with weight > 0 (e.g. the teacher's foreground score), from maps (B, C, H, W)."""
+    those with weight >= `min_weight` (the teacher's foreground score: a sigmoid is never 0, so a filter at 0 would
+    keep every cell and fill the nodes with background), from maps (B, C, H, W). N may be below 3 (no relation)."""
     out = []
     for b in range(student.shape[0]):
         w = weight[b].reshape(-1)
-        k = int(min(max_nodes, int((w > 0).sum())))
+        k = int(min(max_nodes, int((w >= min_weight).sum())))
         idx = torch.topk(w, k).indices if k else w.new_zeros(0, dtype=torch.long)
         out.append((student[b].flatten(1)[:, idx].T, teacher[b].flatten(1)[:, idx].T))
     return out
 
 
 def within_sample_relations(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor,
-                            max_nodes: int = 64, floor: float = 0.1) -> dict[str, torch.Tensor]:
-    """Relation losses averaged over the samples of a batch, nodes = top foreground cells of each sample."""
-    terms = [relation_losses(s, t, floor) for s, t in bev_nodes(student, teacher, weight, max_nodes)]
+                            max_nodes: int = 64, floor: float = 0.1, min_weight: float = 0.1
+                            ) -> dict[str, torch.Tensor]:
+    """Relation losses averaged over the samples of a batch, nodes = top foreground cells of each sample (a
+    sample with fewer than 3 cells at `min_weight` contributes 0)."""
+    terms = [relation_losses(s, t, floor) for s, t in bev_nodes(student, teacher, weight, max_nodes, min_weight)]
     return {k: torch.stack([t[k] for t in terms]).mean() for k in ("distance", "angle")}
 
 

@@ -10,14 +10,23 @@ from torch import nn
 
 class EMA:
     """`shadow = a * shadow + (1 - a) * model`, with a = min(1 - 1 / (step + 1), decay) (FtD++'s rule: the
-    average starts as a copy and slows down to `decay`). Buffers (BatchNorm statistics) are copied."""
+    average starts as the true mean and slows down to `decay`).
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
+    Default: the shadow starts as a copy of `model` at step 0, in eval mode, with the model's buffers (BatchNorm
+    statistics) copied at every update. The mean-teacher setup of FtD++'s release
+    (FTD:xmuda/train_dn_bftd_uni.py#L62-L67,L78-L80,L189-L191,L433-L436) is `shadow=` an independently built
+    module of the same architecture, `step=1` (its first update averages with a = 0.5) and `train_mode=True`: the
+    teacher predicts with batch statistics and active dropout, keeps its own BatchNorm buffers (its forward passes
+    update them; they are never copied from the student) and only its parameters are averaged."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, shadow: nn.Module | None = None, step: int = 0,
+                 train_mode: bool = False):
         self.decay = decay
-        self.module = copy.deepcopy(model).eval()
+        self.train_mode = train_mode
+        self.module = (copy.deepcopy(model) if shadow is None else shadow).train(train_mode)
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self.step = 0
+        self.step = step
 
     def alpha(self) -> float:
         return min(1.0 - 1.0 / (self.step + 1), self.decay)
@@ -28,9 +37,10 @@ class EMA:
         src = dict(model.named_parameters())
         for name, p in self.module.named_parameters():
             p.mul_(a).add_(src[name].detach(), alpha=1 - a)
-        src_buffers = dict(model.named_buffers())
-        for name, b in self.module.named_buffers():
-            b.copy_(src_buffers[name])
+        if not self.train_mode:  # an eval-mode teacher predicts with the student's statistics
+            src_buffers = dict(model.named_buffers())
+            for name, b in self.module.named_buffers():
+                b.copy_(src_buffers[name])
         self.step += 1
 
     def state_dict(self) -> dict:

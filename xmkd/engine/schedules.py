@@ -1,9 +1,12 @@
-"""Learning-rate schedules as multiplicative factors of the step (one step = one optimizer update)."""
+"""Learning-rate schedules as multiplicative factors of the step (one step = one optimizer update), and the onecycle
+schedule's momentum cycle."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+
+import torch
 
 from xmkd.errors import XmkdConfigError
 
@@ -69,3 +72,37 @@ def _release_cosine(warmup_iters: int, total_steps: int, world: int) -> Callable
             return (s + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * (s - warm) / total))
     return f
+
+
+def momentum_at(cfg, total_steps: int) -> Callable[[int], float] | None:
+    """Adam's beta1 (SGD's momentum) at step s for `cfg.train.schedule.momentum = [high, low]` under the onecycle
+    schedule: cosine from high to low while the lr rises (the first `pct_start` of the steps), then back to high
+    while it falls, as torch's `OneCycleLR(cycle_momentum=True)` (the HSRDN / CMKD students: BASE_MOM 0.85,
+    MAX_MOM 0.95, tools/train_utils/optimization/__init__.py) and OpenPCDet's `OneCycle` (MOMS [0.95, 0.85],
+    learning_schedules_fastai.py) cycle it. None when the list is empty. XmkdConfigError for another schedule or
+    values outside [0, 1)."""
+    moms = [float(v) for v in cfg.momentum]
+    if not moms:
+        return None
+    if cfg.name != "onecycle" or len(moms) != 2 or not all(0.0 <= v < 1.0 for v in moms):
+        raise XmkdConfigError(f"train.schedule.momentum: expected [high, low] in [0, 1) with the onecycle schedule, "
+                              f"got {moms} with {cfg.name!r}")
+    high, low = moms
+    total = max(total_steps, 1)
+    peak = max(1, int(float(cfg.pct_start) * total))
+
+    def m(s: int) -> float:
+        if s < peak:
+            return low + (high - low) * 0.5 * (1 + math.cos(math.pi * s / peak))
+        progress = min(1.0, (s - peak) / max(1, total - peak))
+        return high + (low - high) * 0.5 * (1 + math.cos(math.pi * progress))
+    return m
+
+
+def set_momentum(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Set beta1 (Adam, AdamW) or the momentum (SGD) of every parameter group."""
+    for group in optimizer.param_groups:
+        if "betas" in group:
+            group["betas"] = (value, group["betas"][1])
+        else:
+            group["momentum"] = value

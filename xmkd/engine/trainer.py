@@ -26,7 +26,7 @@ from xmkd.engine import checkpoint, distributed
 from xmkd.engine.data import EvalSampler, ResumableSampler, make_loader, to_device
 from xmkd.engine.logging import RunLogger, read_metrics, summary_table
 from xmkd.engine.recipe import Recipe, freeze_teachers
-from xmkd.engine.schedules import lr_factor
+from xmkd.engine.schedules import lr_factor, momentum_at, set_momentum
 from xmkd.errors import XmkdConfigError, XmkdError
 from xmkd.io import check_output
 
@@ -115,6 +115,10 @@ class Trainer:
         self.total_steps = cfg.train.max_iters if self.iteration_based else cfg.train.epochs * self.steps_per_epoch
         factor = lr_factor(cfg.train.schedule, self.total_steps, self.world)
         self.schedules = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
+        self.momentum = momentum_at(cfg.train.schedule, self.total_steps)  # None: the optimizer's own, fixed
+        if self.momentum:
+            for o in self.optimizers.values():
+                set_momentum(o, self.momentum(0))
         self.amp = bool(cfg.train.amp) and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0
@@ -256,6 +260,8 @@ class Trainer:
         self.scaler.update()
         for s in self.schedules.values():
             s.step()
+            if self.momentum:
+                set_momentum(s.optimizer, self.momentum(s.last_epoch))
         for name, ema in self.emas.items():
             ema.update(checkpoint.unwrap(self.recipe.nets[name]))
         out = {k: float(v) for k, v in values.items()}

@@ -10,19 +10,27 @@ CPU gotchas of spconv 2.3.x, handled or documented here:
   (`SpconvOps.scatter_add_cpu`) races when torch runs more than one thread: a few output rows lose a kernel
   offset's contribution, differently from run to run (measured: 13 of 16 runs of one 3x3x3 submanifold conv on a
   5 x 6 x 7 grid with 2 threads had wrong rows, errors up to 3.2). `spconv_module()` runs that one call on a single
-  thread (it is memory-bound; the matrix products around it keep every thread).
+  thread (it is memory-bound; the matrix products around it keep every thread);
+- the CPU index generation keys a voxel by its linear index over batch x grid in 32 bits: past
+  `CPU_MAX_CELLS` = 2**32 (e.g. batch 5+ on the 2048 x 2048 x 256 grid of +-51.2 m at 5 cm) samples of a batch alias
+  and exchange features (measured: a submanifold conv of batch 5 differs from its samples alone by 0.32; batch 4,
+  exactly 2**32 cells, is exact). `sparse_tensor` refuses such a batch on CPU.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from types import ModuleType
 from typing import Any
 
 import torch
 
+from xmkd.errors import XmkdConfigError
+
 CHECKED_SPCONV_VERSION = "2.3.8"
+CPU_MAX_CELLS = 2**32  # batch x grid cells that spconv's CPU index generation keeps apart (see above)
 
 
 @functools.cache
@@ -69,6 +77,12 @@ def sparse_tensor(features: torch.Tensor, coords: torch.Tensor, spatial_shape: A
     sp = spconv_module()
     if coords.ndim != 2 or coords.shape[1] != 4:
         raise ValueError(f"coords must be (M, 4) = (batch, x, y, z), got {tuple(coords.shape)}")
+    cells = batch_size * math.prod(int(s) for s in spatial_shape)
+    if not features.is_cuda and cells > CPU_MAX_CELLS:
+        raise XmkdConfigError(
+            f"a sparse batch of {batch_size} x {list(spatial_shape)} voxels = {cells} cells: spconv on CPU keys voxels "
+            f"in 32 bits and mixes up the samples past {CPU_MAX_CELLS} cells; lower train.batch_size (or "
+            f"eval batch size), shrink data.point_range or enlarge data.voxel_size, or run on a GPU")
     return sp.SparseConvTensor(features, coords.int().contiguous(), [int(s) for s in spatial_shape], batch_size)
 
 

@@ -17,7 +17,7 @@ RECIPES: dict[str, str] = {
     "cmkd": "xmkd.recipes.hsrdn:CMKDRecipe",
     "xmuda": "xmkd.recipes.xmuda:XMUDARecipe",
     "ftd": "xmkd.recipes.ftd:FtDRecipe",
-    "bftd": "xmkd.recipes.ftd:BFtDRecipe",
+    "bftd": "xmkd.recipes.bftd:BFtDRecipe",
     "source_only": "xmkd.recipes.xmuda:SourceOnlyRecipe",
     "target_only": "xmkd.recipes.xmuda:TargetOnlyRecipe",
 }

@@ -1,19 +1,29 @@
 """`hsrdn` (and `cmkd`, its ablation without the relation losses): a monocular 3D detector distilled from a
-frozen SECOND teacher (a `lidar_det` run) in the teacher's BEV space (METHODS.md section 3).
+frozen SECOND teacher (a `lidar_det` run) in the teacher's BEV space (METHODS.md section 3), as the releases train it
+(`pcdet/models/detectors/cmkd.py`, `dense_heads/anchor_head_single_cmkd_v2.py`; docs/hsrdn.md lists each
+difference in its Release parity table).
+
+Two stages, chained as released:
+- `model.stage: bev` (the release's `*_bev.yaml`): the BEV feature (+ depth, + relations) losses; the student's BEV
+  backbone and anchor head (copied from the teacher) take no part: no gradient, no BatchNorm statistics update;
+- `model.stage: det` (the release's `*_V2.yaml`): started from a BEV-stage run (`model.student.init=RUN/checkpoints/
+  last.pt`), its BEV backbone and head re-copied from the teacher (`model.reset_head`), every term, lr 1e-4.
 
 Losses (each weight in `model.weights`, 0 switches a term off):
 - `bev`: 32 * mean((F_student - F_teacher)^2) over the BEV map (optionally weighted by the teacher's foreground);
-- response (stage `det` only): QFL of the student's class logits against the teacher's sigmoid scores, smooth-L1
-  of the box codes (angle through sin) and direction CE against the teacher's bins, both weighted by the teacher's
-  confidence. No ground-truth boxes are needed, so unlabelled frames train too: the `unlabelled` data section
-  (e.g. KITTI raw frames, `dataset: kitti_raw`) adds its training split to the labelled one;
-- `depth`: focal loss of the LID depth bins against the projected LiDAR depth (cells without a point ignored);
-- `distance` / `angle` (HSRDN): relation losses between BEV nodes, teacher detached, nodes inside each sample (the
-  teacher's top foreground cells) or, with `relation_nodes: cross`, the released cross-sample form;
+- response (stage `det` only), against the teacher's outputs, no ground truth: QFL of the student's class logits
+  against the teacher's sigmoid scores, normalised per sample and class by the count of teacher scores > 0.1;
+  smooth-L1 of the box codes (angle through sin) and direction CE against the teacher's bin, only on anchors whose
+  teacher scores sum to > 0.1, each weighted by that sum / the sample's count of such anchors; weights 2 / 2 / 0.4.
+  Unlabelled frames therefore train too: the `unlabelled` data section (e.g. KITTI raw frames) adds its split;
+- `depth`: focal loss (alpha 0.25, gamma 2) of the LID depth bins against the per-cell LiDAR depth, over every
+  feature cell (cells without a point target the out-of-range bin), as released;
+- `distance` / `angle` (HSRDN): relation losses between BEV nodes, teacher detached, nodes = the teacher's top
+  foreground cells inside each sample (score >= `relation_score`) or, with `relation_nodes: cross`, the released
+  cross-sample form;
 - `gt`: the detection losses against ground-truth boxes (the "student trained on ground truth" baseline uses
   only this one and needs no teacher).
-`model.stage: bev` trains the BEV-feature stage (bev, depth, relations), `det` everything. Teacher and student see
-the same, unaugmented scene (a 3D augmentation would have to move the image with it).
+Training frames are flipped left-right with probability 0.5 (image, points and boxes together, as released).
 """
 
 from __future__ import annotations
@@ -24,19 +34,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+from omegaconf import OmegaConf
 
 from xmkd.config import DataConfig
 from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
+from xmkd.data.image_flip import flip_frame
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
-from xmkd.engine.checkpoint import load_module_from_file
+from xmkd.engine.checkpoint import load, load_module_from_file, load_weights
 from xmkd.errors import XmkdConfigError
 from xmkd.geometry.camera import project_points
-from xmkd.models.det.frustum import depth_bin_targets
+from xmkd.io import is_architecture_only
+from xmkd.models.det.frustum import cell_depths, depth_bin_targets
 from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
-from xmkd.models.losses import quality_focal_loss
-from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe
+from xmkd.models.image.deeplab import image_weights
+from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe, load_second_checkpoint
 from xmkd.recipes.u2mkd import resize_camera
 
 
@@ -44,9 +58,9 @@ from xmkd.recipes.u2mkd import resize_camera
 class DistillWeights:
     bev: float = 32.0
     bev_foreground: bool = False  # weight the BEV loss by the teacher's foreground score (+ 1)
-    response_cls: float = 1.0
-    response_box: float = 1.0
-    response_dir: float = 0.2
+    response_cls: float = 2.0  # the release's cls_weight
+    response_box: float = 2.0  # loc_weight
+    response_dir: float = 0.4  # dir_weight
     depth: float = 0.5
     distance: float = 32.0
     angle: float = 32.0
@@ -58,11 +72,18 @@ class HSRDNModel(LidarDetModel):
     teacher_checkpoint: str = ""  # a lidar_det run's checkpoint; its `second` config must be this one's
     student: MonoConfig = field(default_factory=MonoConfig)
     stage: str = "det"  # bev | det
+    reset_head: bool = True  # with student.init: BEV backbone + head re-copied from the teacher (as released)
     weights: DistillWeights = field(default_factory=DistillWeights)
+    response_threshold: float = 0.1  # teacher score (per class for cls, summed over classes for box / dir)
+    depth_alpha: float = 0.25  # the release's kornia FocalLoss(alpha 0.25, gamma 2)
+    depth_gamma: float = 2.0
+    depth_cells: str = "all"  # all (as released: cells without LiDAR target the out-of-range bin) | lidar
+    depth_target: str = "mean"  # mean (the release's sparse average pooling) | nearest (the nearest point)
+    image_flip: bool = True  # the release's random_image_pc_flip (horizontal, p 0.5), training only
     relation_nodes: str = "within"  # within | cross
     max_nodes: int = 64
+    relation_score: float = 0.1  # a within-sample node's teacher foreground score must reach this
     relation_floor: float = 0.1  # student normalisers >= this x the teacher's mean node distance (0: plain RKD)
-    confident: float = 0.3  # teacher score above which an anchor counts in the response normaliser
 
 
 def _no_unlabelled() -> DataConfig:
@@ -78,25 +99,41 @@ class HSRDNConfig(LidarDetConfig):
     unlabelled: DataConfig = field(default_factory=_no_unlabelled)
 
 
-def focal_ce(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """Mean focal cross-entropy of (N, C) logits against (N,) class targets."""
+def focal_ce(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Mean softmax focal loss alpha (1 - p_t)^gamma (-log p_t) of (N, C) logits against (N,) class targets (kornia's
+    `FocalLoss`, which the releases' depth loss uses)."""
     logp = F.log_softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
-    return (-(1 - logp.exp()).pow(gamma) * logp).mean()
+    return (-alpha * (1 - logp.exp()).pow(gamma) * logp).mean()
+
+
+def response_weights(teacher_prob: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """The release's box / direction weight of every anchor (`anchor_head_single_cmkd_v2.py:117-124`): teacher
+    probabilities (B, N, classes) -> (B, N) = s * [s > threshold] / (count of such anchors in the sample, >= 1),
+    s = the anchor's teacher scores summed over the classes. Zero wherever s <= threshold."""
+    total = teacher_prob.sum(-1)
+    positive = (total > threshold).to(total.dtype)
+    return positive / positive.sum(1, keepdim=True).clamp(min=1.0) * total
 
 
 class HSRDNRecipe(LidarDetRecipe):
     name = "hsrdn"
     schema = HSRDNConfig
+    gate = "se"  # SCNet gate when model.student.scnet_gate is "" (HSRDN's squeeze-and-excitation)
 
     def build(self) -> None:
         super().build()  # the grid checks and a Second in nets["net"], which becomes the teacher
         m = self.cfg.model
-        if m.stage not in ("bev", "det"):
-            raise XmkdConfigError(f"model.stage: expected bev or det, got {m.stage!r}")
-        if m.relation_nodes not in ("within", "cross"):
-            raise XmkdConfigError(f"model.relation_nodes: expected within or cross, got {m.relation_nodes!r}")
+        choices = {"stage": ("bev", "det"), "relation_nodes": ("within", "cross"), "depth_cells": ("all", "lidar"),
+                   "depth_target": ("mean", "nearest")}
+        for key, allowed in choices.items():
+            if getattr(m, key) not in allowed:
+                raise XmkdConfigError(f"model.{key}: expected one of {allowed}, got {getattr(m, key)!r}")
         if m.relation_floor < 0:
             raise XmkdConfigError(f"model.relation_floor: expected >= 0 (0: plain RKD), got {m.relation_floor}")
+        if m.student.oracle_depth and m.weights.depth:
+            raise XmkdConfigError(f"model.weights.depth: {m.weights.depth}, but an oracle-depth student "
+                                  "(model.student.oracle_depth) has no depth head to train; set it to 0")
+        student_cfg = OmegaConf.merge(m.student, {"scnet_gate": m.student.scnet_gate or self.gate})
         teacher: Second = self.nets.pop("net")
         distils = any(getattr(m.weights, k) for k in ("bev", "response_cls", "response_box", "response_dir",
                                                        "distance", "angle"))
@@ -107,33 +144,64 @@ class HSRDNRecipe(LidarDetRecipe):
             raise XmkdConfigError("model.teacher_checkpoint: a trained lidar_det checkpoint is needed for the "
                                   "distillation terms (or set their weights to 0 and weights.gt > 0)")
         bev_grid = (self.grid[1] // 8, self.grid[0] // 8)
-        student = MonoDetector(m.student, m.second, teacher.bev.head.num_anchors, len(m.classes),
-                               self.cfg.data.point_range, bev_grid)
+        try:
+            student = MonoDetector(student_cfg, m.second, teacher.bev.head.num_anchors, len(m.classes),
+                                   self.cfg.data.point_range, bev_grid)
+        except ValueError as err:
+            raise XmkdConfigError(str(err)) from None
+        if m.student.image_pretrained and not is_architecture_only():
+            path = m.student.image_pretrained
+            state = load(path)
+            if "models" in state:
+                raise XmkdConfigError(f"model.student.image_pretrained: {path} is an xmkd run checkpoint; start "
+                                      "a student from a run with model.student.init")
+            resnet, head, _ = image_weights(state.get("state_dict", state), student.backbone, student.depth_head,
+                                            str(path))
+            load_weights(student.backbone, resnet, f"{path} [backbone]")
+            if head is not None:
+                load_weights(student.depth_head, head, f"{path} [classifier]")
         if m.teacher_checkpoint:
-            load_module_from_file(teacher, m.teacher_checkpoint, key="net")
-            student.bev.load_state_dict(teacher.bev.state_dict())  # BEV backbone + head start from the teacher's
+            if not is_architecture_only():
+                self.check_teacher_voxels(m.teacher_checkpoint)
+                load_second_checkpoint(teacher, m.teacher_checkpoint)  # xmkd's, or an OpenPCDet / CMKD checkpoint
             self.nets["teacher"] = teacher.to(self.device)
+        if m.student.init:
+            load_module_from_file(student, m.student.init, key="net")
+        if m.teacher_checkpoint and (m.reset_head or not m.student.init):
+            student.bev.load_state_dict(teacher.bev.state_dict())  # BEV backbone + head start from the teacher's
+        student.set_head_frozen(m.stage == "bev")
         self.nets["net"] = student.to(self.device)
+
+    def check_teacher_voxels(self, path: str) -> None:
+        """The teacher is re-voxelised on this config's point range (the student's, as released) but must keep the
+        voxel size it was trained on: XmkdConfigError when the checkpoint's config says otherwise."""
+        text = load(path).get("config")
+        if not text:
+            return  # an OpenPCDet checkpoint: nothing to compare
+        trained = yaml.safe_load(text).get("data", {})
+        for key in ("voxel_size", "voxel_z"):
+            mine = getattr(self.cfg.data, key)
+            if key in trained and not math.isclose(float(trained[key]), float(mine)):
+                raise XmkdConfigError(f"data.{key}: {mine}, but the teacher {path} was trained with {trained[key]}; "
+                                      "the teacher is re-voxelised on the student's point range at its own voxel "
+                                      "size")
 
     def frozen(self) -> set[str]:
         return {"teacher"} if "teacher" in self.nets else set()
 
     # -- data -----------------------------------------------------------------------------------------------
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
-        sample = super().make_sample(frame, None)  # no 3D augmentation: the image could not follow it
         m, d = self.cfg.model, self.cfg.data
+        if rng is not None and m.image_flip and rng.random() < 0.5:
+            frame = flip_frame(frame, m.camera)
+        sample = super().make_sample(frame, None)  # the teacher's 3D augmentation would leave the image behind
         cam = frame.cameras[m.camera]
         size = tuple(d.image_size) if d.image_size else cam.image_size
         image, K = resize_camera(cam.image, cam.K, size)
-        stride = output_stride(m.student)
-        fw, fh = math.ceil(size[0] / stride), math.ceil(size[1] / stride)
         proj = project_points(frame.points[:, :3], K, cam.T_cam_lidar, size)
-        depth = np.full((fh, fw), np.inf, np.float32)
-        cols = (proj.uv[proj.visible, 0] / stride).astype(np.int64).clip(0, fw - 1)
-        rows = (proj.uv[proj.visible, 1] / stride).astype(np.int64).clip(0, fh - 1)
-        np.minimum.at(depth, (rows, cols), proj.depth[proj.visible].astype(np.float32))  # nearest point per cell
-        sample.update(image=image, lidar_to_image=(K @ cam.T_cam_lidar[:3]).astype(np.float32),
-                      depth=np.where(np.isfinite(depth), depth, 0).astype(np.float32))
+        depth = cell_depths(proj.uv[proj.visible], proj.depth[proj.visible], size, output_stride(m.student),
+                            m.depth_target)
+        sample.update(image=image, lidar_to_image=(K @ cam.T_cam_lidar[:3]).astype(np.float32), depth=depth)
         return sample
 
     def train_dataset(self) -> FrameSamples | ConcatSamples:
@@ -154,7 +222,7 @@ class HSRDNRecipe(LidarDetRecipe):
     # -- losses ---------------------------------------------------------------------------------------------
     def training_step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         m, w = self.cfg.model, self.cfg.model.weights
-        out = self.nets["net"](batch)
+        out = self.nets["net"](batch, head=m.stage == "det")
         losses: dict[str, torch.Tensor] = {}
         teacher = None
         if "teacher" in self.nets:
@@ -165,20 +233,20 @@ class HSRDNRecipe(LidarDetRecipe):
                 diff = (out["bev"] - teacher["bev"]).pow(2).mean(1)
                 losses["bev"] = w.bev * ((diff * (1 + fg)).mean() if w.bev_foreground else diff.mean())
             if w.distance or w.angle:
-                rel = (within_sample_relations(out["bev"], teacher["bev"], fg, m.max_nodes, m.relation_floor)
+                rel = (within_sample_relations(out["bev"], teacher["bev"], fg, m.max_nodes, m.relation_floor,
+                                               m.relation_score)
                        if m.relation_nodes == "within"
                        else cross_sample_nodes(out["bev"], teacher["bev"], m.relation_floor))
                 losses["distance"], losses["angle"] = w.distance * rel["distance"], w.angle * rel["angle"]
             if m.stage == "det":
                 losses.update(self.response_losses(out, teacher))
         if w.depth:
-            target = batch["depth"]
-            valid = target > 0
-            if valid.any():
-                s = m.student
-                bins = depth_bin_targets(target[valid], s.depth_min, s.depth_max, s.depth_bins)
-                logits = out["depth_logits"].permute(0, 2, 3, 1)[valid]
-                losses["depth"] = w.depth * focal_ce(logits, bins)
+            s = m.student
+            bins = depth_bin_targets(batch["depth"], s.depth_min, s.depth_max, s.depth_bins)  # 0 m -> out of range
+            cells = torch.ones_like(bins, dtype=torch.bool) if m.depth_cells == "all" else batch["depth"] > 0
+            if cells.any():
+                logits = out["depth_logits"].permute(0, 2, 3, 1)[cells]
+                losses["depth"] = w.depth * focal_ce(logits, bins[cells], m.depth_alpha, m.depth_gamma)
         if w.gt and m.stage == "det":
             losses.update({f"gt_{k}": w.gt * v for k, v in self.gt_losses(out, batch).items()})
         if not losses:
@@ -187,29 +255,36 @@ class HSRDNRecipe(LidarDetRecipe):
 
     def response_losses(self, out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]
                         ) -> dict[str, torch.Tensor]:
-        """The student's anchor outputs against the teacher's: no ground truth involved."""
-        w = self.cfg.model.weights
-        t_prob = teacher["cls"].sigmoid()
-        conf = t_prob.amax(-1)  # (B, ny, nx, A)
-        norm = (conf >= self.cfg.model.confident).sum().clamp(min=1).to(conf.dtype)
-        losses = {"resp_cls": w.response_cls * quality_focal_loss(out["cls"], t_prob) / norm}
+        """The student's anchor outputs against the teacher's, as `AnchorHeadSingleCMKD_V2.get_loss` computes them
+        (no ground truth involved); each term summed over anchors and divided by the batch size."""
+        w, threshold = self.cfg.model.weights, self.cfg.model.response_threshold
+        b, classes = out["cls"].shape[0], out["cls"].shape[-1]
+        s_cls, t_prob = out["cls"].reshape(b, -1, classes), teacher["cls"].sigmoid().reshape(b, -1, classes)
+        pos = (t_prob > threshold).sum(1, keepdim=True).clamp(min=1).to(t_prob.dtype)  # per sample and class
+        qfl = F.binary_cross_entropy_with_logits(s_cls, t_prob, reduction="none") * (
+            s_cls.sigmoid() - t_prob).abs().pow(2)
+        losses = {"resp_cls": w.response_cls * (qfl / pos).sum()}
+        weight = response_weights(t_prob, threshold)  # (B, N)
         if w.response_box:
-            p, t = out["box"], teacher["box"]
+            p, t = out["box"].reshape(b, -1, 7), teacher["box"].reshape(b, -1, 7)
             p = torch.cat([p[..., :6], torch.sin(p[..., 6:] - t[..., 6:])], -1)
             t = torch.cat([t[..., :6], torch.zeros_like(t[..., 6:])], -1)
             l1 = F.smooth_l1_loss(p, t, beta=1 / 9, reduction="none").sum(-1)
-            losses["resp_box"] = w.response_box * (l1 * conf).sum() / conf.sum().clamp(min=1e-6)
+            losses["resp_box"] = w.response_box * (l1 * weight).sum() / b
         if w.response_dir:
-            ce = F.cross_entropy(out["dir"].reshape(-1, out["dir"].shape[-1]),
-                                 teacher["dir"].argmax(-1).reshape(-1), reduction="none")
-            losses["resp_dir"] = w.response_dir * (ce * conf.reshape(-1)).sum() / conf.sum().clamp(min=1e-6)
+            bins = out["dir"].shape[-1]
+            ce = F.cross_entropy(out["dir"].reshape(-1, bins), teacher["dir"].reshape(-1, bins).argmax(-1),
+                                 reduction="none")
+            losses["resp_dir"] = w.response_dir * (ce * weight.reshape(-1)).sum() / b
         return losses
 
 
 class CMKDRecipe(HSRDNRecipe):
-    """CMKD: HSRDN's student and distillation without the relation losses (their weights must be 0)."""
+    """CMKD: HSRDN's student and distillation without the relation losses (their weights must be 0), and SCNet's
+    self-calibration gate in place of HSRDN's squeeze-and-excitation one."""
 
     name = "cmkd"
+    gate = "sc"
 
     def build(self) -> None:
         w = self.cfg.model.weights

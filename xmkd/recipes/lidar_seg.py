@@ -43,6 +43,7 @@ class Augment:
     scale: list[float] = field(default_factory=lambda: [0.95, 1.05])
     jitter: float = 0.0  # metres (sigma), per point
     translate: float = 0.0  # metres (sigma), one offset per scan and axis (release spformer.yaml translate_std)
+    noisy_rot: float = 0.0  # sigma of N(0, sigma^2) noise added to every entry of an identity "rotation" (xMUDA's)
 
 
 @dataclass
@@ -95,8 +96,11 @@ def scan_with_pasted(frame: Frame, paste: InstancePaste | None, rng: np.random.G
 
 
 def augment_points(xyz: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
-    """Rotation about z, y-flip, scale, per-point jitter and a global translation of (N, 3) points."""
+    """Noisy linear map, rotation about z, y-flip, scale, per-point jitter and a global translation of (N, 3)
+    points."""
     out = xyz.astype(np.float64)
+    if aug.noisy_rot:  # xMUDA's augment_and_scale_3d: points @ (I + N), before the flip and the z rotation
+        out = out @ (np.eye(3) + rng.normal(0, aug.noisy_rot, (3, 3)))
     if aug.rotate:
         a = rng.uniform(-np.pi, np.pi)
         c, s = np.cos(a), np.sin(a)

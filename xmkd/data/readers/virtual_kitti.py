@@ -11,6 +11,7 @@ Without cameras (`cameras=[]`) the images are not needed.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -87,3 +88,13 @@ class VirtualKittiReader(DatasetReader):
         arr = read_npy_points(path)
         labels = self.label_space.from_raw(arr[:, 6].astype(np.int64), source=str(path))
         return self.make_frame(record, arr[:, :6].astype(np.float32), ("x", "y", "z", "r", "g", "b"), labels)
+
+
+# the VKITTI 1.3.1 renderings of every frame (xMUDA / FtD++ draw one per training sample)
+WEATHERS = ("clone", "fog", "morning", "overcast", "rain", "sunset")
+
+
+def weather_image(clone_image: str | Path, weather: str) -> Path:
+    """`<root>/vkitti_1.3.1_rgb/<scene>/<weather>/<frame>.png` of the frame whose image is `clone_image`."""
+    p = Path(clone_image)
+    return p.parent.parent / weather / p.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,24 +51,74 @@ def voxel_centres(point_range: Sequence[float], grid: tuple[int, int, int], devi
     return torch.stack([x, y, z], dim=-1)
 
 
+SAMPLINGS = ("centres", "caddn")
+
+
 def frustum_to_voxels(frustum: torch.Tensor, centres: torch.Tensor, lidar_to_image: torch.Tensor, stride: float,
-                      depth_min: float, depth_max: float) -> torch.Tensor:
+                      depth_min: float, depth_max: float, sampling: str = "centres",
+                      image_size: tuple[int, int] | None = None) -> torch.Tensor:
     """Sample frustum features (B, C, D, Hf, Wf) at every voxel centre (nz, ny, nx, 3) -> (B, C, nz, ny, nx).
 
-    `lidar_to_image` (B, 3, 4) = K [R | t] maps LiDAR points to homogeneous pixels; feature cell (i, j) of the
-    frustum sits at image pixel (stride * j, stride * i). Voxels behind the camera, outside the image or beyond
-    the depth range get zeros."""
+    `lidar_to_image` (B, 3, 4) = K [R | t] maps LiDAR points to homogeneous pixels (u, v) of an image whose
+    feature cell (i, j) covers pixels [stride * j, stride * (j + 1)) x [stride * i, stride * (i + 1)).
+    `sampling`:
+    - "centres" (xmkd's default, a fix): a point is read at its continuous cell coordinate u / stride - 1/2 (and
+      v, and LID bin k - 1/2), so a point at a cell's centre pixel and a depth bin's centre reads exactly the
+      frustum entry (bin, row, column) that `depth_bin_targets` and the per-cell depth targets give it;
+    - "caddn" (the releases, `f2v/frustum_grid_generator.py:133-139` with `transform_utils.normalize_coords` and
+      `grid_sample(align_corners=False)`): u / (W_image - 1), v / (H_image - 1) and k / (D - 1) normalised to
+      [-1, 1], which reads about half a pixel off in u and v and (k + 1/2) / D bins deeper than the centres.
+      `image_size` (W, H) is then required.
+    Voxels behind the camera, outside the image or nearer than `depth_min` get zeros."""
     b, c, d, hf, wf = frustum.shape
     pts = centres.reshape(-1, 3)
     homo = torch.cat([pts, torch.ones_like(pts[:, :1])], 1)  # (V, 4)
     uvw = torch.einsum("bij,vj->bvi", lidar_to_image, homo)  # (B, V, 3)
     depth = uvw[..., 2]
     front = depth > 1e-3
-    u = uvw[..., 0] / depth.clamp(min=1e-3) / stride
-    v = uvw[..., 1] / depth.clamp(min=1e-3) / stride
+    u = uvw[..., 0] / depth.clamp(min=1e-3)
+    v = uvw[..., 1] / depth.clamp(min=1e-3)
     k = depth_to_lid(depth.clamp(min=depth_min), depth_min, depth_max, d)
-    # grid_sample with align_corners=True: -1 and 1 are the centres of the first and last cells
-    grid = torch.stack([u / max(wf - 1, 1) * 2 - 1, v / max(hf - 1, 1) * 2 - 1, k / max(d - 1, 1) * 2 - 1], -1)
+    if sampling == "centres":
+        # align_corners=True: -1 and 1 are the centres of the first and last cells / bins
+        grid = torch.stack([(u / stride - 0.5) / max(wf - 1, 1), (v / stride - 0.5) / max(hf - 1, 1),
+                            (k - 0.5) / max(d - 1, 1)], -1) * 2 - 1
+    elif sampling == "caddn":
+        if image_size is None:
+            raise ValueError("frustum_to_voxels: sampling 'caddn' normalises by the image size; pass image_size")
+        grid = torch.stack([u / (image_size[0] - 1), v / (image_size[1] - 1), k / (d - 1)], -1) * 2 - 1
+    else:
+        raise ValueError(f"frustum_to_voxels: sampling must be one of {SAMPLINGS}, got {sampling!r}")
     grid = torch.where((front & (depth >= depth_min))[..., None], grid, torch.full_like(grid, -2.0))  # -> zeros
-    out = F.grid_sample(frustum, grid.view(b, 1, 1, -1, 3), mode="bilinear", padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(frustum, grid.view(b, 1, 1, -1, 3), mode="bilinear", padding_mode="zeros",
+                        align_corners=sampling == "centres")
     return out.view(b, c, *centres.shape[:3])
+
+
+def cell_depths(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, int], stride: int, reduce: str = "mean"
+                ) -> np.ndarray:
+    """Per feature cell, the depth target of projected LiDAR points: uv (N, 2) pixels and depth (N,) metres of the
+    points visible in an image of `image_size` (W, H) -> (ceil(H / stride), ceil(W / stride)) metres, 0 where a
+    cell holds no point.
+
+    - "mean" (the releases: a sparse depth image, each pixel its nearest point, then `sparse_avg_pooling` over
+      stride x stride blocks, `datasets/processor/data_processor_cmkd.py:252-265,304-308`): the mean over the
+      cell's non-empty pixels;
+    - "nearest": the nearest point of the cell."""
+    w, h = image_size
+    fh, fw = -(-h // stride), -(-w // stride)
+    cols, rows = uv[:, 0].astype(np.int64).clip(0, w - 1), uv[:, 1].astype(np.int64).clip(0, h - 1)
+    depth = depth.astype(np.float32)
+    if reduce == "nearest":
+        out = np.full((fh, fw), np.inf, np.float32)
+        np.minimum.at(out, (rows // stride, cols // stride), depth)
+        return np.where(np.isfinite(out), out, 0).astype(np.float32)
+    if reduce != "mean":
+        raise ValueError(f"cell_depths: reduce must be mean or nearest, got {reduce!r}")
+    image = np.full((h, w), np.inf, np.float32)
+    np.minimum.at(image, (rows, cols), depth)  # the depth image: nearest point per pixel
+    r, c = np.nonzero(np.isfinite(image))
+    total, count = np.zeros((fh, fw), np.float64), np.zeros((fh, fw), np.float64)
+    np.add.at(total, (r // stride, c // stride), image[r, c])
+    np.add.at(count, (r // stride, c // stride), 1)
+    return np.where(count > 0, total / np.maximum(count, 1), 0).astype(np.float32)

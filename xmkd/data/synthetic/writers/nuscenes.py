@@ -4,7 +4,8 @@ What `nuscenes.NuScenes(version, dataroot)` requires is reproduced (FORMATS.md 1
 `lidarseg.token == sample_data_token`, one label file per lidarseg record, a map whose `log_tokens` cover
 every log, per-sensor `prev`/`next` chains, sweeps pointing to the next keyframe's sample. Scene names come
 from the official mini splits (`mini_train`, `mini_val`) while there are few enough, so the devkit's own
-lidarseg evaluation runs on `mini_val`; `<version>/splits.json` lists the synthetic train/val scenes.
+lidarseg evaluation runs on `mini_val`; `<version>/splits.json` lists the synthetic train/val scenes and an SSDA
+split of the train scenes (`synthetic_train_labeled`: the first quarter, `synthetic_train_unlabeled`: the rest).
 """
 
 from __future__ import annotations
@@ -199,5 +200,9 @@ def finish(root: Path, seed: int, scene_records: list[dict[str, list[dict]]], ca
                       "category": "semantic_prior", "filename": map_file}]
     for table, rows in tables.items():
         atomic_write_text(root / VERSION / f"{table}.json", json.dumps(rows, indent=0, sort_keys=True))
-    atomic_write_text(root / VERSION / "splits.json",
-                      json.dumps({f"synthetic_{k}": v for k, v in splits.items()}, indent=1, sort_keys=True))
+    named = {f"synthetic_{k}": v for k, v in splits.items()}
+    # semi-supervised adaptation: the first quarter of the training scenes (at least one) labelled, the rest not
+    n_labelled = max(1, len(splits["train"]) // 4)
+    named["synthetic_train_labeled"] = splits["train"][:n_labelled]
+    named["synthetic_train_unlabeled"] = splits["train"][n_labelled:]
+    atomic_write_text(root / VERSION / "splits.json", json.dumps(named, indent=1, sort_keys=True))

@@ -1,0 +1,316 @@
+"""The CMKD / HSRDN student's parts against the released code: SCNet's parameter counts, the DeepLabV3 weights,
+the frustum-to-voxel geometry, the image + points + boxes flip, the response weights and the relation nodes."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xmkd.data.frame import Boxes, CameraView, Frame
+from xmkd.data.image_flip import flip_frame, image_flip_transform
+from xmkd.distill.relations import bev_nodes, within_sample_relations
+from xmkd.geometry.camera import project_points
+from xmkd.geometry.transforms import transform_points
+from xmkd.models.det.frustum import (
+    cell_depths,
+    depth_bin_targets,
+    frustum_to_voxels,
+    lid_to_depth,
+)
+from xmkd.models.det.mono import MonoConfig, MonoDetector
+from xmkd.models.det.scnet import SCNet
+from xmkd.models.det.second import SecondConfig
+from xmkd.models.image.deeplab import DeepLabHead, image_weights
+from xmkd.models.image.resnet import ResNet
+from xmkd.recipes.hsrdn import response_weights
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_scnet_has_the_released_parameter_counts():
+    # Derived from scnet.py of both releases for C = 128 (the KITTI BEV width), g = C / 2 = 64, per SCBottleneck:
+    # conv1_a + conv1_b (1x1, no bias) 2 * 128 * 64 = 16,384; their BNs 4 * 64 = 256;
+    # k1, k2, k3, k4 (3x3 with bias + BN) 4 * (9 * 64^2 + 64 + 128) = 148,224; conv3 (1x1) 128 * 128 = 16,384;
+    # bn3 256 -> 181,504. HSRDN's SE gate adds conv 64 -> 4 (+ bias) and 4 -> 64 (+ bias): 260 + 320 = 580 (and
+    # keeps the unused k2). NUM_BLOCKS 5 builds range(1, 5) = 4 blocks.
+    assert n_params(SCNet(128, 4, "sc")) == 4 * 181_504 == 726_016
+    assert n_params(SCNet(128, 4, "se")) == 4 * 182_084 == 728_336
+    # the CPU-scale width 64 (g = 32): 2*64*32 + 4*32 + 4*(9*32^2 + 96) + 64*64 + 2*64 = 45,696 (SE: + 2*32*2 + 2 + 32)
+    assert n_params(SCNet(64, 4, "sc")) == 4 * 45_696 and n_params(SCNet(64, 4, "se")) == 4 * (45_696 + 162)
+
+
+def test_scnet_gates_behave_as_released():
+    torch.manual_seed(0)
+    net = SCNet(64, 1, "se").eval()
+    x = torch.rand(2, 64, 8, 8)
+    y = net(x)
+    assert y.shape == x.shape and (y >= 0).all()
+    # HSRDN's gate is normalised over the batch: a sample's output depends on its batch-mates (as released)
+    assert not torch.allclose(net(x[:1]), y[:1])
+    sc = SCNet(64, 1, "sc").eval()
+    assert torch.allclose(sc(x[:1]), sc(x)[:1], atol=1e-6)  # CMKD's gate is per sample
+    with pytest.raises(ValueError, match="gate"):
+        SCNet(64, 1, "xx")
+
+
+def torchvision_deeplabv3_resnet50_state(classes: int = 21) -> dict[str, torch.Tensor]:
+    """A state dict with the names and shapes of torchvision's `deeplabv3_resnet50(aux_loss=True)` (what
+    deeplabv3_resnet50_coco-cd0a2569.pth holds), random values; the classifier keys are written out from
+    torchvision/models/segmentation/deeplabv3.py and fcn.py."""
+    g = torch.Generator().manual_seed(0)
+    state = {f"backbone.{k}": torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone()
+             for k, v in ResNet("resnet50", dilate=(False, True, True)).state_dict().items() if not k.startswith("fc.")}
+
+    def bn(prefix: str, c: int) -> None:
+        state.update({f"{prefix}.weight": torch.rand(c, generator=g), f"{prefix}.bias": torch.randn(c, generator=g),
+                      f"{prefix}.running_mean": torch.randn(c, generator=g), f"{prefix}.running_var": torch.rand(c),
+                      f"{prefix}.num_batches_tracked": torch.tensor(0)})
+
+    def conv(key: str, *shape: int) -> None:
+        state[key] = torch.randn(*shape, generator=g)
+
+    conv("classifier.0.convs.0.0.weight", 256, 2048, 1, 1)
+    bn("classifier.0.convs.0.1", 256)
+    for i in (1, 2, 3):
+        conv(f"classifier.0.convs.{i}.0.weight", 256, 2048, 3, 3)
+        bn(f"classifier.0.convs.{i}.1", 256)
+    conv("classifier.0.convs.4.1.weight", 256, 2048, 1, 1)
+    bn("classifier.0.convs.4.2", 256)
+    conv("classifier.0.project.0.weight", 256, 1280, 1, 1)
+    bn("classifier.0.project.1", 256)
+    conv("classifier.1.weight", 256, 256, 3, 3)
+    bn("classifier.2", 256)
+    conv("classifier.4.weight", classes, 256, 1, 1)
+    conv("classifier.4.bias", classes)
+    conv("aux_classifier.0.weight", 256, 1024, 3, 3)
+    bn("aux_classifier.1", 256)
+    conv("aux_classifier.4.weight", classes, 256, 1, 1)
+    conv("aux_classifier.4.bias", classes)
+    return state
+
+
+def test_deeplabv3_resnet50_weights_load_into_the_student():
+    state = torchvision_deeplabv3_resnet50_state()
+    learnable = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "tracked")))
+    assert learnable == 42_004_074  # torchvision's documented num_params of deeplabv3_resnet50 (COCO, aux head)
+    backbone, head = ResNet("resnet50", dilate=(False, True, True)), DeepLabHead(2048, 121)
+    resnet, classifier, skipped = image_weights(state, backbone, head, "deeplab.pth")
+    backbone.load_state_dict(resnet)
+    head.load_state_dict(classifier)
+    assert torch.equal(backbone.layer3[5].conv2.weight, state["backbone.layer3.5.conv2.weight"])
+    assert torch.equal(backbone.bn1.running_mean, state["backbone.bn1.running_mean"])
+    assert torch.equal(head[0].convs[2][0].weight, state["classifier.0.convs.2.0.weight"])
+    assert torch.equal(head[0].convs[4][2].running_var, state["classifier.0.convs.4.2.running_var"])
+    assert torch.equal(head[1].weight, state["classifier.1.weight"])
+    # 21 VOC classes vs 121 depth bins: the last conv stays freshly initialised, the auxiliary head is not used
+    assert head[4].weight.shape == (121, 256, 1, 1)
+    assert set(skipped) == {"classifier.4.weight", "classifier.4.bias"} | {k for k in state if "aux_" in k}
+    # the depth head is DeepLabV3's: the same parameter count as torchvision's classifier at 121 classes
+    assert n_params(head) == 15_535_104 + 589_824 + 512 + 256 * 121 + 121
+    # a plain ImageNet ResNet file goes to the backbone whole; a DeepLab file without layer4 is refused by name
+    plain = ResNet("resnet18").state_dict()
+    assert image_weights(plain, ResNet("resnet18"), None, "r18.pth") == (plain, None, [])
+    from xmkd.errors import XmkdError
+
+    broken = {k: v for k, v in state.items() if not k.startswith("backbone.layer4")}
+    with pytest.raises(XmkdError, match=r"deeplab.pth: .*missing backbone.layer4"):
+        image_weights(broken, backbone, head, "deeplab.pth")
+
+
+def test_a_point_lands_on_the_cell_and_bin_its_depth_target_names():
+    stride, d, dmin, dmax = 8, 40, 2.0, 50.0
+    hf, wf = 6, 10
+    K = torch.tensor([[60.0, 0, 37.0], [0, 60.0, 21.0], [0, 0, 1]])
+    T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0.3], [1, 0, 0, 0]])  # LiDAR x forward -> camera z
+    P = (K @ T)[None]
+    for col, row, b in ((3, 2, 7), (0, 0, 0), (9, 5, 39), (6, 4, 22)):
+        # the point seen at the centre pixel of cell (row, col), at the centre depth of LID bin b
+        depth = float(lid_to_depth(torch.tensor(b + 0.5), dmin, dmax, d))
+        u, v = (col + 0.5) * stride, (row + 0.5) * stride
+        xc, yc = (u - 37.0) / 60.0 * depth, (v - 21.0) / 60.0 * depth
+        point = torch.tensor([depth, -xc, -(yc - 0.3)])
+        # ... its depth target names exactly that cell and bin
+        uv = project_points(point[None].numpy().astype(np.float64), K.numpy(), np.vstack([T.numpy(), [0, 0, 0, 1]]),
+                            (wf * stride, hf * stride))
+        target = cell_depths(uv.uv, uv.depth, (wf * stride, hf * stride), stride)
+        assert list(zip(*np.nonzero(target))) == [(row, col)] and math.isclose(target[row, col], depth, rel_tol=1e-5)
+        assert int(depth_bin_targets(torch.tensor([depth]), dmin, dmax, d)) == b
+        # ... and the lifting reads exactly that frustum entry
+        frustum = torch.zeros(1, 1, d, hf, wf)
+        frustum[0, 0, b, row, col] = 1.0
+        out = frustum_to_voxels(frustum, point.view(1, 1, 1, 3), P, stride, dmin, dmax)
+        assert torch.isclose(out.squeeze(), torch.tensor(1.0), atol=1e-4), (col, row, b, float(out))
+        # the release's CaDDN normalisation reads far bins partly from their neighbours ((b + 1/2) / (D - 1) bins)
+        caddn = frustum_to_voxels(frustum, point.view(1, 1, 1, 3), P, stride, dmin, dmax, "caddn",
+                                  (wf * stride, hf * stride))
+        assert float(caddn) < 0.9 if b else float(caddn) > 0.9
+    # a voxel behind the camera reads nothing
+    assert frustum_to_voxels(torch.ones(1, 1, d, hf, wf), torch.tensor([[[[-5.0, 0, 0]]]]), P, stride, dmin,
+                             dmax).abs().sum() == 0
+
+
+def test_cell_depths_average_the_pixels_of_a_cell_or_keep_the_nearest():
+    uv = np.array([[1.5, 1.5], [1.7, 1.2], [5.0, 2.0], [9.0, 1.0]])  # two points in pixel (1, 1), one more in cell 0
+    depth = np.array([10.0, 8.0, 12.0, 30.0])
+    mean = cell_depths(uv, depth, (16, 8), 8, "mean")
+    assert mean.shape == (1, 2) and mean[0, 0] == pytest.approx(10.0) and mean[0, 1] == pytest.approx(30.0)
+    assert cell_depths(uv, depth, (16, 8), 8, "nearest")[0, 0] == pytest.approx(8.0)
+
+
+def flip_scene():
+    W, H = 200, 60
+    K = np.array([[150.0, 0, 93.0], [0, 150.0, 28.0], [0, 0, 1]])  # principal point off the image centre
+    a, b = 0.05, 0.03  # the camera turned a little about its y and x axes, and offset from the LiDAR
+    Ry = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    Rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+    T = np.eye(4)
+    T[:3, :3] = Rx @ Ry @ np.array([[0, -1.0, 0], [0, 0, -1.0], [1.0, 0, 0]])
+    T[:3, 3] = [0.06, -0.1, -0.3]
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.uniform(5, 30, 500), rng.uniform(-8, 8, 500), rng.uniform(-2, 1, 500),
+                           rng.random(500)]).astype(np.float32)
+    box = np.array([[14.0, 2.5, -0.8, 4.0, 1.8, 1.5, 0.4]])
+    image = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    cam = CameraView("image_2", image, K, T)
+    return Frame("f", pts, cameras={"image_2": cam}, boxes=Boxes(box, np.array(["Car"]))), W
+
+
+def test_the_image_flip_moves_points_and_boxes_with_the_image():
+    from xmkd.geometry.boxes import points_in_boxes
+
+    frame, W = flip_scene()
+    cam = frame.cameras["image_2"]
+    flipped = flip_frame(frame, "image_2")
+    before = project_points(frame.points, cam.K, cam.T_cam_lidar, (W, 60))
+    after = project_points(flipped.points, cam.K, cam.T_cam_lidar, (W, 60))
+    assert np.allclose(after.uv[:, 0], W - before.uv[:, 0], atol=1e-3) and np.allclose(after.uv[:, 1], before.uv[:, 1],
+                                                                                       atol=1e-3)
+    assert np.allclose(after.depth, before.depth, atol=1e-4)
+    assert np.array_equal(flipped.cameras["image_2"].image, cam.image[:, ::-1])
+    assert np.array_equal(flipped.points[:, 3], frame.points[:, 3])  # intensity kept
+    # the box still holds its points (a mirror with a small shear: the box follows it to within centimetres)
+    inside = points_in_boxes(frame.points[:, :3], frame.boxes.boxes)[:, 0]
+    assert inside.sum() > 3
+    shrunk = flipped.boxes.boxes.copy()
+    shrunk[:, 3:6] += 0.1
+    assert points_in_boxes(flipped.points[inside, :3], shrunk)[:, 0].all()
+    # the box centre projects to the mirrored pixel; flipping twice is the identity
+    c0 = project_points(frame.boxes.boxes[:, :3], cam.K, cam.T_cam_lidar, (W, 60)).uv
+    c1 = project_points(flipped.boxes.boxes[:, :3], cam.K, cam.T_cam_lidar, (W, 60)).uv
+    assert np.allclose(c1[:, 0], W - c0[:, 0], atol=1e-3)
+    M = image_flip_transform(cam.K, cam.T_cam_lidar, W)
+    assert np.allclose(M @ M, np.eye(4), atol=1e-9)
+    twice = flip_frame(flipped, "image_2")
+    assert np.allclose(twice.points, frame.points, atol=1e-4) and np.allclose(twice.boxes.boxes, frame.boxes.boxes,
+                                                                               atol=1e-5)
+    # with the principal point at the centre and camera x = LiDAR -y, the flip is y -> -y and yaw -> -yaw (release)
+    K2 = cam.K.copy()
+    K2[0, 2] = W / 2
+    T2 = np.array([[0, -1.0, 0, 0], [0, 0, -1.0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])
+    assert np.allclose(image_flip_transform(K2, T2, W), np.diag([1.0, -1, 1, 1]), atol=1e-12)
+    assert np.allclose(transform_points(np.diag([1.0, -1, 1, 1]), frame.points)[:, 1], -frame.points[:, 1])
+
+
+def test_response_weights_vanish_where_the_teacher_scores_sum_to_at_most_0_1():
+    prob = torch.tensor([[[0.05, 0.04, 0.01], [0.3, 0.1, 0.0], [0.02, 0.02, 0.02], [0.09, 0.0, 0.02]],
+                         [[0.5, 0.4, 0.1], [0.0, 0.0, 0.0], [0.6, 0.0, 0.0], [0.0, 0.11, 0.0]]])
+    w = response_weights(prob, 0.1)
+    # summed scores 0.10 0.40 0.06 0.11 | 1.0 0.0 0.6 0.11: only sums strictly above 0.1 count
+    assert torch.allclose(w[0], torch.tensor([0.0, 0.4 / 2, 0.0, 0.11 / 2]))
+    assert torch.allclose(w[1], torch.tensor([1.0 / 3, 0.0, 0.6 / 3, 0.11 / 3]))
+
+
+def test_response_and_depth_losses_are_the_released_formulas():
+    from types import SimpleNamespace
+
+    from xmkd.recipes.hsrdn import DistillWeights, HSRDNRecipe, focal_ce
+
+    g = torch.Generator().manual_seed(0)
+    b, ny, nx, a, classes = 2, 3, 4, 2, 3
+    student = {"cls": torch.randn(b, ny, nx, a, classes, generator=g), "box": torch.randn(b, ny, nx, a, 7, generator=g),
+               "dir": torch.randn(b, ny, nx, a, 2, generator=g)}
+    teacher = {"cls": torch.randn(b, ny, nx, a, classes, generator=g) * 3 - 3,
+               "box": torch.randn(b, ny, nx, a, 7, generator=g), "dir": torch.randn(b, ny, nx, a, 2, generator=g)}
+    cfg = SimpleNamespace(model=SimpleNamespace(weights=DistillWeights(), response_threshold=0.1))
+    got = HSRDNRecipe.response_losses(SimpleNamespace(cfg=cfg), student, teacher)
+    # written from anchor_head_single_cmkd_v2.py:79-155 and loss_utils.py (QualityFocalLoss_no_reduction,
+    # WeightedSmoothL1Loss beta 1/9, WeightedCrossEntropyLoss on the teacher's argmax bin), anchor by anchor
+    s_cls, t = student["cls"].reshape(b, -1, classes), teacher["cls"].sigmoid().reshape(b, -1, classes)
+    s_box, t_box = student["box"].reshape(b, -1, 7), teacher["box"].reshape(b, -1, 7)
+    s_dir, t_dir = student["dir"].reshape(b, -1, 2), teacher["dir"].reshape(b, -1, 2)
+    cls = box = direction = 0.0
+    for i in range(b):
+        for c in range(classes):
+            norm = max(float((t[i, :, c] > 0.1).sum()), 1.0)
+            for n in range(s_cls.shape[1]):
+                x, y = float(s_cls[i, n, c]), float(t[i, n, c])
+                p = 1 / (1 + math.exp(-x))
+                cls += (max(x, 0) - x * y + math.log1p(math.exp(-abs(x)))) * abs(p - y) ** 2 / norm
+        total = t[i].sum(-1)
+        count = max(float((total > 0.1).sum()), 1.0)
+        for n in range(s_box.shape[1]):
+            if total[n] <= 0.1:
+                continue
+            w = float(total[n]) / count
+            diff = (s_box[i, n] - t_box[i, n]).tolist()
+            ra, rb = float(s_box[i, n, 6]), float(t_box[i, n, 6])
+            diff[6] = math.sin(ra) * math.cos(rb) - math.cos(ra) * math.sin(rb)  # add_sin_difference
+            box += w * sum(0.5 * d * d * 9 if abs(d) < 1 / 9 else abs(d) - 0.5 / 9 for d in diff)
+            logits = s_dir[i, n].tolist()
+            target = int(t_dir[i, n].argmax())
+            direction += w * (math.log(sum(math.exp(v) for v in logits)) - logits[target])
+    assert math.isclose(float(got["resp_cls"]), 2.0 * cls, rel_tol=1e-4)
+    assert math.isclose(float(got["resp_box"]), 2.0 * box / b, rel_tol=1e-4)
+    assert math.isclose(float(got["resp_dir"]), 0.4 * direction / b, rel_tol=1e-4)
+    # kornia's FocalLoss(alpha 0.25, gamma 2), mean over cells: -alpha (1 - p_t)^2 log p_t
+    logits, target = torch.randn(5, 4, generator=g), torch.tensor([0, 3, 1, 1, 2])
+    p_t = logits.softmax(1)[torch.arange(5), target]
+    assert torch.isclose(focal_ce(logits, target), (-0.25 * (1 - p_t) ** 2 * p_t.log()).mean())
+
+
+def test_relation_nodes_are_the_teachers_foreground_cells_only():
+    torch.manual_seed(0)
+    s, t = torch.randn(2, 8, 6, 7, requires_grad=True), torch.randn(2, 8, 6, 7)
+    score = torch.full((2, 6, 7), 0.05)  # sigmoid scores are never 0: a filter at 0 would keep every cell
+    score[0, 1, 2], score[0, 3, 4], score[0, 5, 6], score[0, 0, 0] = 0.9, 0.5, 0.2, 0.1
+    score[1, 2, 2] = 0.7
+    nodes = bev_nodes(s, t, score, max_nodes=64, min_weight=0.1)
+    assert [len(n[0]) for n in nodes] == [4, 1]
+    assert torch.equal(nodes[0][1][0], t[0, :, 1, 2]) and torch.equal(nodes[0][1][3], t[0, :, 0, 0])
+    assert [len(n[0]) for n in bev_nodes(s, t, score, max_nodes=2)] == [2, 1]
+    # sample 1 has one node: no relation, sample 0 carries the loss and its gradient
+    losses = within_sample_relations(s, t, score, 64, 0.1, 0.1)
+    sum(losses.values()).backward()
+    assert losses["distance"] > 0 and s.grad[0].abs().sum() > 0 and s.grad[1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("options", [
+    {"depth_head": "aspp", "feature_layer": 3, "scnet_gate": "se"},
+    {"depth_head": "conv", "feature_layer": 4, "scnet_gate": "sc", "sampling": "caddn"},
+    {"depth_head": "aspp", "dilate": [False, True, False], "scnet_gate": "se"},  # layer4 at stride 16, logits resized
+    {"oracle_depth": True, "scnet_gate": "sc"},
+])
+def test_student_forward_backward_on_cpu(options):
+    det = SecondConfig(bev_channels=32, bev_layers=[1, 1], bev_filters=[32, 64], up_filters=[32, 32])
+    cfg = MonoConfig(depth="resnet18", depth_bins=20, frustum_channels=8, grid_z=4, aspp_channels=16, scnet_blocks=2,
+                     **options)
+    model = MonoDetector(cfg, det, 6, 3, [0.0, -12.8, -3.0, 25.6, 12.8, 1.0], (16, 16))
+    assert model.stride == 8
+    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 24], [0, 0, 1]])
+    T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]])
+    batch = {"images": torch.randint(0, 255, (2, 3, 48, 128), dtype=torch.uint8),
+             "lidar_to_image": (K @ T)[None].repeat(2, 1, 1), "depth": torch.rand(2, 6, 16) * 30}
+    out = model(batch)
+    assert out["bev"].shape == (2, 32, 16, 16) and out["cls"].shape == (2, 16, 16, 6, 3)
+    loss = out["cls"].sum() + out["box"].sum() + out["bev"].sum()
+    if not cfg.oracle_depth:
+        assert out["depth_logits"].shape == (2, 21, 6, 16)
+        loss = loss + out["depth_logits"].sum()
+    loss.backward()
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0 and model.scnet[0].conv3.weight.grad.abs().sum() > 0
+    if not cfg.oracle_depth:
+        assert next(model.depth_head.parameters()).grad.abs().sum() > 0
+    assert "bev" in model(batch, head=False) and "cls" not in model(batch, head=False)
