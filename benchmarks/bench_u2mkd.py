@@ -1,52 +1,268 @@
-"""U2MKD on the synthetic world at the benchmark budget, 3 seeds: mean +- std of every row of the demo table.
+"""U2MKD on the synthetic world in two regimes, 5 seeds, with each seed's paired difference KD - no-KD.
 
-    python -m benchmarks u2mkd            # about an hour on 2 cores; resumable (finished runs are reused)
+    python -m benchmarks u2mkd                               # every seed, then the tables; resumable
+    python -m benchmarks.bench_u2mkd --seeds 4 3 2 1 0       # another process: it skips the parts (seed and
+                                                             # regime) a live process holds
+    python -m benchmarks.bench_u2mkd --table                 # the tables from the seeds finished so far
 
-Per seed: `xmkd demo --budget bench --seed S` (its own 40-keyframe dataset, a cr 0.5 teacher with 2 sweeps for
-240 steps, cr 0.25 students for 120 steps, plus two KD ablations: KL only, feature imitation only). Outputs in
-outputs/bench_u2mkd/seed<S>/; the aggregated table is printed and written to outputs/bench_u2mkd/table.md.
+Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (30 train / 10 validation frames, three
+front cameras at 128x72), then the rows of `xmkd.demo.plan` at the `BENCH` budget:
+- (a) label-scarce: 1/8 of the training frames keep their labels (4 of 30, chosen by `model.labelled.seed=S`),
+  for the teacher as well as the students. `teacher_scarce` (LiDAR, cr 0.5, + 2 sweeps) trains on those frames
+  alone; the LiDAR + camera student (cr 0.25) without KD (`student_nokd_scarce`: segmentation losses on the
+  labelled frames, imputation on all) and with KD (`student_kd_scarce`: + KL and feature imitation on every
+  frame), paired (same initialisation, data order, augmentation and labelled frames); and a stronger no-KD
+  control, trained on the labelled frames alone (`student_nokd_scarce_labelled_only`: every step supervised).
+- (b) full labels: teacher, LiDAR-only student, camera-only, LC student without / with KD, KL only, feature
+  imitation only, with a student schedule long enough for the training loss to flatten (the loss table shows it).
+
+Every row is scored the same way (not with each recipe's own validation): the last checkpoint predicts every
+keyframe point of the 10 validation frames. `miou6`: mean IoU over `CLASSES`, the six classes with >= 1 % of the
+training points of every seed's world and present in each validation split (terrain down to 0.35 %; the table
+prints the smallest shares); truck, bus and trailer are left out, their validation share swinging between
+0.03 % and 12 % from seed to seed. A point a model does not label (camera-only: outside the cameras) is a
+miss. `accuracy`: correct / labelled points. `agree`: the share of keyframe points where the row predicts the
+class its regime's teacher predicts. Differences are per seed, with the mean and a 95 % t-interval over the
+seeds.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from xmkd.demo import run_demo
+from xmkd.data.index import IndexedFrames, summarize
+from xmkd.data.labels import get_label_space
+from xmkd.demo import BUDGETS, labelled_frames, make_dataset, plan, train_rows
+from xmkd.engine.logging import read_metrics
+from xmkd.engine.predict import load_trained, predict_frame
+from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.io import atomic_write_text
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_u2mkd"))
-COLUMNS = ("point_miou", "pixel_miou", "point_miou_drop2")
+SEEDS = (0, 1, 2, 3, 4)
+BENCH = BUDGETS["bench"]
+CLASSES = ("car", "driveable_surface", "manmade", "sidewalk", "terrain", "vegetation")
+METRICS = ("miou6", "accuracy", "agree")
+SCARCE = {"teacher": "teacher_scarce", "rows": ["teacher_scarce", "student_nokd_scarce", "student_kd_scarce",
+                                                "student_nokd_scarce_labelled_only"],
+          "pairs": [("student_kd_scarce", "student_nokd_scarce"),
+                    ("student_kd_scarce", "student_nokd_scarce_labelled_only")]}
+FULL = {"teacher": "teacher", "rows": ["teacher", "student_lidar_only", "camera_only", "student_nokd", "student_kd",
+                                       "student_kd_kl_only", "student_kd_feat_only"],
+        "pairs": [("student_kd", "student_nokd"), ("student_kd_kl_only", "student_nokd"),
+                  ("student_kd_feat_only", "student_nokd")]}
+REGIMES = {"full": FULL, "scarce": SCARCE}
+# 97.5 % quantile of Student's t with k degrees of freedom (two-sided 95 % interval of a mean of k + 1 values)
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
-def aggregate(per_seed: list[dict]) -> str:
-    rows = list(per_seed[0]["rows"])
-    lines = ["| row | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
-    for row in rows:
-        cells = []
-        for col in COLUMNS:
-            values = [r["rows"][row][col] for r in per_seed if col in r["rows"][row]]
-            cells.append(f"{np.mean(values):.2f} ± {np.std(values):.2f}" if values else "-")
+def evaluate(runs: Path, names: list[str], teacher: str) -> dict[str, dict[str, float]]:
+    """`METRICS` (in %) of every named run, from its last checkpoint's predictions on every validation keyframe
+    point, plus the validation points per class of `CLASSES` (`gt_<class>`). Raises SystemExit when a class of
+    `CLASSES` has no validation point (the fixed list would then not be fixed)."""
+    space = get_label_space("nuscenes16")
+    recipes = {n: load_trained(runs / n, ckpt=runs / n / "checkpoints" / "last.pt") for n in [teacher, *names]}
+    cms = {n: ConfusionMatrix(space.num_classes, space.ignore_index, space.class_names) for n in names}
+    agree = dict.fromkeys(names, 0)
+    total = 0
+    frames = {n: r.frames(r.cfg.data.val_split) for n, r in recipes.items()}
+    for i in range(len(frames[teacher])):
+        preds = {n: predict_frame(r, frames[n][i]) for n, r in recipes.items()}
+        labels = frames[teacher][i].labels[: len(preds[teacher])]
+        total += len(labels)
+        for n in names:
+            cms[n].update(preds[n], labels)
+            agree[n] += int((preds[n] == preds[teacher]).sum())
+    ids = [space.class_names.index(c) for c in CLASSES]
+    out = {}
+    for n in names:
+        cm = cms[n]
+        counts = cm.class_counts()
+        if (counts[ids] == 0).any():
+            missing = [c for c, k in zip(CLASSES, counts[ids]) if k == 0]
+            raise SystemExit(f"{runs}: no validation point of {missing}; the fixed class list does not hold here")
+        iou = cm.iou("semantickitti")  # a point without a prediction is a miss
+        out[n] = {"miou6": 100 * float(iou[ids].mean()), "accuracy": 100 * float(np.diag(cm.matrix)[:-1].sum()
+                                                                                   / counts.sum()),
+                  "agree": 100 * agree[n] / total, **{f"gt_{c}": int(counts[i]) for c, i in zip(CLASSES, ids)}}
+    return out
+
+
+def class_shares(data: Path) -> dict[str, dict[str, float]]:
+    """Share (%) of the labelled keyframe points of each class of `CLASSES`, per split of a synthetic world (from
+    the label counts its index keeps per frame)."""
+    out = {}
+    for split in ("synthetic_train", "synthetic_val"):
+        frames = IndexedFrames(data / "xmkd_index", split, "nuscenes16", cameras=[])
+        hist = summarize(frames.records, frames.reader)["label_histogram"]
+        total = sum(v for k, v in hist.items() if k != "ignore")
+        out[split] = {c: round(100 * hist.get(c, 0) / total, 2) for c in CLASSES}
+    return out
+
+
+def loss_windows(run: Path, steps: int, windows: int = 10) -> list[float]:
+    """Mean training loss (the segmentation terms: ce, lovasz, pixel_ce, pixel_lovasz) in each tenth of the run."""
+    rows = [r for r in read_metrics(run) if r.get("kind") == "train"]
+    seg = [(r["step"], sum(r.get(k, 0.0) for k in ("ce", "lovasz", "pixel_ce", "pixel_lovasz"))) for r in rows]
+    edges = np.linspace(0, steps, windows + 1)
+    return [float(np.mean([v for s, v in seg if lo < s <= hi] or [np.nan])) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def claim(folder: Path, name: str) -> bool:
+    """Take `folder/.lock_<name>` for this process; False when another live process holds it (a dead one's lock is
+    taken over), so several processes can share the work of one benchmark."""
+    lock = folder / f".lock_{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return True
+            if pid and _alive(pid):
+                return False
+            lock.unlink(missing_ok=True)  # its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+
+def run_regime(seed: int, regime: str) -> dict | None:
+    """Train (or reuse) the rows of one regime ("full" or "scarce") of one seed and score them; written to
+    seed<S>/<regime>.json at the end. None when another process is running this part."""
+    folder = OUT / f"seed{seed}"
+    done = folder / f"{regime}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if not claim(folder, regime):
+        print(f"seed {seed} {regime}: another process holds it; skipped")
+        return None
+    spec = REGIMES[regime]
+    data = make_dataset(folder / "data", seed, BENCH)
+    runs = folder / "runs"
+    rows = {n: r for n, r in plan(BENCH, data, runs, seed).items() if n in spec["rows"]}
+    timing = folder / f"seconds_{regime}.json"  # wall seconds of each run when it was trained, and the load then
+    measured = json.loads(timing.read_text()) if timing.exists() else {}
+
+    def record(name: str, seconds: float) -> None:
+        if name not in measured:
+            measured[name] = {"seconds": seconds, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            atomic_write_text(timing, json.dumps(measured, indent=1))
+
+    train_rows(rows, runs, record)
+    with torch.no_grad():
+        result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
+                  "rows": evaluate(runs, spec["rows"], spec["teacher"]), "class_share": class_shares(data)}
+    if regime == "full":
+        result["loss"] = {n: loss_windows(runs / n, BENCH.student_steps) for n in spec["rows"][1:]}
+    else:
+        result["labelled"] = labelled_frames(runs / "student_kd_scarce")
+    atomic_write_text(done, json.dumps(result, indent=1))
+    (folder / f".lock_{regime}").unlink(missing_ok=True)
+    return result
+
+
+def seed_result(seed: int) -> dict | None:
+    """Both regimes of a seed, once both are done: rows under "full" and "scarce", plus the loss windows, the
+    labelled frames, the class shares and every run's seconds."""
+    parts = {r: OUT / f"seed{seed}" / f"{r}.json" for r in REGIMES}
+    if not all(p.exists() for p in parts.values()):
+        return None
+    full, scarce = (json.loads(parts[r].read_text()) for r in ("full", "scarce"))
+    return {"seed": seed, "full": full["rows"], "scarce": scarce["rows"], "loss": full["loss"],
+            "labelled": scarce["labelled"], "class_share": full["class_share"],
+            "seconds": {n: m["seconds"] for n, m in {**full["seconds"], **scarce["seconds"]}.items()}}
+
+
+def interval(values: list[float]) -> str:
+    """mean [low, high] of the 95 % t-interval (the mean alone for one value)."""
+    v = np.asarray(values, float)
+    if len(v) < 2:
+        return f"{v.mean():+.2f}"
+    half = T975[len(v) - 1] * v.std(ddof=1) / np.sqrt(len(v))
+    return f"{v.mean():+.2f} [{v.mean() - half:+.2f}, {v.mean() + half:+.2f}]"
+
+
+def regime_table(per_seed: list[dict], regime: str, spec: dict) -> str:
+    seeds = [r["seed"] for r in per_seed]
+    lines = [f"| row | {' | '.join(METRICS)} |", "|---|" + "---|" * len(METRICS)]
+    for row in spec["rows"]:
+        cells = [f"{np.mean([r[regime][row][m] for r in per_seed]):.2f} ± "
+                 f"{np.std([r[regime][row][m] for r in per_seed], ddof=1) if len(per_seed) > 1 else 0:.2f}"
+                 for m in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    kd = [r["rows"]["student_kd"]["point_miou"] - r["rows"]["student_nokd"]["point_miou"] for r in per_seed]
-    lines.append("")
-    lines.append(f"KD - no-KD point mIoU per seed: {', '.join(f'{d:+.2f}' for d in kd)} "
-                 f"(mean {np.mean(kd):+.2f}); seconds per seed: "
-                 f"{', '.join(str(round(r['seconds'])) for r in per_seed)}")
+    lines += ["", f"| paired difference (seeds {', '.join(map(str, seeds))}) | metric | per seed | "
+                  "mean [95 % interval] |", "|---|---|---|---|"]
+    for a, b in spec["pairs"]:
+        for m in METRICS:
+            d = [r[regime][a][m] - r[regime][b][m] for r in per_seed]
+            lines.append(f"| {a} − {b} | {m} | {', '.join(f'{x:+.2f}' for x in d)} | {interval(d)} |")
     return "\n".join(lines)
 
 
-def main(seeds: tuple[int, ...] = (0, 1, 2)) -> None:
-    per_seed = []
-    for seed in seeds:
-        folder = OUT / f"seed{seed}"
-        done = folder / "results.json"
-        per_seed.append(json.loads(done.read_text()) if done.exists() and
-                        json.loads(done.read_text()).get("budget") == "bench" else run_demo(folder, seed, "bench"))
-    table = aggregate(per_seed)
-    atomic_write_text(OUT / "table.md", table + "\n")
-    print(f"U2MKD synthetic benchmark ({len(seeds)} seeds, mean ± std, %)")
-    print(table)
+def loss_table(per_seed: list[dict]) -> str:
+    """Mean over seeds of the segmentation loss per tenth of the full-label student schedule."""
+    names = list(per_seed[0]["loss"])
+    lines = ["| row | " + " | ".join(f"{10 * i}-{10 * i + 10} %" for i in range(10)) + " |", "|---|" + "---|" * 10]
+    for n in names:
+        w = np.nanmean([r["loss"][n] for r in per_seed], axis=0)
+        lines.append(f"| {n} | " + " | ".join(f"{x:.3f}" for x in w) + " |")
+    return "\n".join(lines)
+
+
+def tables(per_seed: list[dict]) -> str:
+    seconds = {k: round(sum(r["seconds"].get(k, 0) for r in per_seed) / len(per_seed)) for k in per_seed[0]["seconds"]}
+    labelled = [f"seed {r['seed']}: {len(r['labelled']['labelled_frames'])} of {r['labelled']['training_frames']}"
+                for r in per_seed]
+    return "\n".join([
+        f"(a) label-scarce: 1/8 of the training frames labelled ({'; '.join(labelled)}), mean ± std over "
+        f"{len(per_seed)} seeds, %", regime_table(per_seed, "scarce", SCARCE), "",
+        f"(b) full labels, students {BENCH.student_steps} iterations", regime_table(per_seed, "full", FULL), "",
+        "segmentation loss of the full-label students per tenth of the schedule (mean over seeds)",
+        loss_table(per_seed), "", "smallest share (%) of each class of the mIoU over the seeds' train / validation "
+        "splits: " + ", ".join(f"{c} {min(r['class_share']['synthetic_train'][c] for r in per_seed):.2f} / "
+                               f"{min(r['class_share']['synthetic_val'][c] for r in per_seed):.2f}" for c in CLASSES),
+        "", f"training seconds per run (mean over seeds, as measured): {seconds}"])
+
+
+def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False) -> None:
+    if not table_only:  # the bigger parts first, so that several processes finish close together
+        for regime, seed in [(r, s) for r in ("full", "scarce") for s in seeds]:
+            run_regime(seed, regime)
+    per_seed = [r for r in (seed_result(s) for s in seeds) if r is not None]
+    if not per_seed:
+        raise SystemExit(f"no seed with both regimes finished under {OUT}")
+    text = tables(per_seed)
+    atomic_write_text(OUT / "table.md", text + "\n")
+    print(f"U2MKD synthetic benchmark, two regimes ({len(per_seed)} seeds; mIoU over {', '.join(CLASSES)})")
+    print(text)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--table", action="store_true", help="only tabulate the seeds already finished")
+    args = parser.parse_args()
+    main(tuple(args.seeds), args.table)

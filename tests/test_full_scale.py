@@ -22,7 +22,7 @@ def test_nuscenes_u2mkd_config_at_full_size_runs_one_step(tmp_path):
     overrides = [f"data.root={root}", f"output_dir={tmp_path}", "data.train_split=mini_train",
                  "data.num_workers=0", "model.paste.database=''"]
     cfg = load_config(REPO / "configs" / "u2mkd" / "nuscenes.yaml", overrides, schema=recipe_cls.schema)
-    teacher = SparseUNet(5, 16, cfg.model.teacher.backbone)  # keyframe + 4 sweeps: x, y, z, intensity, time lag
+    teacher = SparseUNet(4, 16, cfg.model.teacher.backbone)  # keyframe + 4 sweeps: x, y, z, intensity (release)
     save(tmp_path / "teacher.pt", {"models": {"net": teacher.state_dict()}})
     cfg = load_config(REPO / "configs" / "u2mkd" / "nuscenes.yaml",
                       [*overrides, f"model.teacher.checkpoint={tmp_path / 'teacher.pt'}"], schema=recipe_cls.schema)

@@ -110,7 +110,8 @@ def test_recipes_paste_only_in_training_and_outside_the_cameras(db_dir, nus, tmp
     configs = Path(__file__).resolve().parents[1] / "configs"
     common = [f"data.root={nus}", f"output_dir={tmp_path}", "data.train_split=mini_train", "model.max_points=0",
               f"model.paste.database={db_dir}", "model.paste.range_tolerance=3.0", "model.augment.rotate=false",
-              "model.augment.flip=false", "model.augment.scale=[1.0,1.0]", "model.backbone.cr=0.125"]
+              "model.augment.flip=false", "model.augment.scale=[1.0,1.0]", "model.backbone.cr=0.125",
+              "model.one_point_per_voxel=false"]
     for name, extra in (("lidar_seg", []), ("u2mkd", ["model.kd=false", "model.camera_drop=0",
                                                       "data.image_size=[64,36]"])):
         recipe_cls = get_recipe(name)
@@ -128,3 +129,35 @@ def test_recipes_paste_only_in_training_and_outside_the_cameras(db_dir, nus, tmp
         assert np.isin(pasted["labels"][-extra_points:], things).all()
         if name == "u2mkd":
             assert (pasted["point_cam"][-extra_points:] == -1).all()
+
+
+def test_u2mkd_pastes_before_both_inputs_so_the_teacher_supervises_the_pasted_points(db_dir, nus, tmp_path):
+    from pathlib import Path
+
+    import torch
+
+    from xmkd.config import load_config
+    from xmkd.engine.checkpoint import save
+    from xmkd.models.point.sparse_unet import SparseUNet
+    from xmkd.recipes import get_recipe
+
+    recipe_cls = get_recipe("u2mkd")
+    overrides = [f"data.root={nus}", f"output_dir={tmp_path}", "data.train_split=mini_train", "model.max_points=0",
+                 f"model.paste.database={db_dir}", "model.paste.range_tolerance=3.0", "model.backbone.cr=0.125",
+                 "model.teacher.backbone.cr=0.125", "model.camera_drop=0", "data.image_size=[64,36]"]
+    config = Path(__file__).resolve().parents[1] / "configs" / "u2mkd" / "synthetic.yaml"
+    cfg = load_config(config, overrides, schema=recipe_cls.schema)
+    save(tmp_path / "t.pt", {"models": {"net": SparseUNet(4, 16, cfg.model.teacher.backbone).state_dict()}})
+    cfg = load_config(config, [*overrides, f"model.teacher.checkpoint={tmp_path / 't.pt'}"], schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    frame = recipe.frames("mini_train")[0]
+    sample = max((recipe.make_sample(frame, np.random.default_rng(s)) for s in range(5)), key=lambda x: len(x["raw"]))
+    pasted = sample["raw"] >= frame.num_points  # the student's ids: keyframe points, then the pasted ones
+    assert pasted.sum() > 0 and (sample["point_cam"][pasted] == -1).all()
+    assert set(sample["raw"][pasted]) <= set(sample["t_raw"][sample["t_raw"] >= frame.num_points])  # in the teacher
+    kd = recipe.collate([sample])["kd_index"].numpy()
+    assert (kd[pasted] >= 0).all()  # so the KL covers them
+    # each pair is one physical point: the two copies differ by rotation / flip (norm kept) and by two scale factors
+    ratio = np.linalg.norm(sample["xyz"][kd >= 0], axis=1) / np.linalg.norm(sample["t_xyz"][kd[kd >= 0]], axis=1)
+    assert ratio.std() < 1e-5 * ratio.mean()

@@ -11,7 +11,14 @@ from xmkd.models.image.resnet import ResNet
 from xmkd.models.image.swiftnet import SwiftNet
 from xmkd.models.losses import lovasz_softmax, seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
-from xmkd.models.point.sphereformer import SphereFormerBlock, window_chunks
+from xmkd.models.point.sphereformer import (
+    QUANT_STEPS,
+    DualWindowAttention,
+    SphereFormerBlock,
+    cart2sphere,
+    exponential_split,
+    window_groups,
+)
 from xmkd.ops.sparse import lookup
 
 
@@ -77,14 +84,66 @@ def test_swiftnet_forward_backward():
     assert net.decode(net.encode(x)).shape == (2, 128, 18, 32)
 
 
-def test_window_chunks_cover_each_token_once():
-    keys = torch.tensor([[0, 0], [0, 1], [0, 0], [1, 0], [0, 0], [0, 0], [0, 0]])
-    slots, _ = window_chunks(keys, 2)
-    filled = slots[slots >= 0]
-    assert sorted(filled.tolist()) == list(range(7))
-    for row in slots:  # a chunk holds tokens of one window only
-        ids = row[row >= 0]
-        assert len({tuple(keys[i].tolist()) for i in ids}) == 1
+def test_window_groups_cover_each_token_once():
+    window = torch.tensor([0, 1, 0, 2, 0, 0, 0, 3, 3, 3, 3, 3, 3, 3, 3])
+    groups = window_groups(window)
+    filled = torch.cat([g[g >= 0] for g in groups])
+    assert sorted(filled.tolist()) == list(range(len(window)))
+    for rows in groups:
+        for row in rows:  # a row holds one whole window
+            ids = row[row >= 0]
+            assert len(set(window[ids].tolist())) == 1 and len(ids) == int((window == window[ids[0]]).sum())
+        assert rows.shape[1] <= 2 * max(4, int((rows >= 0).sum(1).min()))  # bucketed: padding below half a row
+
+
+def test_exponential_split_matches_the_release_table():
+    a = 0.0125  # release docstring: [0,a)->0 [a,2a)->1 [2a,4a)->2 [4a,6a)->3 [6a,10a)->4 [10a,14a)->5; [-a,0)->-1
+    d = torch.tensor([0.0, 0.9, 1.0, 1.9, 2.0, 3.9, 4.0, 5.9, 6.0, 9.9, 10.0, 13.9, -0.5, -1.5, -2.5]) * a
+    assert exponential_split(d, a).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, -1, -2, -3]
+
+
+def reference_attention(attn: DualWindowAttention, x, xyz, batch):
+    """The release's formulas token by token (sptr `sparse_self_attention` with contextual RPE)."""
+    m, h, d = x.shape[0], attn.heads, attn.head_dim
+    q, k, v = attn.qkv(x).view(m, 3, h, d).unbind(1)
+    q = q * d ** -0.5
+    out = torch.zeros(m, h, d)
+    for branch, heads in (("cube", range(attn.h1)), ("radial", range(attn.h1, h))):
+        pos = xyz if branch == "cube" else cart2sphere(xyz)
+        win = attn.cube if branch == "cube" else attn.radial
+        quant = win / QUANT_STEPS if branch == "cube" else attn.radial_quant
+        tq, tk, tv = attn.cube_tables if branch == "cube" else attn.radial_tables
+        lo = pos.min(0).values
+        cell = torch.floor((pos - lo) / win)
+        grid = torch.floor(torch.remainder(pos - lo, win) / quant).long()
+        for i in range(m):
+            mates = [j for j in range(m) if batch[j] == batch[i] and torch.equal(cell[j], cell[i])]
+            r = torch.stack([grid[i] - grid[j] + QUANT_STEPS - 1 for j in mates])
+            if branch == "radial":
+                dr = torch.stack([pos[i, 2] - pos[j, 2] for j in mates])
+                r[:, 2] = exponential_split(dr, attn.rpe_a) + QUANT_STEPS
+                r = r.clamp(0, 2 * QUANT_STEPS - 1)
+            for c, hh in enumerate(heads):
+                logits = torch.stack([q[i, hh] @ (k[j, hh] + sum(tq[r[n, a], a, c] for a in range(3)))
+                                      + k[j, hh] @ sum(tk[r[n, a], a, c] for a in range(3))
+                                      for n, j in enumerate(mates)])
+                w = torch.softmax(logits, 0)
+                out[i, hh] = sum(w[n] * (v[j, hh] + sum(tv[r[n, a], a, c] for a in range(3)))
+                                 for n, j in enumerate(mates))
+    return attn.proj(out.reshape(m, h * d))
+
+
+def test_full_window_attention_equals_the_release_formulas():
+    torch.manual_seed(0)
+    attn = DualWindowAttention(16, heads=4, cube=2.0, radial=(20.0, 20.0, 120.0))
+    for t in [*attn.cube_tables, *attn.radial_tables]:  # visible RPE (the release's init is std 0.02)
+        torch.nn.init.normal_(t, std=0.5)
+    xyz = torch.cat([torch.rand(12, 3) * 3 + torch.tensor([8.0, 1.0, -1.0]), torch.rand(6, 3) * 3 - 10])
+    batch = torch.tensor([0] * 15 + [1] * 3)
+    x = torch.randn(18, 16)
+    with torch.no_grad():
+        expected = reference_attention(attn, x, xyz, batch)
+        assert torch.allclose(attn(x, xyz, batch), expected, atol=1e-5)
 
 
 def test_sphereformer_block_attends_only_within_windows():
@@ -123,7 +182,7 @@ def test_lookup():
 @pytest.mark.parametrize("sphereformer", [True, False])
 def test_sparse_unet_forward_backward_and_eval(sphereformer):
     batch, n = small_batch()
-    net = SparseUNet(4, 5, SparseUNetConfig(cr=0.25, sphereformer=sphereformer, blocks=1))
+    net = SparseUNet(4, 5, SparseUNetConfig(cr=0.25, sphereformer=sphereformer, blocks=1, head_dim=4, window=1.2))
     out = net(batch)
     assert out["logits"].shape == (n, 5) and len(out["stages"]) == 4
     assert out["bottleneck"].shape == (n, net.widths[4])
@@ -135,19 +194,41 @@ def test_sparse_unet_forward_backward_and_eval(sphereformer):
         assert net(batch)["logits"].shape == (n, 5)
 
 
+def test_trilinear_devoxelisation_weights_the_neighbouring_voxels():
+    from xmkd.ops.sparse import sparse_tensor
+
+    net = SparseUNet(4, 3, SparseUNetConfig(cr=0.25, sphereformer=False, blocks=1))
+    # stride-2 voxels (0,0,0) = 1.0 and (1,0,0) = 3.0; (0,1,0) absent
+    x = sparse_tensor(torch.tensor([[1.0], [3.0]]), torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]]), [8, 8, 8], 1)
+    points = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0], [0, 1, 1, 0], [0, 2, 0, 0]])  # stride-1 integer coords
+    # (1,0,0) is half-way along x between the two voxels' corners; (1,1,0) too (its y neighbour is missing, so the
+    # weights renormalise); (2,0,0) sits on voxel (1,0,0)'s corner
+    assert net.devoxelize(x, points, 2).squeeze(1).tolist() == [1.0, 2.0, 2.0, 3.0]
+    net.cfg.devoxelize = "nearest"
+    assert net.devoxelize(x, points, 2).squeeze(1).tolist() == [1.0, 1.0, 1.0, 3.0]
+
+
 def test_sparse_unet_stage_hook_sees_every_stage():
     batch, n = small_batch(1500)
     net = SparseUNet(4, 3, SparseUNetConfig(cr=0.25, sphereformer=False, blocks=1))
     seen = []
 
-    def hook(i, x, point_idx):
-        seen.append((i, x.features.shape[0], int(point_idx.max())))
-        return x.replace_feature(x.features * 0)  # fusion may replace stage features
+    def hook(i, x, p, voxel_idx):
+        seen.append((i, x.features.shape[0], int(voxel_idx.max()), p.shape))
+        if i < 3:
+            return x, p
+        seen.append(p.clone())
+        return x.replace_feature(x.features * 0), p * 0  # fusion may replace stage features
 
     out = net(batch, stage_hook=hook)
+    stage4_in = seen.pop()
     assert [s[0] for s in seen] == [0, 1, 2, 3]
-    assert all(mx < m for _, m, mx in seen)
+    m1, pv = len(batch["voxel_coords"]), batch["point_voxel"]  # the point branch runs per stride-1 voxel
+    assert all(mx < m and shape == (m1, net.widths[i + 1]) for i, m, mx, shape in seen) and len(out["logits"]) == n
     assert torch.all(out["stages"][3].features == 0)
+    assert torch.equal(out["stage4"], stage4_in[pv])  # the feature-imitation input is what the hook received
+    assert torch.allclose(out["bottleneck"], net.point_mlp[0](net.stem(net.input_tensor(batch)).features)[pv])
+    # (the hook's stage-4 features, zeros, plus the stem's point MLP)
 
 
 def test_lovasz_softmax():

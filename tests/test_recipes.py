@@ -59,8 +59,9 @@ def test_lidar_seg_teacher_trains_on_a_lidar_only_semantickitti(tmp_path, capsys
     config = str(REPO / "configs" / "lidar_seg" / "semantickitti_teacher.yaml")
     small = [f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "data.val_split=train", "data.batch_size=1",
              "data.num_workers=0", "data.voxel_size=0.4", "model.paste.database=''", "model.max_points=3000",
-             "model.backbone.cr=0.25", "model.backbone.blocks=1", "model.backbone.window=2.4", "train.max_iters=2",
-             "train.val_every=2", "train.ckpt_every=2", "train.schedule.warmup_iters=0"]
+             "model.backbone.cr=0.25", "model.backbone.blocks=1", "model.backbone.head_dim=4",
+             "model.backbone.window=2.4", "train.max_iters=2", "train.val_every=2", "train.ckpt_every=2",
+             "train.schedule.warmup_iters=0"]
     assert main(["train", config, *small, "--quiet"]) == 1  # the config's 4 sweeps need the poses
     assert "sweeps=4 merges scans through poses.txt and calib.txt's Tr" in capsys.readouterr().err
     assert main(["train", config, *small, "data.sweeps=0", "--quiet"]) == 0

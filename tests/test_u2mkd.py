@@ -43,9 +43,9 @@ def test_imputation_loss_does_not_reach_image_features():
     assert pts.grad.abs().sum() > 0 and c2l.learner[0].weight.grad.abs().sum() > 0
     fused.sum().backward()
     assert img.grad.abs().sum() > 0  # the fusion itself does use the image features
-    l2c = LidarToCamera(8, 16)
-    out = l2c(img, pts, index, uv, (40, 24))
-    assert out.shape == img.shape
+    l2c = LidarToCamera(8, 16, n_scales=3)
+    relu, fused = l2c(img, pts, index, uv, (40, 24))
+    assert fused.shape == img.shape and torch.equal(relu, fused.clamp(min=0))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_one_training_step_and_validation(data, teacher_ckpt, tmp_path):
         p.requires_grad_(False)
     ds = recipe.train_dataset()
     batch = recipe.collate([ds[(0, 0)], ds[(0, 1)]])
-    assert (batch["kd_index"] >= 0).float().mean() > 0.99  # the teacher sees every student point
+    assert (batch["kd_index"] >= 0).float().mean() > 0.98  # the teacher sees every student point in its range
     losses = recipe.training_step(batch, 0)
     assert set(losses) == {"ce", "lovasz", "pixel_ce", "pixel_lovasz", "imputation", "kl", "feat"}
     assert all(torch.isfinite(v) for v in losses.values())

@@ -69,6 +69,10 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=list)  # multistep, in iterations
     gamma: float = 0.1  # multistep decay factor
     pct_start: float = 0.3  # onecycle
+    # cosine as U2MKD's release (core/schedulers.py cosine_schedule_with_warmup): warmup_iters // processes warm-up
+    # iterations (none on one process), the lr rising as (step + 1) / that (lr / 250 first on 4 GPUs with 1000),
+    # then the cosine over the whole run's length; warmup_start_ratio is not used
+    release_warmup: bool = False
     # onecycle: [high, low] Adam beta1 / SGD momentum cycled against the lr (high -> low while it rises, back while it
     # falls; torch OneCycleLR cycle_momentum, OpenPCDet OneCycle MOMS); [] keeps the optimizer's value fixed
     momentum: list[float] = field(default_factory=list)

@@ -5,22 +5,29 @@
 3. train, from the same seed and for the same number of steps, the LiDAR-only student (`lidar_seg`, single
    sweep), the camera-only SwiftNet (`camera_seg`), the LiDAR + camera student without distillation
    (`u2mkd`, kd=false) and with distillation from the teacher (`u2mkd`);
-4. print one table (point mIoU, pixel mIoU, mIoU with cameras dropped), write `results.json` and a report
-   folder (training curves, per-class IoU bars, prediction overlays on validation frames).
+4. the label-scarce regime (`model.labelled`): 1/8 of the training frames keep their labels; a teacher trained
+   on those frames alone (`teacher_scarce`), and the LiDAR + camera student on the same labels without KD
+   (`student_nokd_scarce`) and with KD on every frame (`student_kd_scarce`);
+5. print one table (point mIoU, pixel mIoU, mIoU with cameras dropped), a verdict per regime, write
+   `results.json` and a report folder (training curves, per-class IoU bars, prediction overlays on validation
+   frames).
 Everything lands under `--out` (default outputs/demo). Re-running reuses the dataset and finished runs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from xmkd.config import CONFIG_DIR
+from xmkd.config import CONFIG_DIR, load_config
 from xmkd.data.readers.nuscenes import require_devkit
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
@@ -39,21 +46,140 @@ class DemoBudget:
     max_points: int = 6000
     teacher_cr: float = 0.5  # twice the students' width (cr 0.25), as in the paper (2 vs 1)
     ablations: bool = False  # also KD with only the KL term and with only the feature term
+    scarce_fraction: float = 0.125  # label-scarce rows: the share of training frames that keep their labels
+    scarce_teacher_steps: int = 120
+    scarce_student_steps: int = 70
+    scarce_ablations: bool = False  # also no-KD trained on the labelled frames alone (every step supervised)
 
 
 BUDGETS = {"demo": DemoBudget(),
-           "tiny": DemoBudget(frames=6, frames_per_scene=3, teacher_steps=4, student_steps=3, max_points=2000),
-           # benchmarks/bench_u2mkd.py: longer schedules, more data, and the KD ablations
-           "bench": DemoBudget(frames=40, teacher_steps=240, student_steps=120, ablations=True)}
+           "tiny": DemoBudget(frames=6, frames_per_scene=3, teacher_steps=4, student_steps=3, max_points=2000,
+                              scarce_fraction=0.6, scarce_teacher_steps=4, scarce_student_steps=3),  # 2 of 3
+           # benchmarks/bench_u2mkd.py: more data, the KD ablations, and a full-label student schedule long enough
+           # for the training loss to flatten (the benchmark's loss table shows it; docs/benchmarks.md)
+           "bench": DemoBudget(frames=40, teacher_steps=800, student_steps=400, ablations=True,
+                               scarce_teacher_steps=200, scarce_student_steps=200, scarce_ablations=True)}
 
 # checkpoints every 40 iterations (a resume point, without writing the 250 MB student state at every step)
 COMMON = ["data.num_workers=1", "train.log_every=10", "train.ckpt_every=40", "data.voxel_size=0.4",
           "data.point_range=[-38.4,-38.4,-4.8,38.4,38.4,4.8]", "model.backbone.cr=0.25", "model.backbone.blocks=1",
-          "model.backbone.chunk=24"]
+          "model.backbone.window=2.4"]  # the release's 6 voxels
 
 
 def _train(config: str, overrides: list[str], run_dir: Path) -> dict[str, float]:
     return train_or_reuse(CONFIG_DIR / config, overrides, run_dir)
+
+
+def make_dataset(out: Path, seed: int, b: DemoBudget) -> Path:
+    """The budget's synthetic nuScenes-format world under `out` (reused when it exists)."""
+    synthesize_indexed(SynthOptions(out=str(out), preset="day", format="nuscenes", frames=b.frames,
+                                    frames_per_scene=b.frames_per_scene, seed=seed, image_size=b.image_size,
+                                    cameras=b.cameras, val_fraction=0.25, workers=2), "nuscenes")
+    return out
+
+
+def plan(b: DemoBudget, data: Path, runs: Path, seed: int) -> dict[str, tuple[str, list[str]]]:
+    """Every row of the demo: name -> (config under configs/, overrides), in training order (a teacher before
+    the students that distil from it). The full-label rows first, then the label-scarce ones."""
+    base = [f"data.root={data}", f"output_dir={runs}", f"seed={seed}", *COMMON]
+    teacher = [*base, "data.sweeps=2", f"model.max_points={b.max_points * 2}", f"model.backbone.cr={b.teacher_cr}"]
+    u2 = [f"data.image_size=[{b.image_size[0]},{b.image_size[1]}]", "model.camera_drop=1", "model.eval_camera_drop=2",
+          "model.decoder_width=64", f"model.teacher.backbone.cr={b.teacher_cr}", "model.teacher.backbone.blocks=1",
+          "model.teacher.backbone.window=2.4", f"model.max_points={b.max_points}"]
+
+    def steps(n: int) -> list[str]:
+        return [f"train.max_iters={n}", f"train.val_every={n}"]
+
+    def kd(teacher_run: str) -> list[str]:
+        return ["model.kd=true", f"model.teacher.checkpoint={runs / teacher_run / 'checkpoints' / 'last.pt'}",
+                "data.sweeps=2"]
+
+    student = [*base, *steps(b.student_steps)]
+    rows = {"teacher": ("lidar_seg/synthetic.yaml", [*teacher, "name=teacher", *steps(b.teacher_steps)]),
+            "student_lidar_only": ("lidar_seg/synthetic.yaml", [*student, "name=student_lidar_only",
+                                                                f"model.max_points={b.max_points}"]),
+            "camera_only": ("camera_seg/synthetic.yaml", [*student, "name=camera_only", *u2]),
+            "student_nokd": ("u2mkd/synthetic.yaml", [*student, "name=student_nokd", "model.kd=false", *u2]),
+            "student_kd": ("u2mkd/synthetic.yaml", [*student, "name=student_kd", *kd("teacher"), *u2])}
+    if b.ablations:  # which distillation term helps or hurts: KL alone, feature imitation alone
+        for name, weights in (("student_kd_kl_only", "model.w_feat=0"), ("student_kd_feat_only", "model.w_kl=0")):
+            rows[name] = ("u2mkd/synthetic.yaml", [*student, f"name={name}", *kd("teacher"), weights, *u2])
+    if b.scarce_fraction < 1:  # the same frames keep their labels for the teacher and the students
+        labelled = [f"model.labelled.fraction={b.scarce_fraction}", f"model.labelled.seed={seed}"]
+        scarce = [*base, *steps(b.scarce_student_steps), *labelled, *u2]
+        rows["teacher_scarce"] = ("lidar_seg/synthetic.yaml", [*teacher, "name=teacher_scarce", *labelled,
+                                                               *steps(b.scarce_teacher_steps)])
+        rows["student_nokd_scarce"] = ("u2mkd/synthetic.yaml", [*scarce, "name=student_nokd_scarce", "model.kd=false"])
+        rows["student_kd_scarce"] = ("u2mkd/synthetic.yaml", [*scarce, "name=student_kd_scarce",
+                                                              *kd("teacher_scarce")])
+        if b.scarce_ablations:
+            rows["student_nokd_scarce_labelled_only"] = ("u2mkd/synthetic.yaml", [
+                *scarce, "name=student_nokd_scarce_labelled_only", "model.kd=false", "model.unlabelled=drop"])
+    return rows
+
+
+def training_threads() -> int:
+    """Torch threads for the rows: OMP_NUM_THREADS when it is set, else every core torch uses but one, which the
+    data worker (`data.num_workers=1`) takes. On 2 cores a second torch thread only contends with the worker, and
+    on a busy machine OpenMP threads that wait for each other made a teacher step ~13x dearer in CPU time
+    (docs/benchmarks.md, U2MKD demo)."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() - 1)
+
+
+def train_rows(rows: dict[str, tuple[str, list[str]]], runs: Path,
+               on_done: Callable[[str, float], None] | None = None) -> tuple[dict[str, dict], dict[str, float]]:
+    """Train (or reuse) every planned row in order, on `training_threads()` torch threads: (final validation
+    metrics, wall seconds) per row; `on_done(name, seconds)` is called after each row (a reused row takes about a
+    second)."""
+    metrics, seconds = {}, {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training_threads())
+    try:
+        for name, (config, overrides) in rows.items():
+            t0 = time.perf_counter()
+            print(f"-- {name}")
+            metrics[name] = _train(config, overrides, runs / name)
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            if on_done is not None:
+                on_done(name, seconds[name])
+    finally:
+        torch.set_num_threads(threads)
+    return metrics, seconds
+
+
+def _gap(rows: dict[str, dict[str, float]], kd: str, nokd: str) -> str:
+    a, b = rows[kd]["point_miou"], rows[nokd]["point_miou"]
+    return (f"KD is ahead of no-KD by {a - b:.2f} point mIoU ({a:.2f} vs {b:.2f})" if a > b else
+            f"KD is NOT ahead of no-KD ({a:.2f} vs {b:.2f} point mIoU)")
+
+
+def verdict(rows: dict[str, dict[str, float]], labelled: int, frames: int) -> str:
+    """One line per regime: what the KD - no-KD comparison of this seed shows."""
+    lines = [f"full labels: {_gap(rows, 'student_kd', 'student_nokd')}; here the teacher's soft labels fall on "
+             "points whose labels the student already has"]
+    if "student_kd_scarce" in rows:
+        lines.append(f"label-scarce ({labelled} of {frames} training frames labelled, for the teacher too; KD on "
+                     f"every frame): {_gap(rows, 'student_kd_scarce', 'student_nokd_scarce')}; here the teacher's "
+                     f"soft labels are the only supervision on the other {frames - labelled} frames")
+    lines.append("(one seed: differences of a few points are within the seed spread; `python -m benchmarks u2mkd` "
+                 "gives each regime's paired differences over 5 seeds)")
+    if "camera_only" in rows:
+        lines.append("(camera_only: point mIoU over every point, those outside the cameras counted as misses; "
+                     "coverage = % of labelled points inside a camera)")
+    return "\n".join(lines)
+
+
+def labelled_frames(run_dir: Path) -> dict[str, Any]:
+    """A label-scarce `u2mkd` run's labelled training frames (ids) and the size of its training split."""
+    from xmkd.recipes import get_recipe
+
+    recipe_cls = get_recipe("u2mkd")
+    recipe = recipe_cls(load_config(run_dir / "config.yaml", schema=recipe_cls.schema), torch.device("cpu"))
+    ids = recipe.labelled_training_ids()
+    total = len(recipe.frames(recipe.cfg.data.train_split))
+    return {"labelled_frames": sorted(ids) if ids is not None else [], "training_frames": total}
 
 
 def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "demo") -> dict[str, Any]:
@@ -63,58 +189,28 @@ def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "dem
     start = time.perf_counter()
     data = out / "data"
     print(f"[1/4] synthetic dataset -> {data}")
-    synthesize_indexed(SynthOptions(out=str(data), preset="day", format="nuscenes", frames=b.frames,
-                                    frames_per_scene=b.frames_per_scene, seed=seed, image_size=b.image_size,
-                                    cameras=b.cameras, val_fraction=0.25, workers=2), "nuscenes")
+    make_dataset(data, seed, b)
     runs = out / "runs"
-    base = [f"data.root={data}", f"output_dir={runs}", f"seed={seed}", *COMMON]
-    print("[2/4] teacher (LiDAR, keyframe + 2 sweeps)")
-    teacher = _train("lidar_seg/synthetic.yaml", [*base, "name=teacher", "data.sweeps=2",
-                                                 f"train.max_iters={b.teacher_steps}",
-                                                 f"train.val_every={b.teacher_steps}",
-                                                 f"model.max_points={b.max_points * 2}",
-                                                 f"model.backbone.cr={b.teacher_cr}"], runs / "teacher")
-    teacher_ckpt = runs / "teacher" / "checkpoints" / "last.pt"
-    student = [f"train.max_iters={b.student_steps}", f"train.val_every={b.student_steps}",
-               f"model.max_points={b.max_points}"]
-    u2 = [f"data.image_size=[{b.image_size[0]},{b.image_size[1]}]", "model.camera_drop=1", "model.eval_camera_drop=2",
-          "model.decoder_width=64", f"model.teacher.backbone.cr={b.teacher_cr}", "model.teacher.backbone.blocks=1",
-          "model.teacher.backbone.chunk=24"]
-    print("[3/4] students: LiDAR only, camera only, LiDAR + camera without KD, LiDAR + camera with KD")
-    rows = {"teacher": teacher,
-            "student_lidar_only": _train("lidar_seg/synthetic.yaml", [*base, "name=student_lidar_only", *student],
-                                         runs / "student_lidar_only"),
-            "camera_only": _train("camera_seg/synthetic.yaml", [*base, "name=camera_only", *student, *u2],
-                                  runs / "camera_only"),
-            "student_nokd": _train("u2mkd/synthetic.yaml", [*base, "name=student_nokd", "model.kd=false", *student,
-                                                            *u2], runs / "student_nokd"),
-            "student_kd": _train("u2mkd/synthetic.yaml", [*base, "name=student_kd", "model.kd=true",
-                                                          f"model.teacher.checkpoint={teacher_ckpt}", "data.sweeps=2",
-                                                          *student, *u2], runs / "student_kd")}
-    if b.ablations:  # which distillation term helps or hurts: KL alone, feature imitation alone
-        for name, weights in (("student_kd_kl_only", ["model.w_feat=0"]), ("student_kd_feat_only", ["model.w_kl=0"])):
-            rows[name] = _train("u2mkd/synthetic.yaml", [*base, f"name={name}", "model.kd=true", *weights,
-                                                         f"model.teacher.checkpoint={teacher_ckpt}", "data.sweeps=2",
-                                                         *student, *u2], runs / name)
-    print("[4/4] results")
-    results = {"rows": {k: _percent(v) for k, v in rows.items()}, "budget": budget, "seed": seed,
-               "seconds": round(time.perf_counter() - start, 1),
-               "per_class": {k: {m: x for m, x in v.items() if m.startswith("iou_")} for k, v in rows.items()}}
+    rows = plan(b, data, runs, seed)
+    print(f"[2/4] teacher (LiDAR, keyframe + 2 sweeps) and students: LiDAR only, camera only, LiDAR + camera without "
+          f"and with KD; then the label-scarce teacher and students ({b.scarce_fraction:g} of the frames labelled)")
+    metrics, seconds = train_rows(rows, runs)
+    print("[3/4] results")
+    results = {"rows": {k: _percent(v) for k, v in metrics.items()}, "budget": budget, "seed": seed,
+               "seconds": round(time.perf_counter() - start, 1), "run_seconds": seconds,
+               "per_class": {k: {m: x for m, x in v.items() if m.startswith("iou_")} for k, v in metrics.items()}}
+    if "student_kd_scarce" in rows:
+        results["scarce"] = labelled_frames(runs / "student_kd_scarce")
     table = format_rows(results["rows"])
-    kd, nokd = results["rows"]["student_kd"]["point_miou"], results["rows"]["student_nokd"]["point_miou"]
-    verdict = (f"student with KD is ahead of the student without KD by {kd - nokd:.2f} point mIoU" if kd > nokd else
-               f"student with KD is NOT ahead of the student without KD ({kd:.2f} vs {nokd:.2f} point mIoU) at this "
-               "budget")
-    if "camera_only" in rows:
-        verdict += ("\n(camera_only: point mIoU over every point, those outside the cameras counted as misses; "
-                    "coverage = % of labelled points inside a camera)")
-    results["verdict"] = verdict
+    results["verdict"] = verdict(results["rows"], len(results.get("scarce", {}).get("labelled_frames", [])),
+                                 results.get("scarce", {}).get("training_frames", 0))
+    print("[4/4] report")
     report = out / "report"
     write_report(report, runs, results)
     overlays = write_overlays(report, runs, list(rows))
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     print(table)
-    print(verdict)
+    print(results["verdict"])
     print(f"results: {out / 'results.json'}; report: {report}/ ({len(overlays)} prediction overlays); runs: {runs}/ "
           f"({results['seconds']:.0f} s)")
     return results
@@ -155,9 +251,10 @@ def _percent(metrics: dict[str, float]) -> dict[str, float]:
 
 def format_rows(rows: dict[str, dict[str, float]]) -> str:
     cols = ["point_miou", "pixel_miou", "point_miou_drop2", "point_accuracy", "coverage"]
-    lines = [f"{'':<20}" + "".join(f"{c:>18}" for c in cols)]
+    width = max(20, *(len(n) + 2 for n in rows))
+    lines = [f"{'':<{width}}" + "".join(f"{c:>18}" for c in cols)]
     for name, r in rows.items():
-        lines.append(f"{name:<20}" + "".join(f"{r[c]:>18.2f}" if c in r else f"{'-':>18}" for c in cols))
+        lines.append(f"{name:<{width}}" + "".join(f"{r[c]:>18.2f}" if c in r else f"{'-':>18}" for c in cols))
     return "\n".join(lines)
 
 
@@ -182,11 +279,10 @@ def write_report(folder: Path, runs: Path, results: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(folder / "training_curves.png")
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(results["rows"])), 4), dpi=100)
     names = list(results["rows"])
     values = [results["rows"][n]["point_miou"] for n in names]
-    ax.bar(names, values, color=["#555555", "#8888cc", "#aa66aa", "#cc8844", "#44aa66", "#66ccaa", "#aacc66"][
-        : len(names)])
+    ax.bar(names, values, color=[plt.get_cmap("tab20")(i % 20) for i in range(len(names))])
     ax.tick_params(axis="x", labelrotation=20, labelsize=7)
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")

@@ -38,7 +38,7 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
     stride-2 convolution halves it exactly and no voxel falls off the grid's far edge. `offsets` (per sample, (3,)
     ints in 0 .. multiple - 1): the sample's voxels shifted by that many voxels, on a grid one `multiple` larger
     per axis (a random translation as a strided sparse network sees it)."""
-    coords, feats, pv, pbatch = [], [], [], []
+    coords, feats, vxyz, pv, pbatch = [], [], [], [], []
     offset = 0
     grid = None
     for b, (xyz, f) in enumerate(zip(points_xyz, point_features)):
@@ -55,6 +55,8 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
         for c in range(f.shape[1]):
             sums[:, c] = np.bincount(v.inverse, weights=f[:, c], minlength=v.num_voxels)
         feats.append((sums / v.counts[:, None]).astype(np.float32))
+        vxyz.append(np.column_stack([np.bincount(v.inverse, weights=xyz[:, c], minlength=v.num_voxels)
+                                     for c in range(3)]) / v.counts[:, None])
         pv.append(v.inverse + offset)
         pbatch.append(np.full(len(xyz), b))
         offset += v.num_voxels
@@ -63,6 +65,7 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
     return {
         "voxel_coords": torch.from_numpy(np.concatenate(coords).astype(np.int32)),
         "voxel_features": torch.from_numpy(np.concatenate(feats)),
+        "voxel_xyz": torch.from_numpy(np.concatenate(vxyz).astype(np.float32)),  # mean position of its points (m)
         "point_voxel": torch.from_numpy(np.concatenate(pv).astype(np.int64)),
         "point_batch": torch.from_numpy(np.concatenate(pbatch).astype(np.int64)),
         "spatial_shape": torch.as_tensor(shape, dtype=torch.int64),

@@ -11,10 +11,14 @@ import torch
 from xmkd.errors import XmkdConfigError
 
 
-def lr_factor(cfg, total_steps: int) -> Callable[[int], float]:
+def lr_factor(cfg, total_steps: int, world: int = 1) -> Callable[[int], float]:
     """Factor of the base lr at step s for `cfg.train.schedule` (cosine with linear warm-up per iteration,
-    multistep, onecycle, constant)."""
+    multistep, onecycle, constant) when `world` processes train together."""
     name = cfg.name
+    if getattr(cfg, "release_warmup", False):
+        if name != "cosine":
+            raise XmkdConfigError(f"train.schedule.release_warmup applies to the cosine schedule, not {name!r}")
+        return _release_cosine(int(cfg.warmup_iters), total_steps, world)
     warm = int(cfg.warmup_iters)
     start = float(cfg.warmup_start_ratio)
     total = max(total_steps, 1)
@@ -54,6 +58,19 @@ def lr_factor(cfg, total_steps: int) -> Callable[[int], float]:
     else:
         raise XmkdConfigError(f"train.schedule.name: unknown schedule {name!r} (cosine, multistep, onecycle, "
                               "constant)")
+    return f
+
+
+def _release_cosine(warmup_iters: int, total_steps: int, world: int) -> Callable[[int], float]:
+    """U2MKD's `cosine_schedule_with_warmup` (core/schedulers.py:10-35): warm-up of warmup_iters // world steps
+    (0 on one process) rising as (s + 1) / warm-up, then 0.5 (1 + cos(pi (s - warm-up) / total))."""
+    warm = 0 if world == 1 else warmup_iters // world
+    total = max(total_steps, 1)
+
+    def f(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (s - warm) / total))
     return f
 
 

@@ -114,8 +114,8 @@ class Trainer:
                                   f"{len(self.train_set)} training samples")
         self.iteration_based = cfg.train.max_iters > 0
         self.total_steps = cfg.train.max_iters if self.iteration_based else cfg.train.epochs * self.steps_per_epoch
-        self.schedules = {k: torch.optim.lr_scheduler.LambdaLR(o, lr_factor(cfg.train.schedule, self.total_steps))
-                          for k, o in self.optimizers.items()}
+        factor = lr_factor(cfg.train.schedule, self.total_steps, self.world)
+        self.schedules = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in self.optimizers.items()}
         self.momentum = momentum_at(cfg.train.schedule, self.total_steps)  # None: the optimizer's own, fixed
         if self.momentum:
             for o in self.optimizers.values():
@@ -274,7 +274,7 @@ class Trainer:
         lrs = {f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
         wait = self.data_wait / max(self.step_time, 1e-9)
         self.logger.log(self.step, "train", {**losses, **lrs, "data_wait_share": wait})
-        bar.set_postfix({k: f"{v:.3f}" for k, v in list(losses.items())[:4]})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
 
     def validate(self) -> dict[str, float]:
         val_set = self.recipe.val_dataset()

@@ -1,7 +1,8 @@
 """`camera_seg`: U2MKD's camera-only baseline — SwiftNet-ResNet18 on the frame's cameras, supervised by the
 labels of the LiDAR points projected into them (CE + Lovasz at those pixels), with the same data path,
 camera drop and image sizes as the `u2mkd` student (it reads the `u2mkd` config schema; the LiDAR backbone
-and distillation settings are unused).
+and distillation settings are unused). In a label-scarce run (`model.labelled`) it trains on the labelled
+frames only, the ones the student keeps the labels of.
 
 Validation: pixel mIoU at the projected in-view points, and the point mIoU over *every* keyframe point, where
 a point outside every camera has no prediction and counts as a miss (a camera-only model cannot label it);
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from xmkd.data.dataset import FrameSamples
+from xmkd.data.labelled import labelled_only
 from xmkd.data.labels import get_label_space
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.models.image.resnet import normalize_images
@@ -53,6 +56,12 @@ class CameraSegRecipe(U2MKDRecipe):
             net.backbone.load_pretrained(m.image_pretrained)
         self.nets["camera"] = net.to(self.device)
         self.paste = None  # pasted LiDAR instances are invisible to the cameras
+
+    def train_dataset(self) -> FrameSamples:
+        """The training split; in a label-scarce run (`model.labelled`) only its labelled frames (every loss of
+        this baseline needs labels)."""
+        frames = labelled_only(self.frames(self.cfg.data.train_split), self.cfg.model.labelled, "camera_seg")
+        return FrameSamples(frames, self.make_sample, self.cfg.seed, train=True)
 
     def _pixel_logits(self, student_batch: dict) -> torch.Tensor:
         return self.nets["camera"](normalize_images(student_batch["images"]))

@@ -1,10 +1,15 @@
 """`lidar_seg`: LiDAR-only semantic segmentation with the SPVCNN-style sparse U-Net and SphereFormer blocks —
 U2MKD's teacher (cr = 2, keyframe + 4 sweeps) and its LiDAR-only baseline student (cr = 1, single sweep).
 
-Input features per point: x, y, z, intensity (scaled to [0, 1]) and, with sweeps, the time lag. Sweep points
-carry label ignore, so only keyframe points are trained on and scored. Loss: cross-entropy + Lovasz-softmax.
+Input features per point: x, y, z, intensity (scaled to [0, 1]), as the release (its time lag only marks the
+keyframe points); `model.time_lag=true` adds the sweeps' time lag as a 5th channel. Sweep points carry label
+ignore, so only keyframe points are trained on and scored. Loss: cross-entropy + Lovasz-softmax, per voxel: a
+training sample keeps the first point of each voxel (the release's `sparse_quantize`), unless
+`model.one_point_per_voxel=false` (every point, so a voxel weighs as many points as it holds).
 Validation: point mIoU (nuScenes convention) and accuracy over every keyframe point (points beyond
 `data.point_range` are clipped onto its boundary voxels, so the whole scan is scored and can be submitted).
+Label-scarce training (`model.labelled`, `xmkd.data.labelled`): only the training frames that keep their labels
+are trained on; a `u2mkd` student with the same `model.labelled` keeps the labels of exactly those frames.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.instances import InstancePaste, PasteOptions, paste_for
+from xmkd.data.labelled import LabelledFrames, check_no_paste, labelled_only
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
+from xmkd.geometry.voxel import voxelize
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 
@@ -32,9 +39,10 @@ from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 @dataclass
 class Augment:
     rotate: bool = True  # uniform rotation about z
-    flip: bool = True  # mirror y
+    flip: bool = True  # mirror y (p = 0.5); under a uniform rotation this equals the release's 4-way x / y flip
     scale: list[float] = field(default_factory=lambda: [0.95, 1.05])
-    jitter: float = 0.0  # metres (sigma)
+    jitter: float = 0.0  # metres (sigma), per point
+    translate: float = 0.0  # metres (sigma), one offset per scan and axis (release spformer.yaml translate_std)
     noisy_rot: float = 0.0  # sigma of N(0, sigma^2) noise added to every entry of an identity "rotation" (xMUDA's)
 
 
@@ -42,9 +50,12 @@ class Augment:
 class LidarSegModel:
     backbone: SparseUNetConfig = field(default_factory=SparseUNetConfig)
     lovasz_weight: float = 1.0
-    max_points: int = 0  # training: subsample each frame to this many points (0 = all)
+    max_points: int = 0  # training: subsample each frame to this many points (0 = all), before one_point_per_voxel
+    time_lag: bool = False  # the sweeps' time lag as a 5th input channel (the release has 4: x, y, z, intensity)
+    one_point_per_voxel: bool = True  # training: the first point of each voxel only (release: loss per voxel)
     augment: Augment = field(default_factory=Augment)
     paste: PasteOptions = field(default_factory=PasteOptions)  # instance paste (training only)
+    labelled: LabelledFrames = field(default_factory=LabelledFrames)  # label-scarce: train on these frames only
 
 
 @dataclass
@@ -85,8 +96,8 @@ def scan_with_pasted(frame: Frame, paste: InstancePaste | None, rng: np.random.G
 
 
 def augment_points(xyz: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
-    """Noisy linear map, rotation about z, y-flip, scale and jitter of (N, 3) points (the sensor stays at the
-    origin)."""
+    """Noisy linear map, rotation about z, y-flip, scale, per-point jitter and a global translation of (N, 3)
+    points."""
     out = xyz.astype(np.float64)
     if aug.noisy_rot:  # xMUDA's augment_and_scale_3d: points @ (I + N), before the flip and the z rotation
         out = out @ (np.eye(3) + rng.normal(0, aug.noisy_rot, (3, 3)))
@@ -99,7 +110,18 @@ def augment_points(xyz: np.ndarray, rng: np.random.Generator, aug: Augment) -> n
     out *= rng.uniform(*aug.scale)
     if aug.jitter:
         out += rng.normal(0, aug.jitter, out.shape)
+    if aug.translate:
+        out += rng.normal(0, aug.translate, 3)
     return out.astype(np.float32)
+
+
+def first_per_voxel(xyz: np.ndarray, keep: np.ndarray, voxel_size: float, point_range) -> np.ndarray:
+    """`keep` reduced to the first kept point of each voxel (torchsparse's `sparse_quantize(return_index=True)`,
+    which U2MKD's release trains on: one point, one label per voxel)."""
+    idx = np.nonzero(keep)[0]
+    out = np.zeros_like(keep)
+    out[idx[voxelize(xyz[idx], voxel_size, point_range).first_index]] = True
+    return out
 
 
 def subsample(keep: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
@@ -122,8 +144,9 @@ class LidarSegRecipe(Recipe):
 
     def build(self) -> None:
         self.space = get_label_space(self.cfg.data.label_space)
-        in_ch = 5 if self.cfg.data.sweeps else 4
+        in_ch = 5 if self.cfg.model.time_lag else 4
         self.nets["net"] = SparseUNet(in_ch, self.space.num_classes, self.cfg.model.backbone).to(self.device)
+        check_no_paste(self.cfg.model.labelled, self.cfg.model.paste.database)
         self.paste = paste_for(self.space, self.cfg.model.paste)
 
     def frames(self, split: str) -> IndexedFrames:
@@ -141,13 +164,17 @@ class LidarSegRecipe(Recipe):
         else:
             xyz = augment_points(xyz, rng, self.cfg.model.augment)
             keep = subsample(in_range(xyz, d.point_range), self.cfg.model.max_points, rng)
+            if self.cfg.model.one_point_per_voxel:
+                keep = first_per_voxel(xyz, keep, d.voxel_size, d.point_range)
         feats = [xyz[keep], intensity[keep, None]]
-        if self.cfg.data.sweeps:
+        if self.cfg.model.time_lag:
             feats.append(lag[keep, None].astype(np.float32))
         return {"xyz": xyz[keep], "features": np.concatenate(feats, 1).astype(np.float32), "labels": labels[keep]}
 
     def train_dataset(self) -> FrameSamples:
-        return FrameSamples(self.frames(self.cfg.data.train_split).require_labels(self.name), self.make_sample,
+        """The training split; in a label-scarce run (`model.labelled`) only its labelled frames."""
+        frames = self.frames(self.cfg.data.train_split).require_labels(self.name)
+        return FrameSamples(labelled_only(frames, self.cfg.model.labelled, "lidar_seg"), self.make_sample,
                             self.cfg.seed, train=True)
 
     def val_dataset(self) -> FrameSamples:

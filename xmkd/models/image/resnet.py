@@ -41,10 +41,14 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def preact(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its last ReLU."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
+        return self.bn2(self.conv2(out)) + identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.preact(x))
 
 
 class Bottleneck(nn.Module):
@@ -64,11 +68,24 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def preact(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its last ReLU."""
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
+        return self.bn3(self.conv3(out)) + identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.preact(x))
+
+
+def run_layer(layer: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ResNet stage's output and its pre-activation (the last block's output before its ReLU), as SwiftNet's
+    `forward_resblock` returns them (the lateral `skip`)."""
+    for block in layer[:-1]:
+        x = block(x)
+    pre = layer[-1].preact(x)
+    return torch.relu(pre), pre
 
 
 SPECS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),

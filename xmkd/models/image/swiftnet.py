@@ -1,7 +1,9 @@
-"""SwiftNet (Orsic et al., CVPR 2019), single scale: a ResNet-18 encoder, spatial pyramid pooling on the last
-stage (grids 8, 4, 2 and global), and a ladder decoder of `width` channels that adds a lateral 1x1 projection
-of each encoder stage while upsampling. `encode` and `decode` are separate so that fusion blocks (U2MKD's
-L2C) can replace the stage features in between.
+"""SwiftNet (Orsic et al., CVPR 2019), single scale, as U2MKD releases it (core/models/image_branch/swiftnet.py
+of github:isunLt/U2MKD @ d8dfa69): a ResNet-18 encoder, spatial pyramid pooling on the last stage (a 1x1
+bottleneck to `width` channels, then 3 pooled levels of width // 3 channels on grids of 8, 4 and 2 rows, BN
+momentum 0.012), and a ladder decoder of `width` channels that adds a lateral 1x1 projection of each encoder
+stage while upsampling (bilinear, align_corners=True as the release's `upsample`). `encode`, `spp` and
+`ladder` are separate so that fusion blocks (U2MKD's L2C) can replace the stage features in between.
 """
 
 from __future__ import annotations
@@ -13,19 +15,25 @@ from torch import nn
 from xmkd.models.image.resnet import ResNet
 
 
-def bn_relu_conv(cin: int, cout: int, k: int) -> nn.Sequential:
-    return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, k, padding=k // 2,
-                                                                               bias=False))
+def bn_relu_conv(cin: int, cout: int, k: int, momentum: float = 0.1) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm2d(cin, momentum=momentum), nn.ReLU(inplace=True),
+                         nn.Conv2d(cin, cout, k, padding=k // 2, bias=False))
+
+
+def upsample(x: torch.Tensor, size) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
 class SPP(nn.Module):
-    def __init__(self, cin: int, width: int, grids: tuple[int, ...] = (8, 4, 2, 1), bottleneck: int = 128):
+    def __init__(self, cin: int, width: int, grids: tuple[int, ...] = (8, 4, 2), bottleneck: int | None = None,
+                 momentum: float = 0.012):
         super().__init__()
         self.grids = grids
-        self.reduce = bn_relu_conv(cin, bottleneck, 1)
+        bottleneck = bottleneck or width
+        self.reduce = bn_relu_conv(cin, bottleneck, 1, momentum)
         level = bottleneck // len(grids)
-        self.levels = nn.ModuleList(bn_relu_conv(bottleneck, level, 1) for _ in grids)
-        self.fuse = bn_relu_conv(bottleneck + level * len(grids), width, 1)
+        self.levels = nn.ModuleList(bn_relu_conv(bottleneck, level, 1, momentum) for _ in grids)
+        self.fuse = bn_relu_conv(bottleneck + level * len(grids), width, 1, momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.reduce(x)
@@ -35,7 +43,7 @@ class SPP(nn.Module):
             # grids relative to the aspect ratio (SwiftNet): g cells along the short side
             gh, gw = (g, max(1, round(g * w / h))) if h <= w else (max(1, round(g * h / w)), g)
             p = conv(F.adaptive_avg_pool2d(x, (min(gh, h), min(gw, w))))
-            pooled.append(F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False))
+            pooled.append(upsample(p, (h, w)))
         return self.fuse(torch.cat(pooled, 1))
 
 
@@ -48,8 +56,7 @@ class Upsample(nn.Module):
         self.blend = bn_relu_conv(width, width, 3)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.blend(x + self.lateral(skip))
+        return self.blend(upsample(x, skip.shape[-2:]) + self.lateral(skip))
 
 
 class SwiftNet(nn.Module):
@@ -66,14 +73,18 @@ class SwiftNet(nn.Module):
         """ResNet stage features [stem, layer1, layer2, layer3, layer4]."""
         return self.backbone(images)
 
-    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """`width`-channel features at layer1's resolution."""
-        x = self.spp(feats[4])
-        for up, skip in zip(self.up, (feats[3], feats[2], feats[1])):
+    def ladder(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The decoder from the SPP output x over the [layer1, layer2, layer3] skips: `width` channels at
+        layer1's resolution."""
+        for up, skip in zip(self.up, (skips[2], skips[1], skips[0])):
             x = up(x, skip)
         return x
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """`width`-channel features at layer1's resolution from [stem, layer1, ..., layer4]."""
+        return self.ladder(self.spp(feats[4]), feats[1:4])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits at the input resolution."""
         logits = self.head(self.decode(self.encode(images)))
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample(logits, images.shape[-2:])

@@ -1,17 +1,27 @@
-"""Sparse voxel U-Net of SPVCNN's layout on spconv, with its point branch and optional SphereFormer blocks.
+"""Sparse voxel U-Net of SPVCNN's layout on spconv, with its point branch and SphereFormer blocks, as U2MKD
+releases it (`SPVCNN_SPFORMER` in core/models/nuscenes/spvcnn_swiftnet18_spformer_tsd_full.py of
+github:isunLt/U2MKD @ d8dfa69; the same LiDAR branch in its student).
 
 Layout (METHODS.md): a stem of two 3x3x3 submanifold convolutions; 4 encoder stages (a stride-2 convolution,
-then `blocks` residual blocks; voxel strides 2, 4, 8, 16), each followed by a SphereFormer block when enabled;
-4 decoder stages (transposed convolution back onto the encoder's voxels, skip concatenation, residual
-blocks); a point branch that devoxelises stage features to the points (nearest voxel), adds point-wise MLPs
-of the previous point features, and re-voxelises (scatter mean) — after the stem, the encoder and decoder
-stages 2 and 4, as SPVCNN; and a linear classifier on the final point features.
+then `blocks` residual blocks; voxel strides 2, 4, 8, 16), each followed by a SphereFormer block (sphereformer.py:
+head dim 16, cubic window `window` m and radial window `radial` at the first block, the cubic edge and the two
+angles doubling per stage, the range fixed; drop path linspace(0, `drop_path`, 7)[1..4]); 4 decoder stages
+(transposed convolution back onto the encoder's voxels, skip concatenation, residual blocks); a point branch
+that devoxelises stage features to the points (**trilinear** over the 8 neighbouring voxels, torchsparse's
+`voxel_to_point(nearest=False)`, or nearest voxel), adds point-wise MLPs (Linear + BN + ReLU) of the previous
+point features, and re-voxelises (scatter mean) — after the stem, the encoder and decoder stages 2 and 4, as
+SPVCNN; and a linear classifier on the final point features.
 Widths are `[32, 32, 64, 128, 256, 256, 128, 96, 96] x cr`. All convolutions are bias-free and followed by
-BatchNorm (spconv's CPU path cannot run a biased sparse conv in eval mode).
+BatchNorm (spconv's CPU path cannot run a biased sparse conv in eval mode; torchsparse's are bias-free too).
+
+The point branch runs on the stride-1 voxels, at their integer coordinates, as in the release (whose points
+are the voxels' representatives with rounded coordinates); every point takes its stride-1 voxel's outputs (the
+release's inverse map). The SphereFormer positions of a stage's voxels are the mean of the mean point positions of the
+stride-1 voxels inside them (the release's `point_to_voxel(vox_out, zz)` on the input xyz).
 
 Input: a batch dict with `voxel_coords` (M, 4) int (batch, x, y, z) at stride 1, `voxel_features` (M, C),
-`point_voxel` (N,) the stride-1 voxel of each point, `voxel_xyz` (M, 3) voxel centres in metres (LiDAR frame,
-for the SphereFormer windows), `spatial_shape` (3,), `batch_size`.
+`voxel_xyz` (M, 3) mean position of each voxel's points in metres (LiDAR frame; voxel centres when absent),
+`point_voxel` (N,) the stride-1 voxel of each point, `spatial_shape` (3,), `batch_size`, `origin`, `voxel_size`.
 """
 
 from __future__ import annotations
@@ -22,7 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from xmkd.models.point.sphereformer import SphereFormerBlock
+from xmkd.errors import XmkdConfigError
+from xmkd.models.point.sphereformer import QUANT_STEPS, SphereFormerBlock
 from xmkd.ops.sparse import lookup, sparse_tensor, spconv_module
 
 BASE_WIDTHS = (32, 32, 64, 128, 256, 256, 128, 96, 96)
@@ -30,19 +41,25 @@ BASE_WIDTHS = (32, 32, 64, 128, 256, 256, 128, 96, 96)
 
 @dataclass
 class SparseUNetConfig:
+    """Defaults are the release's (ours_star.yaml / spformer.yaml; `window` = voxel 0.05 x patch 1 x window 6)."""
+
     cr: float = 1.0  # width ratio
     blocks: int = 2  # residual blocks per stage
     sphereformer: bool = True
-    heads: int = 4
-    window: float = 1.0  # cubic window edge, metres, at stride 2 (doubles with every stage)
-    radial: list[float] = field(default_factory=lambda: [2.0, 2.0, 20.0])  # deg, deg, metres (stride 2)
-    chunk: int = 48  # max tokens attended together
-    drop_path: float = 0.1
+    head_dim: int = 16  # SphereFormer heads = stage width // head_dim (half cubic, half radial)
+    window: float = 0.3  # cubic window edge (m) at the first block (stride 2); doubles with every stage
+    radial: list[float] = field(default_factory=lambda: [2.0, 2.0, 120.0])  # deg, deg, m at the first block;
+    # the two angles double with every stage, the range stays
+    radial_quant_shared: bool = True  # release: the 4 blocks share one angular RPE quantum, 16x the first
+    # block's (its in-place doubling of one numpy array); false = each block's own window / 24
+    rpe_a: float = 0.0125  # m, the exponential range split of the radial RPE
+    drop_path: float = 0.3  # block i (1..4) gets linspace(0, drop_path, 7)[i]
     dropout: float = 0.3  # on the voxel features before the decoder (SPVCNN)
+    devoxelize: str = "trilinear"  # trilinear (release) | nearest
 
 
 def _bn(c: int) -> nn.BatchNorm1d:
-    return nn.BatchNorm1d(c, eps=1e-3, momentum=0.1)
+    return nn.BatchNorm1d(c)  # eps 1e-5, momentum 0.1: torchsparse's spnn.BatchNorm
 
 
 class ResBlock(nn.Module):
@@ -64,7 +81,7 @@ class ResBlock(nn.Module):
 
 class PointMLP(nn.Sequential):
     def __init__(self, cin: int, cout: int):
-        super().__init__(nn.Linear(cin, cout, bias=False), _bn(cout), nn.ReLU(inplace=True))
+        super().__init__(nn.Linear(cin, cout), _bn(cout), nn.ReLU(inplace=True))
 
 
 class SparseUNet(nn.Module):
@@ -86,11 +103,10 @@ class SparseUNet(nn.Module):
                 nn.ReLU(inplace=True)))
             self.enc.append(nn.ModuleList(ResBlock(cs[i] if b == 0 else cs[i + 1], cs[i + 1], f"s{2 ** (i + 1)}")
                                           for b in range(cfg.blocks)))
-        self.former = nn.ModuleList(
-            SphereFormerBlock(cs[i + 1], cfg.heads, 4.0, cfg.drop_path, cfg.window * 2 ** i,
-                              (torch.pi / 180 * cfg.radial[0] * 2 ** i, torch.pi / 180 * cfg.radial[1] * 2 ** i,
-                               cfg.radial[2] * 2 ** i), cfg.chunk) if cfg.sphereformer else nn.Identity()
-            for i in range(4))
+        if cfg.devoxelize not in ("trilinear", "nearest"):
+            raise XmkdConfigError(f"backbone.devoxelize: {cfg.devoxelize!r} is not one of trilinear, nearest")
+        self.former = nn.ModuleList(self._former(i, cs[i + 1]) if cfg.sphereformer else nn.Identity()
+                                    for i in range(4))
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for j in range(4):  # decoder stage j brings stride 2^(4-j) back to 2^(3-j)
@@ -103,6 +119,21 @@ class SparseUNet(nn.Module):
         self.point_mlp = nn.ModuleList([PointMLP(cs[0], cs[4]), PointMLP(cs[4], cs[6]), PointMLP(cs[6], cs[8])])
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cs[8], num_classes)
+
+    def _former(self, i: int, dim: int) -> SphereFormerBlock:
+        """SphereFormer block after encoder stage i (0..3), sized as the release's `transformer_blocks[i]`."""
+        cfg = self.cfg
+        heads = dim // cfg.head_dim
+        if heads < 2:
+            raise XmkdConfigError(f"backbone.head_dim={cfg.head_dim} leaves encoder stage {i + 1} ({dim} channels) "
+                                  f"with {heads} SphereFormer head(s); it needs at least 2 (half cubic, half radial)")
+        scale = 2 ** i
+        r = cfg.radial
+        radial = (r[0] * scale, r[1] * scale, r[2])
+        quant = (r[0] * 16 / QUANT_STEPS, r[1] * 16 / QUANT_STEPS, r[2] / QUANT_STEPS) \
+            if cfg.radial_quant_shared else None
+        drop = float(torch.linspace(0, cfg.drop_path, 7)[i + 1])
+        return SphereFormerBlock(dim, heads, drop, cfg.window * scale, radial, quant, cfg.rpe_a)
 
     # -- point <-> voxel --------------------------------------------------------------------------------------
     @staticmethod
@@ -119,9 +150,25 @@ class SparseUNet(nn.Module):
             raise RuntimeError("a point has no voxel at this stride (voxel coordinates and tensor disagree)")
         return idx
 
-    @staticmethod
-    def to_points(x, idx: torch.Tensor) -> torch.Tensor:
-        return x.features[idx]
+    def devoxelize(self, x, point_coords: torch.Tensor, stride: int) -> torch.Tensor:
+        """Point features (N, C) from the sparse tensor `x` at `stride`: trilinear over the 8 voxels around each
+        point's stride-1 voxel corner (release `voxel_to_point(nearest=False)`: weights from the position inside
+        the stride-`stride` cell, missing voxels dropped and the rest renormalised), or its own voxel (nearest)."""
+        if self.cfg.devoxelize == "nearest" or stride == 1:  # integer coordinates: trilinear = nearest at stride 1
+            return x.features[self.voxel_of_points(x, point_coords, stride)]
+        pc = point_coords.long()
+        base = torch.div(pc[:, 1:], stride, rounding_mode="floor")
+        frac = (pc[:, 1:] - base * stride).to(x.features.dtype) / stride
+        offsets = torch.tensor([[(o >> 2) & 1, (o >> 1) & 1, o & 1] for o in range(8)], device=pc.device)
+        query = torch.cat([pc[:, :1].repeat(8, 1), (base[None] + offsets[:, None]).reshape(-1, 3)], 1)
+        idx = lookup(query, x.indices).view(8, -1)
+        w = torch.where(offsets[:, None].bool(), frac[None], 1 - frac[None]).prod(-1) * (idx >= 0)
+        w = w / (w.sum(0, keepdim=True) + 1e-8)
+        idx = idx.clamp(min=0)
+        out = x.features[idx[0]] * w[0, :, None]
+        for o in range(1, 8):  # one (N, C) term at a time: the 8 neighbours together would take 8x the memory
+            out = out + x.features[idx[o]] * w[o, :, None]
+        return out
 
     @staticmethod
     def to_voxels(x, idx: torch.Tensor, point_features: torch.Tensor):
@@ -133,9 +180,16 @@ class SparseUNet(nn.Module):
         return x.replace_feature(out / count)
 
     def voxel_xyz(self, x, batch: dict[str, Any], stride: int) -> torch.Tensor:
-        size = batch["voxel_size"].to(x.features.dtype)
-        origin = batch["origin"].to(x.features.dtype)
-        return (x.indices[:, 1:].to(x.features.dtype) + 0.5) * size * stride + origin
+        """(M_s, 3) position of each voxel of `x` (at `stride`) in metres: the mean of its stride-1 voxels'
+        `voxel_xyz` (release), or its centre when the batch has no `voxel_xyz`."""
+        dtype = x.features.dtype
+        if "voxel_xyz" not in batch:
+            size, origin = batch["voxel_size"].to(dtype), batch["origin"].to(dtype)
+            return (x.indices[:, 1:].to(dtype) + 0.5) * size * stride + origin
+        idx = self.voxel_of_points(x, batch["voxel_coords"], stride)
+        out = torch.zeros((x.features.shape[0], 3), dtype=dtype, device=x.features.device)
+        out.index_add_(0, idx, batch["voxel_xyz"].to(dtype))
+        return out / torch.bincount(idx, minlength=out.shape[0]).clamp(min=1).unsqueeze(1).to(dtype)
 
     # -- network ---------------------------------------------------------------------------------------------
     def input_tensor(self, batch: dict[str, Any]):
@@ -152,24 +206,33 @@ class SparseUNet(nn.Module):
             x = x.replace_feature(self.former[i](x.features, xyz, x.indices[:, 0]))
         return x
 
-    def forward(self, batch: dict[str, Any], stage_hook=None) -> dict[str, torch.Tensor]:
-        """Point logits (N, classes), final point features, the bottleneck voxel features, and the 4 encoder stage
-        tensors. `stage_hook(i, x, point_idx)` may replace encoder stage i's output (cross-modal fusion)."""
-        pc = self.point_coords(batch)
+    def forward(self, batch: dict[str, Any], stage_hook=None) -> dict[str, Any]:
+        """Point logits (N, classes), final point features (N, C), `stage4` the stage-4 LiDAR point features
+        (N, widths[4]) before any fusion (U2MKD's feature-imitation input, release `pts_feats`), `bottleneck` the
+        point features entering the decoder (N, widths[4]), and the 4 encoder stage tensors.
+
+        The point branch runs once per stride-1 voxel (M1 = len(voxel_coords)), each point then takes its
+        voxel's outputs. `stage_hook(i, x, p, voxel_idx) -> (x, p)` may replace encoder stage i's voxel tensor
+        `x` and the devoxelised point-branch features `p` (M1, C) (cross-modal fusion; voxel_idx (M1,) is each
+        stride-1 voxel's voxel in x); the stage-4 features it returns enter the decoder (plus the point MLP of
+        the stem's features)."""
+        vc, pv = batch["voxel_coords"], batch["point_voxel"]
         x0 = self.stem(self.input_tensor(batch))
-        idx0 = batch["point_voxel"]
-        z0 = self.to_points(x0, idx0)
+        z0 = x0.features  # the point branch runs on the stride-1 voxels (the release: their representatives)
         skips = [x0]
         x = x0
         for i in range(4):
             x = self.encode_stage(i, x, batch)
-            if stage_hook is not None:
-                x = stage_hook(i, x, self.voxel_of_points(x, pc, 2 ** (i + 1)))
+            stride = 2 ** (i + 1)
+            if stage_hook is not None or i == 3:
+                p = self.devoxelize(x, vc, stride)
+                if i == 3:
+                    stage4 = p
+                if stage_hook is not None:
+                    x, p = stage_hook(i, x, p, self.voxel_of_points(x, vc, stride))
             skips.append(x)
-        idx4 = self.voxel_of_points(x, pc, 16)
-        z1 = self.to_points(x, idx4) + self.point_mlp[0](z0)
-        bottleneck = z1
-        y = self.to_voxels(x, idx4, z1)
+        z1 = p + self.point_mlp[0](z0)
+        y = self.to_voxels(x, self.voxel_of_points(x, vc, 16), z1)
         y = y.replace_feature(self.dropout(y.features))
         z = z1
         for j in range(4):
@@ -180,9 +243,9 @@ class SparseUNet(nn.Module):
                 y = block(y)
             if j in (1, 3):
                 stride = 2 ** (3 - j)
-                idx = self.voxel_of_points(y, pc, stride)
-                z = self.to_points(y, idx) + self.point_mlp[1 if j == 1 else 2](z)
+                z = self.devoxelize(y, vc, stride) + self.point_mlp[1 if j == 1 else 2](z)
                 if j == 1:
-                    y = self.to_voxels(y, idx, z)
+                    y = self.to_voxels(y, self.voxel_of_points(y, vc, stride), z)
                     y = y.replace_feature(self.dropout(y.features))
-        return {"logits": self.classifier(z), "point_features": z, "bottleneck": bottleneck, "stages": skips[1:]}
+        return {"logits": self.classifier(z)[pv], "point_features": z[pv], "stage4": stage4[pv], "bottleneck": z1[pv],
+                "stages": skips[1:]}

@@ -1,0 +1,169 @@
+"""U2MKD's label-scarce regime: which frames keep labels, the same frames for teacher and student, segmentation
+losses only on labelled frames and the KL on every frame."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_nuscenes
+from omegaconf import OmegaConf
+
+from xmkd.config import load_config, to_yaml
+from xmkd.data.index import IndexedFrames
+from xmkd.data.labelled import LabelledFrames, check_no_paste, labelled_ids
+from xmkd.engine.checkpoint import save
+from xmkd.errors import XmkdConfigError
+from xmkd.models.point.sparse_unet import SparseUNet
+from xmkd.recipes import get_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["model.backbone.cr=0.125", "model.decoder_width=32", "model.max_points=3000",
+         "model.teacher.backbone.cr=0.125", "data.image_size=[96,64]", "data.num_workers=0"]
+IDS = [f"scene-{s:04d}/{f:02d}" for s in range(6) for f in range(8)]
+
+
+def opts(**kw):
+    return OmegaConf.merge(OmegaConf.structured(LabelledFrames), kw)
+
+
+def test_labelled_ids_are_a_seeded_fixed_share_nested_across_fractions():
+    eighth = labelled_ids(IDS, opts(fraction=0.125))
+    assert len(eighth) == 6 and eighth <= set(IDS)
+    assert labelled_ids(list(reversed(IDS)), opts(fraction=0.125)) == eighth  # the split's order does not matter
+    assert eighth < labelled_ids(IDS, opts(fraction=0.25))  # a smaller share labels a subset of a larger one
+    assert labelled_ids(IDS, opts(fraction=0.125, seed=1)) != eighth
+    assert labelled_ids(IDS, opts(fraction=0.001)) and not labelled_ids(IDS, opts(fraction=0.0))
+    assert labelled_ids(IDS, opts(fraction=1.0)) == set(IDS)
+    assert labelled_ids(IDS, opts(fraction=0.5, frames=[IDS[3]])) == {IDS[3]}  # an explicit list wins
+    with pytest.raises(XmkdConfigError, match="model.labelled.frames.*nope"):
+        labelled_ids(IDS, opts(frames=["nope"]))
+    with pytest.raises(XmkdConfigError, match="fraction"):
+        labelled_ids(IDS, opts(fraction=1.5))
+    with pytest.raises(XmkdConfigError, match="paste"):
+        check_no_paste(opts(fraction=0.5), "data/instances")
+    check_no_paste(opts(), "data/instances")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_nuscenes(tmp_path_factory.mktemp("scarce") / "nus", frames=6, frames_per_scene=2, image_size=(96, 54),
+                         cameras=("CAM_FRONT", "CAM_FRONT_LEFT"))
+
+
+def config(name, data, tmp_path, *extra):
+    small = SMALL if name != "lidar_seg" else ["model.backbone.cr=0.125", "model.max_points=3000",
+                                               "data.num_workers=0"]
+    return load_config(REPO / "configs" / name / "synthetic.yaml",
+                       [f"data.root={data}", f"output_dir={tmp_path}", "data.train_split=mini_train",
+                        "data.val_split=mini_train", *small, *extra], schema=get_recipe(name).schema)
+
+
+def make_recipe(name, data, tmp_path, *extra):
+    recipe = get_recipe(name)(config(name, data, tmp_path, *extra), torch.device("cpu"))
+    recipe.build()
+    return recipe
+
+
+def teacher_checkpoint(path: Path, data, tmp_path, *labelled, with_config=True) -> Path:
+    """A lidar_seg checkpoint as the trainer writes it (weights + the run's resolved config)."""
+    student = config("u2mkd", data, tmp_path)
+    state = {"models": {"net": SparseUNet(4, 16, student.model.teacher.backbone).state_dict()}}
+    if with_config:
+        state["config"] = to_yaml(config("lidar_seg", data, tmp_path, *labelled))
+    save(path, state)
+    return path
+
+
+def train_ids(dataset) -> list[str]:
+    return [r["id"] for r in dataset.frames.records]
+
+
+def all_ids(data) -> list[str]:
+    return sorted(r["id"] for r in IndexedFrames(data / "xmkd_index", "mini_train").records)
+
+
+def test_teacher_and_student_keep_the_same_labelled_frames(data, tmp_path):
+    half = ["model.labelled.fraction=0.5", "model.labelled.seed=3"]
+    teacher = make_recipe("lidar_seg", data, tmp_path, *half)
+    student = make_recipe("u2mkd", data, tmp_path, "model.kd=false", *half)
+    camera = make_recipe("camera_seg", data, tmp_path, *half)
+    everything = train_ids(student.train_dataset())
+    assert len(everything) == 4  # the student keeps every frame, the unlabelled ones without labels
+    labelled = set(train_ids(teacher.train_dataset()))
+    assert len(labelled) == 2 and labelled == student.labelled_training_ids() == set(train_ids(camera.train_dataset()))
+    dropped = make_recipe("u2mkd", data, tmp_path, "model.kd=false", "model.unlabelled=drop", *half)
+    assert set(train_ids(dropped.train_dataset())) == labelled
+    with pytest.raises(XmkdConfigError, match="no labelled training frame"):
+        make_recipe("lidar_seg", data, tmp_path, "model.labelled.fraction=0").train_dataset()
+
+
+def test_a_teacher_with_labels_the_student_lacks_is_refused(data, tmp_path):
+    ids = all_ids(data)
+    mine = [f"model.labelled.frames=[{ids[0]},{ids[1]}]"]
+    same = teacher_checkpoint(tmp_path / "same.pt", data, tmp_path, *mine)
+    fewer = teacher_checkpoint(tmp_path / "fewer.pt", data, tmp_path, f"model.labelled.frames=[{ids[1]}]")
+    full = teacher_checkpoint(tmp_path / "full.pt", data, tmp_path)
+    bare = teacher_checkpoint(tmp_path / "bare.pt", data, tmp_path, with_config=False)
+    for ok in (same, fewer):
+        make_recipe("u2mkd", data, tmp_path, f"model.teacher.checkpoint={ok}", *mine)
+    with pytest.raises(XmkdConfigError, match="labels on 2 frame"):
+        make_recipe("u2mkd", data, tmp_path, f"model.teacher.checkpoint={full}", *mine)
+    with pytest.raises(XmkdConfigError, match="holds no config"):
+        make_recipe("u2mkd", data, tmp_path, f"model.teacher.checkpoint={bare}", *mine)
+    make_recipe("u2mkd", data, tmp_path, f"model.teacher.checkpoint={full}")  # every frame labelled: no check
+    make_recipe("u2mkd", data, tmp_path, f"model.teacher.checkpoint={full}", "model.teacher.check_labels=false", *mine)
+
+
+def test_segmentation_losses_skip_unlabelled_frames_and_the_kl_covers_them(data, tmp_path):
+    ids = all_ids(data)
+    mine = f"model.labelled.frames=[{ids[0]}]"
+    ckpt = teacher_checkpoint(tmp_path / "teacher.pt", data, tmp_path, mine)
+    recipe = make_recipe("u2mkd", data, tmp_path, f"model.teacher.checkpoint={ckpt}", mine, "model.camera_drop=1")
+    recipe.nets["teacher"].eval()
+    ds = recipe.train_dataset()
+    order = [i for i, r in enumerate(ds.frames.records) if r["id"] in (ids[0], ids[1])]
+    first, second = order if ds.frames.records[order[0]]["id"] == ids[0] else order[::-1]
+    samples = [ds[(0, first)], ds[(0, second)]]  # labelled, then unlabelled
+    assert (samples[0]["labels"] != 255).any() and (samples[1]["labels"] == 255).all()
+    batch = recipe.collate(samples)
+    captured = {}
+    forward = recipe._forward
+
+    def keep_logits(student_batch):
+        out = forward(student_batch)
+        for key in ("point_logits", "pixel_logits"):
+            out[key].retain_grad()
+        captured.update(out)
+        return out
+
+    recipe._forward = keep_logits
+    losses = recipe.training_step(batch, 0)
+    assert all(torch.isfinite(v) for v in losses.values())
+    n0 = len(samples[0]["xyz"])
+    unlabelled_images = batch["student"]["image_sample"] == 1
+    seg = sum(losses[k] for k in ("ce", "lovasz", "pixel_ce", "pixel_lovasz"))
+    seg.backward(retain_graph=True)
+    point_grad, pixel_grad = captured["point_logits"].grad, captured["pixel_logits"].grad
+    assert point_grad[:n0].abs().sum() > 0 and point_grad[n0:].abs().sum() == 0
+    assert pixel_grad[~unlabelled_images].abs().sum() > 0 and pixel_grad[unlabelled_images].abs().sum() == 0
+    captured["point_logits"].grad = None
+    losses["kl"].backward(retain_graph=True)
+    kl_grad = captured["point_logits"].grad
+    covered = batch["kd_index"][n0:] >= 0
+    assert covered.float().mean() > 0.95 and (kl_grad[n0:][covered].abs().sum(1) > 0).all()
+    # a batch of unlabelled frames alone: zero segmentation terms, a KL and a feature term that train the student
+    alone = recipe.training_step(recipe.collate([samples[1], ds[(1, second)]]), 1)
+    assert all(float(alone[k].detach()) == 0 for k in ("ce", "lovasz", "pixel_ce", "pixel_lovasz"))
+    assert all(float(alone[k].detach()) > 0 for k in ("kl", "feat", "imputation"))
+
+
+def test_benchmark_pairs_seeds_and_gives_a_t_interval():
+    from benchmarks.bench_u2mkd import interval, regime_table
+
+    # mean 2, sample std sqrt(0.5) over 5 seeds: half-width t(0.975, 4) * sqrt(0.5) / sqrt(5) = 2.776 * 0.316 = 0.88
+    assert interval([1.0, 2.0, 3.0, 2.0, 2.0]) == "+2.00 [+1.12, +2.88]"
+    spec = {"rows": ["a", "b"], "pairs": [("a", "b")]}
+    per_seed = [{"seed": s, "full": {"a": {"miou6": 10.0 + s, "accuracy": 50.0, "agree": 80.0},
+                                     "b": {"miou6": 9.0 + 2 * s, "accuracy": 50.0, "agree": 70.0}}} for s in range(3)]
+    table = regime_table(per_seed, "full", spec)
+    assert "| a − b | miou6 | +1.00, +0.00, -1.00 |" in table and "| a − b | agree | +10.00, +10.00, +10.00 |" in table
