@@ -370,7 +370,8 @@ def test_absent_classes_count_zero_and_the_release_3d_augmentation_and_crop():
     xyz = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
     aug = recipe.cfg.model.augment
     assert (aug.noisy_rot, list(aug.scale)) == (0.1, [1.0, 1.0])
-    only_noise = augment_points(xyz, np.random.default_rng(3), Augment(False, False, [1.0, 1.0], 0.0, 0.1))
+    only_noise = augment_points(xyz, np.random.default_rng(3),
+                                Augment(rotate=False, flip=False, scale=[1.0, 1.0], noisy_rot=0.1))
     noise = np.random.default_rng(3).normal(0, 0.1, (3, 3))
     assert np.allclose(only_noise, xyz @ (np.eye(3) + noise), atol=1e-5)
     # the KITTI bottom crop is drawn again while it holds at most 100 points
