@@ -572,3 +572,26 @@ def test_what_inspect_and_viz_say_for_kitti_object(layout, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "expected training/velodyne/<6 digits>.bin (or testing/velodyne/) with calib/, label_2/ beside it" in err
     assert "image_2" not in err
+
+
+# -- issue 19 tester: a malformed custom split table --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table, expected", [
+    ('{"train": ["00"], "val": 5}', r"split 'val': expected a JSON object of split name -> list of sequence names "
+                                    r"\(strings\); got 5"),
+    ('["00"]', r"the top level is a JSON list; expected a JSON object of split name -> list of sequence names"),
+    ('{"train": [0]}', r"split 'train': .*; got 0 \(write names as strings, e\.g\. \"00\"\)"),
+    ('{"train": ["00"]', r"not valid JSON"),
+])
+def test_a_malformed_split_table_names_the_file_and_what_was_expected(tmp_path, table, expected):
+    # was a TypeError / AttributeError traceback, or (sequence numbers as ints) every frame silently in no split
+    (tmp_path / "xmkd_splits.json").write_text(table)
+    with pytest.raises(XmkdDataError, match=expected) as err:
+        make_reader("semantickitti", tmp_path).split_table()
+    assert str(err.value).startswith(str(tmp_path / "xmkd_splits.json"))
+    from xmkd.data.readers.base import read_split_table  # nuScenes' <version>/splits.json is read by the same
+
+    (tmp_path / "splits.json").write_text(table)
+    with pytest.raises(XmkdDataError, match=expected.replace("sequence", "scene")):
+        read_split_table(tmp_path / "splits.json", "scene")

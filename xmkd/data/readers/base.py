@@ -13,6 +13,7 @@ Training reads only the index and the files; `scan` may use heavy tooling (the n
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,29 @@ def read_text(path: Path, what: str) -> str:
         line = data[:err.start].count(b"\n") + 1
         raise XmkdDataError(f"line {line}: byte {data[err.start]:#04x} is not UTF-8 text; expected a plain text "
                             f"{what} file", source=str(path)) from None
+
+
+def read_split_table(path: Path, item: str) -> dict[str, list[str]]:
+    """A custom split table (SemanticKITTI `xmkd_splits.json`, nuScenes `<version>/splits.json`): a JSON object of
+    split name -> list of `item` names (strings). Raises XmkdDataError naming the file, the split at fault and
+    what was expected; a wrong table would otherwise put every frame silently into no split."""
+    expected = f"expected a JSON object of split name -> list of {item} names (strings)"
+    try:
+        table = json.loads(read_text(path, "split table"))
+    except json.JSONDecodeError as err:
+        raise XmkdDataError(f"not valid JSON: {err}", source=str(path)) from None
+    if not isinstance(table, dict):
+        raise XmkdDataError(f"the top level is a JSON {type(table).__name__}; {expected}, e.g. "
+                            f'{{"train": ["00", "01"], "val": ["08"]}}', source=str(path))
+    for split, names in table.items():
+        if not isinstance(names, list):
+            raise XmkdDataError(f"{expected}; got {json.dumps(names)}", source=str(path), field=f"split {split!r}")
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            example = f'"{bad[0]:02d}"' if isinstance(bad[0], int) else json.dumps(str(bad[0]))
+            raise XmkdDataError(f"{expected}; got {json.dumps(bad[0])} (write names as strings, e.g. {example})",
+                                source=str(path), field=f"split {split!r}")
+    return table
 
 
 def require_points(count: int, source: str, field: str | None = None) -> None:
