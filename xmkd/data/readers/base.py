@@ -71,8 +71,9 @@ def read_binary(path: Path, dtype: Any, what: str, per_item: int = 1, item: str 
 
 
 def read_text(path: Path, what: str) -> str:
-    """A text file (calibration, labels, per-scan tables, split lists); a missing file, a folder, a Git LFS pointer
-    and bytes that are not UTF-8 are errors naming the file (and the line)."""
+    """A text file (calibration, labels, per-scan tables, split lists), without a leading UTF-8 byte-order mark; a
+    missing file, a folder, a Git LFS pointer and bytes that are not UTF-8 are errors naming the file (and the
+    line)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -85,7 +86,7 @@ def read_text(path: Path, what: str) -> str:
     if lfs is not None:
         raise lfs
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) would glue onto the first token
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise XmkdDataError(f"line {line}: byte {data[err.start]:#04x} is not UTF-8 text; expected a plain text "
