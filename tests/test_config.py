@@ -126,3 +126,23 @@ def test_shipped_configs_are_package_data_and_resolve_by_name(tmp_path, monkeypa
         load_config("u2mkd/synthtic")
     with pytest.raises(XmkdConfigError, match=r"mine.yaml.*no shipped config is named 'nope'"):
         load_config(write(tmp_path / "exp" / "mine.yaml", "defaults: [nope.yaml]\n"))
+
+
+@pytest.mark.parametrize("text, overrides, key, expected", [
+    ("data:\n  cameras: {a: 1}\n", [], "data.cameras", "expected a list of camera names"),
+    ("", ["data.point_range={a: 1}"], "data.point_range", "expected a list"),
+    ("data: [1, 2]\n", [], "data", "expected a mapping of its keys (dataset, "),
+    ("train: {optimizer: adam}\n", [], "train.optimizer", "expected a mapping of its keys (name, lr"),
+    ("train: 5\n", [], "train", "expected a mapping"),
+    ("seed: [1]\n", [], "seed", "expected a single int value"),
+    ("data:\n  point_range: [1, {a: 2}]\n", [], "data.point_range", "expected a list of float values"),
+])
+def test_container_of_the_wrong_kind_names_file_key_and_expected(tmp_path, text, overrides, key, expected):
+    # OmegaConf alone gives a bare TypeError ("Cannot merge incompatible container types") or a merge error
+    # without the key for these (issue 19's tester)
+    path = write(tmp_path / "F.yaml", "defaults: [lidar_seg/synthetic]\n" + text)
+    with pytest.raises(XmkdConfigError) as err:
+        load_config(path, overrides, schema=get_recipe("lidar_seg").schema)
+    msg = str(err.value)
+    origin = f"override {overrides[0]!r}" if overrides else str(path)
+    assert msg.startswith(origin) and f"key '{key}'" in msg and expected in msg, msg

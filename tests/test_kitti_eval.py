@@ -293,6 +293,26 @@ def test_unknown_class_names_in_predictions_are_warned_about(tmp_path, capsys):
         f"ignored by every metric ({tmp_path / 'dt' / '000002.txt'}: Kar); expected one of Car, Pedestrian" in err, err
 
 
+def test_a_byte_order_mark_is_accepted_and_unknown_ground_truth_names_are_warned_about(tmp_path, capsys):
+    # issue 19's tester: a BOM glued onto the first class name dropped the first ground-truth box silently
+    # (AP fell below 100), showed up in warnings and split-file errors; unknown GT class names were not reported
+    gt, dt = perfect_set(tmp_path)
+    write(tmp_path / "gt", gt)
+    write(tmp_path / "dt", dt)
+    for folder in ("gt", "dt"):
+        path = tmp_path / folder / "000000.txt"
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    (tmp_path / "split.txt").write_bytes(b"\xef\xbb\xbf" + "".join(f"{i:06d}\n" for i in range(50)).encode())
+    report = kitti_report(tmp_path / "gt", tmp_path / "dt", tmp_path / "split.txt")
+    assert report.ap["Car/3d/R40/strict/easy"] == pytest.approx(100.0) and not report.warnings
+    gt["000003"] = [gt["000003"][0].replace("Car", "Kar", 1)]
+    write(tmp_path / "gt", gt)
+    assert eval_kitti(tmp_path) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'gt'}: 1 ground-truth box(es) in 1 file(s) have a class name KITTI does not know " \
+        f"and are ignored by every metric ({tmp_path / 'gt' / '000003.txt'}: Kar)" in err, err
+
+
 LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
                "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 1843\n")
 

@@ -572,3 +572,51 @@ def test_what_inspect_and_viz_say_for_kitti_object(layout, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "expected training/velodyne/<6 digits>.bin (or testing/velodyne/) with calib/, label_2/ beside it" in err
     assert "image_2" not in err
+
+
+# -- issue 19 tester: a malformed custom split table --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table, expected", [
+    ('{"train": ["00"], "val": 5}', r"split 'val': expected a JSON object of split name -> list of sequence names "
+                                    r"\(strings\); got 5"),
+    ('["00"]', r"the top level is a JSON list; expected a JSON object of split name -> list of sequence names"),
+    ('{"train": [0]}', r"split 'train': .*; got 0 \(write names as strings, e\.g\. \"00\"\)"),
+    ('{"train": ["00"]', r"not valid JSON"),
+])
+def test_a_malformed_split_table_names_the_file_and_what_was_expected(tmp_path, table, expected):
+    # was a TypeError / AttributeError traceback, or (sequence numbers as ints) every frame silently in no split
+    (tmp_path / "xmkd_splits.json").write_text(table)
+    with pytest.raises(XmkdDataError, match=expected) as err:
+        make_reader("semantickitti", tmp_path).split_table()
+    assert str(err.value).startswith(str(tmp_path / "xmkd_splits.json"))
+    from xmkd.data.readers.base import read_split_table  # nuScenes' <version>/splits.json is read by the same
+
+    (tmp_path / "splits.json").write_text(table)
+    with pytest.raises(XmkdDataError, match=expected.replace("sequence", "scene")):
+        read_split_table(tmp_path / "splits.json", "scene")
+
+
+def test_kitti_split_lists_accept_a_byte_order_mark_and_refuse_a_malformed_line(layout, tmp_path):
+    # issue 19's tester: a BOM, or one token that is not all digits, made the whole split vanish with exit 0
+    root = layout.copy("kitti_object", tmp_path)
+    train = root / "ImageSets" / "train.txt"
+    ids = train.read_text().split()
+    train.write_bytes(b"\xef\xbb\xbf" + "".join(f" {i} \n" for i in ids).encode())
+    reader = make_reader("kitti_object", root)
+    assert sorted(r["id"] for r in reader.scan(["train"])) == sorted(ids)
+    for bad in ("abc", "000001 000002", "1.5"):
+        train.write_text(f"{ids[0]}\n{bad}\n")
+        with pytest.raises(XmkdDataError, match=r"line 2: expected one frame id of digits per line \(e\.g\. 000123\), "
+                                                f"got '{bad}'") as err:
+            list(make_reader("kitti_object", root).scan())
+        assert str(err.value).startswith(str(train))
+    raw = layout.copy("kitti_raw", tmp_path / "raw")
+    unlabelled = raw / "ImageSets" / "raw_unlabelled.txt"
+    lines = unlabelled.read_text().splitlines()
+    unlabelled.write_bytes(b"\xef\xbb\xbf" + "".join(f"{x}\n" for x in lines).encode())
+    assert len(list(make_reader("kitti_raw", raw).scan(["raw_unlabelled"]))) == len(lines)
+    assert list(make_reader("kitti_object", raw).scan())  # its raw list is not an object split list
+    unlabelled.write_text(lines[0] + "\nabc\n")
+    with pytest.raises(XmkdDataError, match=r"raw_unlabelled\.txt: line 2: expected `<date>_drive_<n>_sync "):
+        list(make_reader("kitti_raw", raw).scan())

@@ -373,6 +373,50 @@ def test_prepare_resumes_after_an_interruption(synth_kitti, tmp_path, monkeypatc
     assert not (root / "xmkd_index" / "index.partial.jsonl").exists()
 
 
+def test_prepare_resumes_from_a_torn_or_corrupt_log(synth_kitti, tmp_path, monkeypatch):
+    # issue 19's tester: a truncated first line, or a header-only log (Ctrl-C during the first frame, after which
+    # the header was written twice), gave a traceback on every later `prepare`
+    from xmkd.data.index import _resume
+    from xmkd.data.readers.kitti_object import KittiObjectReader
+
+    root = _copy_kitti(synth_kitti, tmp_path / "k")
+    out = root / "xmkd_index"
+    original = KittiObjectReader.check
+
+    def interrupted_after(n):
+        calls = []
+
+        def flaky(self, record):
+            calls.append(record["id"])
+            if len(calls) > n:
+                raise KeyboardInterrupt
+            return original(self, record)
+
+        monkeypatch.setattr(KittiObjectReader, "check", flaky)
+        with pytest.raises(KeyboardInterrupt):
+            prepare("kitti_object", root, out, progress=False)
+        monkeypatch.setattr(KittiObjectReader, "check", original)
+        return (out / "index.partial.jsonl").read_bytes().split(b"\n")[:-1]
+
+    log = out / "index.partial.jsonl"
+    lines = interrupted_after(2)
+    assert len(lines) == 3
+    for text, resumed in [(lines[0][:10], 0),  # torn header: start over
+                          (lines[0] + b"\n", 0),  # header only
+                          (b"\n".join([lines[0], b"not json", lines[2]]) + b"\n", 1),  # an unreadable line
+                          (b"\n".join(lines) + b'\n{"id": "0000', 2)]:  # torn last line
+        log.write_bytes(text)
+        assert prepare("kitti_object", root, out, progress=False).resumed == resumed
+        assert not log.exists() and len(load_index(out)["frames"]) == 3
+    assert interrupted_after(0) == lines[:1]  # Ctrl-C in the first frame leaves the header alone
+    assert interrupted_after(0) == lines[:1]  # and resuming that does not write it twice
+    assert prepare("kitti_object", root, out, progress=False).resumed == 0
+    log.write_bytes(b"\n".join(lines) + b'\n{"id": "0000')
+    header = json.loads(lines[0])
+    assert set(_resume(log, header)) == {json.loads(x)["id"] for x in lines[1:]}
+    assert log.read_bytes() == b"\n".join(lines) + b"\n"  # the torn line is cut, so new entries start on a new line
+
+
 def test_inspect_json_and_cli(synth_kitti, capsys):
     assert main(["inspect", "kitti_object", "--root", str(synth_kitti), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

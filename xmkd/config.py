@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import AnyNode, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from xmkd.errors import XmkdConfigError
@@ -186,7 +186,52 @@ def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, DictCo
     return layers
 
 
+def _shown(node: Any) -> str:
+    """A layer's value as a user wrote it, with what kind of thing it is."""
+    value = OmegaConf.to_container(node) if isinstance(node, (DictConfig, ListConfig)) else node
+    kind = "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else "the value"
+    return f"{kind} {value!r}"
+
+
+def _check_shapes(base: DictConfig, layer: DictConfig, origin: str, prefix: str = "") -> None:
+    """Refuse a mapping where the schema holds a list or a scalar, and a list or scalar where it holds a mapping,
+    before OmegaConf merges them: its errors there name no key ("Merge error: list is not a subclass of
+    DataConfig") or are a bare TypeError ("Cannot merge incompatible container types").
+
+    Raises XmkdConfigError naming `origin` (file or override), the full key, what was expected and what it got."""
+    for key in layer.keys():
+        if key not in base:
+            continue  # an unknown key: the merge names it
+        have, new = base._get_node(key), layer._get_node(key)
+        if new is None or new._is_none() or new._is_missing() or new._is_interpolation() or isinstance(have, AnyNode):
+            continue  # null, ???, ${...} and untyped keys: the merge's and resolve's own checks apply
+        full = f"{prefix}{key}"
+        if isinstance(have, DictConfig):
+            if not isinstance(new, DictConfig):
+                names = list(have.keys()) if not have._is_none() else []
+                keys = f" ({', '.join(map(str, names[:6]))}{', ...' if len(names) > 6 else ''})" if names else ""
+                raise XmkdConfigError(f"{origin}: key '{full}': expected a mapping of its keys{keys}, "
+                                      f"got {_shown(new)}")
+            if not have._is_none():
+                _check_shapes(have, new, origin, f"{full}.")
+        elif isinstance(have, ListConfig):
+            expected = LIST_HINTS.get(str(key), "a list ([a, b], or [] for empty)")
+            if not isinstance(new, ListConfig):
+                if isinstance(new, DictConfig):
+                    raise XmkdConfigError(f"{origin}: key '{full}': expected {expected}, got {_shown(new)}")
+                continue  # a scalar: _describe's LIST_HINTS message
+            element = have._metadata.element_type
+            if element in (str, int, float, bool) and any(isinstance(n, (DictConfig, ListConfig))
+                                                          for n in new._iter_ex(resolve=False)):
+                raise XmkdConfigError(f"{origin}: key '{full}': expected a list of {element.__name__} values, "
+                                      f"got {_shown(new)}")
+        elif isinstance(new, (DictConfig, ListConfig)):
+            kind = getattr(have._metadata.ref_type, "__name__", "plain")
+            raise XmkdConfigError(f"{origin}: key '{full}': expected a single {kind} value, got {_shown(new)}")
+
+
 def _merge(base: DictConfig, layer: DictConfig, origin: str) -> DictConfig:
+    _check_shapes(base, layer, origin)
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as err:

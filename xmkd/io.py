@@ -60,18 +60,45 @@ def check_output(path: str | os.PathLike, folder: bool, what: str) -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status, since 4.7); else
+    set and restored at once (os.umask cannot be read any other way)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: Path) -> int:
+    """The permission bits a plain `open(path, "w")` would leave: an existing file's own, else 0o666 less the
+    umask. `mkstemp` creates 0o600 whatever the umask, which would hide every output from the user's group."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], fsync: bool = True) -> Path:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it over `path`.
 
     A crash of the process at any point leaves either the old file or the new one, never a partial file.
+    The file gets the mode a plain open() would give it (`new_file_mode`), not mkstemp's 0o600.
     `fsync=False` skips the flush to disk (bulk data that can be regenerated): the rename still keeps
     partial files invisible after a process crash, though not after a power loss.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             write(f)
             f.flush()
             if fsync:

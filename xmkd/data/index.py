@@ -102,6 +102,34 @@ def bad_file_count(bad: list[dict[str, str]]) -> int:
     return len({b["file"] or b["reason"] for b in bad})
 
 
+def _resume(partial: Path, header: dict[str, Any]) -> dict[str, dict]:
+    """The frames an interrupted `prepare` already checked, from its log `partial` (a header line, then one JSON
+    entry per frame): id -> entry. A log of another dataset / root / split / camera choice, or whose header is torn
+    (killed while writing it), is deleted: the run starts over. A torn last line (killed mid-write) and any other
+    unreadable line are dropped, and the log is rewritten without them, so that new entries are not glued onto a
+    torn one; those frames are checked again."""
+    if not partial.is_file():
+        return {}
+    lines = partial.read_bytes().split(b"\n")  # the last item is b"" unless the last line is torn
+
+    def parse(line: bytes) -> Any:
+        try:
+            return json.loads(line)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            return None
+
+    if len(lines) < 2 or parse(lines[0]) != header:
+        partial.unlink()
+        return {}
+    done: dict[str, dict] = {}
+    for entry in map(parse, lines[1:-1]):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and ("record" in entry) != ("bad" in entry):
+            done[entry["id"]] = entry
+    if lines[-1] or len(done) != len(lines) - 2:  # something to drop: rewrite the log with what is whole
+        atomic_write_text(partial, "".join(json.dumps(e) + "\n" for e in (header, *done.values())))
+    return done
+
+
 def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[str] | None = None,
             progress: bool = True, cameras: Sequence[str] | None = None) -> PrepareReport:
     """Check every frame of `dataset` under `root` and write `<out>/index.json`; resumable. `cameras`: None =
@@ -112,22 +140,12 @@ def prepare(dataset: str, root: str | Path, out: str | Path, splits: Sequence[st
     header = {"dataset": dataset, "root": str(Path(root).resolve()), "splits": sorted(splits) if splits else None,
               "cameras": None if cameras is None else list(cameras)}
     partial = out / PARTIAL_NAME
-    done: dict[str, dict] = {}
-    if partial.is_file():
-        lines = partial.read_text().splitlines()
-        if lines and json.loads(lines[0]) == header:
-            for line in lines[1:]:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # the line being written when the run was killed
-                    continue
-                done[entry["id"]] = entry
-        else:
-            partial.unlink()
+    done = _resume(partial, header)
     records = reader.records(splits)
     resumed = sum(r["id"] in done for r in records)
+    fresh = not partial.is_file()
     with open(partial, "a") as log:
-        if not done:
+        if fresh:
             log.write(json.dumps(header) + "\n")
         bar = tqdm(records, desc=f"prepare {dataset}", unit="frame", disable=not progress, initial=0)
         for i, rec in enumerate(bar):

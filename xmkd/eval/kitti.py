@@ -514,21 +514,25 @@ def kitti_report(gt_dir: str | Path, pred_dir: str | Path, split: str | Path | N
     pred_dir = Path(pred_dir)
     warnings = _coverage_warnings(pred_dir, ids, allow_missing)
     unknown: dict[str, list[str]] = {}
+    gt_unknown: dict[str, list[str]] = {}
     dt = read_annotations(pred_dir, ids, True, unknown)
-    report = evaluate(read_annotations(gt_dir, ids, False), dt)
-    report.warnings = warnings + _name_warnings(unknown, pred_dir) + _box_warnings(dt, pred_dir)
+    report = evaluate(read_annotations(gt_dir, ids, False, gt_unknown), dt)
+    report.warnings = (warnings + _name_warnings(gt_unknown, Path(gt_dir), "ground-truth box(es)")
+                       + _name_warnings(unknown, pred_dir) + _box_warnings(dt, pred_dir))
     return report
 
 
-def _name_warnings(unknown: dict[str, list[str]], pred_dir: Path) -> list[str]:
-    """Predictions with a class name KITTI does not know (a typo such as `Kar`): no metric scores them."""
+def _name_warnings(unknown: dict[str, list[str]], folder: Path, what: str = "prediction(s)") -> list[str]:
+    """Boxes (predictions, or ground truth) with a class name KITTI does not know (a typo such as `Kar`): no metric
+    scores them (a ground-truth box of such a class is no target, so a detection of it can count as a false
+    positive)."""
     if not unknown:
         return []
     n = sum(len(v) for v in unknown.values())
     shown = "; ".join(f"{path}: {', '.join(sorted(set(names)))}" for path, names in list(unknown.items())[:3])
     more = f"; ... ({len(unknown) - 3} more files)" if len(unknown) > 3 else ""
     known = ", ".join(n_.capitalize() if n_ != "dontcare" else "DontCare" for n_ in NAMES)
-    return [f"{pred_dir}: {n} prediction(s) in {len(unknown)} file(s) have a class name KITTI does not know and are "
+    return [f"{folder}: {n} {what} in {len(unknown)} file(s) have a class name KITTI does not know and are "
             f"ignored by every metric ({shown}{more}); expected one of {known}"]
 
 

@@ -13,6 +13,7 @@ Training reads only the index and the files; `scan` may use heavy tooling (the n
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -70,8 +71,9 @@ def read_binary(path: Path, dtype: Any, what: str, per_item: int = 1, item: str 
 
 
 def read_text(path: Path, what: str) -> str:
-    """A text file (calibration, labels, per-scan tables, split lists); a missing file, a folder, a Git LFS pointer
-    and bytes that are not UTF-8 are errors naming the file (and the line)."""
+    """A text file (calibration, labels, per-scan tables, split lists), without a leading UTF-8 byte-order mark; a
+    missing file, a folder, a Git LFS pointer and bytes that are not UTF-8 are errors naming the file (and the
+    line)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -84,11 +86,34 @@ def read_text(path: Path, what: str) -> str:
     if lfs is not None:
         raise lfs
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # a BOM (Windows editors) would glue onto the first token
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise XmkdDataError(f"line {line}: byte {data[err.start]:#04x} is not UTF-8 text; expected a plain text "
                             f"{what} file", source=str(path)) from None
+
+
+def read_split_table(path: Path, item: str) -> dict[str, list[str]]:
+    """A custom split table (SemanticKITTI `xmkd_splits.json`, nuScenes `<version>/splits.json`): a JSON object of
+    split name -> list of `item` names (strings). Raises XmkdDataError naming the file, the split at fault and
+    what was expected; a wrong table would otherwise put every frame silently into no split."""
+    expected = f"expected a JSON object of split name -> list of {item} names (strings)"
+    try:
+        table = json.loads(read_text(path, "split table"))
+    except json.JSONDecodeError as err:
+        raise XmkdDataError(f"not valid JSON: {err}", source=str(path)) from None
+    if not isinstance(table, dict):
+        raise XmkdDataError(f"the top level is a JSON {type(table).__name__}; {expected}, e.g. "
+                            f'{{"train": ["00", "01"], "val": ["08"]}}', source=str(path))
+    for split, names in table.items():
+        if not isinstance(names, list):
+            raise XmkdDataError(f"{expected}; got {json.dumps(names)}", source=str(path), field=f"split {split!r}")
+        bad = [n for n in names if not isinstance(n, str)]
+        if bad:
+            example = f'"{bad[0]:02d}"' if isinstance(bad[0], int) else json.dumps(str(bad[0]))
+            raise XmkdDataError(f"{expected}; got {json.dumps(bad[0])} (write names as strings, e.g. {example})",
+                                source=str(path), field=f"split {split!r}")
+    return table
 
 
 def require_points(count: int, source: str, field: str | None = None) -> None:

@@ -60,9 +60,19 @@ class KittiObjectReader(DatasetReader):
     def _split_members(self) -> dict[str, set[str]]:
         sets = {}
         for f in sorted((self.root / "ImageSets").glob("*.txt")):
-            ids = read_text(f, "split list").split()
-            if ids and all(i.isdigit() for i in ids):
-                sets[f.stem] = set(ids)
+            ids = set()
+            lines = read_text(f, "split list").splitlines()
+            if "_drive_" in next((line for line in lines if line.strip()), ""):
+                continue  # a KITTI raw list (`<date>_drive_<n>_sync <frame> l`): the kitti_raw reader's
+            for lineno, line in enumerate(lines, 1):
+                fid = line.strip()
+                if fid and not fid.isdigit():  # was dropped silently, and with it the whole split
+                    raise XmkdDataError(f"line {lineno}: expected one frame id of digits per line (e.g. 000123), "
+                                        f"got {line!r}", source=str(f))
+                if fid:
+                    ids.add(fid)
+            if ids:
+                sets[f.stem] = ids
         return sets
 
     def scan(self, splits: Sequence[str] | None = None) -> Iterator[FrameRecord]:

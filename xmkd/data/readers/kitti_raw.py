@@ -49,12 +49,17 @@ class KittiRawReader(DatasetReader):
         lists: dict[str, list[tuple[str, int]]] = {}
         for folder in ("ImageSets", "splits"):
             for f in sorted((self.root / folder).glob("*.txt")):
-                entries = []
-                for line in read_text(f, "split list").splitlines():
+                entries, malformed = [], None
+                for lineno, line in enumerate(read_text(f, "split list").splitlines(), 1):
                     parts = line.split()
                     if len(parts) >= 2 and "_drive_" in parts[0] and parts[1].isdigit():
                         if len(parts) < 3 or parts[2] == "l":
                             entries.append((parts[0], int(parts[1])))
+                    elif parts and malformed is None:
+                        malformed = (lineno, line)
+                if entries and malformed:  # a raw list with a bad line; a list of another kind is not ours to read
+                    raise XmkdDataError(f"line {malformed[0]}: expected `<date>_drive_<n>_sync <frame number> [l|r]`, "
+                                        f"got {malformed[1]!r}", source=str(f))
                 if entries:
                     lists[f.stem] = entries
         return lists

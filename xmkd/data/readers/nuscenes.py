@@ -15,7 +15,6 @@ not reproduced). Labels are mapped by category *name* through the dataset's cate
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from xmkd.data.readers.base import (
     read_finite_points,
     read_label_file,
     read_points,
+    read_split_table,
 )
 from xmkd.errors import XmkdDataError, XmkdError
 from xmkd.geometry.transforms import invert_transform, make_transform
@@ -95,7 +95,7 @@ class NuScenesReader(DatasetReader):
 
         official = create_splits_scenes()
         custom_file = self.root / nusc.version / "splits.json"
-        custom = json.loads(custom_file.read_text()) if custom_file.is_file() else {}
+        custom = read_split_table(custom_file, "scene") if custom_file.is_file() else {}
         self.meta["version"] = nusc.version
         self.meta["categories"] = {str(c["index"]): c["name"] for c in nusc.category if "index" in c}
         scene_splits: dict[str, list[str]] = {}

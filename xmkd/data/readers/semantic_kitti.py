@@ -19,7 +19,6 @@ A broken sequence file (calib.txt, poses.txt, times.txt) is reported with each f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from xmkd.data.readers.base import (
     read_finite_points,
     read_label_file,
     read_points,
-    read_text,
+    read_split_table,
     shared_part,
 )
 from xmkd.data.readers.kitti_files import read_calib_file, read_table, require_keys
@@ -68,10 +67,7 @@ class SemanticKittiReader(DatasetReader):
     def split_table(self) -> dict[str, list[str]]:
         custom = self.root / "xmkd_splits.json"
         if custom.is_file():
-            try:
-                table = json.loads(read_text(custom, "split table"))
-            except json.JSONDecodeError as err:
-                raise XmkdDataError(f"not valid JSON: {err}", source=str(custom)) from None
+            table = read_split_table(custom, "sequence")
             if "val" in table:
                 table.setdefault("valid", table["val"])
             return table
