@@ -572,3 +572,62 @@ def test_what_inspect_and_viz_say_for_kitti_object(layout, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "expected training/velodyne/<6 digits>.bin (or testing/velodyne/) with calib/, label_2/ beside it" in err
     assert "image_2" not in err
+
+
+# -- calibration and poses: NaN / Inf is a bad file naming the table and field ----------------------------------
+
+
+def edit_json(path, change):
+    rows = json.loads(path.read_text())
+    change(rows)
+    path.write_text(json.dumps(rows))  # json writes NaN / Infinity, as a broken export does
+
+
+def nuscenes_lidar_calibration(rows, root):
+    sensors = {s["token"] for s in json.loads((root / "v1.0-mini" / "sensor.json").read_text())
+               if s["channel"] == "LIDAR_TOP"}
+    for row in rows:
+        if row["sensor_token"] in sensors:
+            row["rotation"][1] = float("inf")
+
+
+def poison_calibration(dataset, root):
+    """Put NaN / Inf into one calibration or pose source of `dataset`; returns (file, what the reason must say)."""
+    if dataset == "nuscenes_calibrated_sensor":
+        path = root / "v1.0-mini" / "calibrated_sensor.json"
+        edit_json(path, lambda rows: nuscenes_lidar_calibration(rows, root))
+        return path, "LIDAR_TOP rotation (token "
+    if dataset == "nuscenes_ego_pose":
+        path = root / "v1.0-mini" / "ego_pose.json"
+        edit_json(path, lambda rows: [row.__setitem__("translation", [float("nan"), 0.0, 0.0]) for row in rows])
+        return path, "LIDAR_TOP translation (token "
+    if dataset == "waymo":
+        import pyarrow.parquet as pq
+
+        path = first(root, FILES["waymo"]["camera_calib"])
+        table = pq.read_table(path)
+        col = "[CameraCalibrationComponent].intrinsic.f_u"
+        pq.write_table(table.set_column(table.column_names.index(col), col, [[float("nan")]]), path)
+        return path, f"FRONT {col}: nan; expected a finite number"
+    if dataset == "a2d2":
+        path = root / "cams_lidars.json"
+        edit_json(path, lambda cfg: cfg["cameras"]["front_center"]["CamMatrix"][0].__setitem__(0, float("nan")))
+        return path, "cameras.front_center.CamMatrix: NaN/Inf; expected finite numbers"
+    path = first(root, FILES["kitti_object"]["calib"])  # KITTI's calib files: checked by read_calib_file
+    path.write_text(path.read_text().replace("P2: ", "P2: nan ", 1).replace("nan 7", "nan", 1))
+    return path, "P2 holds NaN or Inf; expected finite numbers"
+
+
+@pytest.mark.parametrize("case", ["nuscenes_calibrated_sensor", "nuscenes_ego_pose", "waymo", "a2d2",
+                                  "kitti_object"])
+def test_non_finite_calibration_or_pose_is_a_bad_file_naming_table_and_field(case, layout, tmp_path):
+    dataset = case.split("_")[0] if case.startswith("nuscenes") else case
+    root = layout.copy(dataset, tmp_path)
+    path, says = poison_calibration(case, root)
+    report = prepare(dataset, root, tmp_path / "index", progress=False)
+    bad = [b for b in report.bad if b["file"] == str(path)]
+    assert bad and all("expected a finite" in b["reason"] or "expected finite" in b["reason"] for b in bad), report.bad
+    assert any(says in b["reason"] for b in bad), report.bad  # (nuScenes: sweeps share the row, also listed)
+    if dataset in ("nuscenes", "a2d2"):  # every frame uses the poisoned row / file
+        assert report.frames == 0
+

@@ -201,21 +201,35 @@ class WaymoReader(DatasetReader):
         return ext, r[f"{LCAL}.beam_inclination.min"], r[f"{LCAL}.beam_inclination.max"], \
             r[f"{LCAL}.beam_inclination.values"]
 
-    def camera_calibration(self, rel: str) -> dict[str, dict]:
+    def camera_calibration(self, rel: str) -> dict[str, dict | XmkdDataError]:
         return self.memo(("camera_calibration", rel), lambda: self._camera_calibration(rel))
 
-    def _camera_calibration(self, rel: str) -> dict[str, dict]:
+    def _camera_calibration(self, rel: str) -> dict[str, dict | XmkdDataError]:
+        """Camera name -> {K, T_cam_lidar, width, height}, or the error of that camera's row (NaN / Inf in an
+        intrinsic or the extrinsic), raised only when the camera is wanted."""
         path = self.path(rel)
         cols = ["key.camera_name", *(f"{CCAL}.intrinsic.{k}" for k in ("f_u", "f_v", "c_u", "c_v")),
                 f"{CCAL}.extrinsic.transform", f"{CCAL}.width", f"{CCAL}.height"]
-        out = {}
+        out: dict[str, dict | XmkdDataError] = {}
         for r in _read(path, cols).to_pylist():
+            name = CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))
+            bad = [k for k in ("f_u", "f_v", "c_u", "c_v")
+                   if not isinstance(r[f"{CCAL}.intrinsic.{k}"], (int, float))
+                   or not np.isfinite(r[f"{CCAL}.intrinsic.{k}"])]
+            if bad:
+                out[name] = XmkdDataError(f"{r[f'{CCAL}.intrinsic.{bad[0]}']}; expected a finite number",
+                                          source=str(path), field=f"{name} {CCAL}.intrinsic.{bad[0]}")
+                continue
             K = [[r[f"{CCAL}.intrinsic.f_u"], 0.0, r[f"{CCAL}.intrinsic.c_u"]],
                  [0.0, r[f"{CCAL}.intrinsic.f_v"], r[f"{CCAL}.intrinsic.c_v"]], [0.0, 0.0, 1.0]]
-            E = _transform(r[f"{CCAL}.extrinsic.transform"], str(path), "extrinsic")
+            try:
+                E = _transform(r[f"{CCAL}.extrinsic.transform"], str(path), f"{name} {CCAL}.extrinsic.transform")
+            except XmkdDataError as err:
+                out[name] = err
+                continue
             T = OPENCV_FROM_WAYMO_CAMERA @ np.linalg.inv(E)  # vehicle (= our LiDAR frame) -> OpenCV camera
-            out[CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))] = {
-                "K": K, "T_cam_lidar": matrix_list(T), "width": r[f"{CCAL}.width"], "height": r[f"{CCAL}.height"]}
+            out[name] = {"K": K, "T_cam_lidar": matrix_list(T), "width": r[f"{CCAL}.width"],
+                         "height": r[f"{CCAL}.height"]}
         return out
 
     def _row(self, rel: str, column: str, ts: int, extra: tuple = ()) -> dict:
@@ -301,6 +315,11 @@ class WaymoReader(DatasetReader):
                                 "(data.cameras: []) for LiDAR only",
                                 source=str(self.path(rec["lidar"]).parent.parent / "camera_image" / f"{seg}.parquet"))
         calibrated = self.camera_calibration(rec["camera_calib"])
+        checks = FileChecks()
+        for name in self.wanted(list(calibrated)):
+            if isinstance(calibrated[name], XmkdDataError):
+                checks.errors.append(calibrated[name])
+        checks.raise_any()
         for name, image in self._images(rec, self.wanted(list(calibrated))).items():
             cam = calibrated[name]
             sizes[name] = list(_decode(image, f"{self.path(rec['camera_image'])}:{name}").size)
