@@ -631,3 +631,30 @@ def test_non_finite_calibration_or_pose_is_a_bad_file_naming_table_and_field(cas
     if dataset in ("nuscenes", "a2d2"):  # every frame uses the poisoned row / file
         assert report.frames == 0
 
+
+# -- a camera asked for by name that a frame lacks ---------------------------------------------------------------
+
+
+def test_a_requested_camera_that_a_frame_lacks_is_a_bad_file(layout, tmp_path, capsys):
+    root = layout.copy("nuscenes", tmp_path)
+    report = prepare("nuscenes", root, tmp_path / "index", progress=False, cameras=["CAM_BACK"])
+    assert report.frames == 0 and report.bad
+    for bad in report.bad:
+        assert bad["file"].startswith(str(root / "v1.0-mini" / "sample_data.json"))
+        assert ("CAM_BACK: no CAM_BACK camera in this frame (it has CAM_FRONT); pass --cameras CAM_FRONT or "
+                "--cameras none for LiDAR only") in bad["reason"]
+    assert main(["prepare", "nuscenes", "--root", str(root), "--out", str(tmp_path / "i"), "--cameras", "CAM_BACK",
+                 "--quiet"]) == 1
+    assert "no CAM_BACK camera in this frame" in capsys.readouterr().err
+
+
+def test_a_waymo_frame_without_the_requested_camera_is_a_bad_file(tmp_path):
+    pytest.importorskip("pyarrow")
+    root = layouts.waymo(tmp_path / "waymo")["root"]  # FRONT has an image at the first frame only
+    report = prepare("waymo", root, tmp_path / "index", progress=False, cameras=["FRONT"])
+    assert report.frames == 1 and len(report.bad) == 1, report.bad
+    assert report.bad[0]["file"] == str(first(root, FILES["waymo"]["image"]))
+    assert ("FRONT: no FRONT image at timestamp 1100000 (this frame has no camera); pass --cameras none for LiDAR "
+            "only") in report.bad[0]["reason"]
+    assert prepare("waymo", root, tmp_path / "all", progress=False).frames == 2  # every camera: those it has
+

@@ -345,8 +345,15 @@ class DatasetReader:
     def check_cameras(self, record: FrameRecord) -> dict[str, list[int]]:
         """Keep only the wanted cameras in `record` (a copy that `check` owns), check each image decodes and its
         calibration is finite; returns name -> [W, H]."""
-        record["cameras"] = {n: record["cameras"][n] for n in self.wanted(list(record["cameras"]))}
         sizes, checks = {}, FileChecks()
+        have = list(record["cameras"])
+        for name in self.cameras or []:  # a camera asked for by name must be there, not silently dropped
+            if name not in have:
+                checks.errors.append(XmkdDataError(
+                    f"no {name} camera in this frame (it has {', '.join(have) or 'none'}); pass "
+                    f"{'--cameras ' + ','.join(have) + ' or ' if have else ''}--cameras none for LiDAR only",
+                    source=self.camera_table(record), field=name))
+        record["cameras"] = {n: record["cameras"][n] for n in self.wanted(have)}
         for name, cam in record["cameras"].items():  # every camera is checked, so every bad image is listed
             path = self.path(cam["file"])
             size = checks(image_size, path)
@@ -356,6 +363,10 @@ class DatasetReader:
             checks(as_matrix, cam["T_cam_lidar"], (4, 4), str(path), "T_cam_lidar")
         checks.raise_any()
         return sizes
+
+    def camera_table(self, record: FrameRecord) -> str:
+        """The file that lists a frame's cameras, named when a wanted camera is missing (default: its point file)."""
+        return str(self.path(record["lidar"]))
 
     @staticmethod
     def box_stats(record: FrameRecord) -> dict[str, int]:

@@ -198,6 +198,9 @@ class NuScenesReader(DatasetReader):
                 "meta": {"scene": scene["name"], "description": scene["description"], "location": log["location"],
                          "lidar_token": sd["token"]}, "table_errors": table_errors}
 
+    def camera_table(self, record: FrameRecord) -> str:
+        return f"{self.root / self.meta.get('version', self.version()) / 'sample_data.json'} (sample {record['id']})"
+
     def raw_lut(self) -> np.ndarray:
         return self._label_lut()
 

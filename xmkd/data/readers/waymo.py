@@ -319,8 +319,21 @@ class WaymoReader(DatasetReader):
         for name in self.wanted(list(calibrated)):
             if isinstance(calibrated[name], XmkdDataError):
                 checks.errors.append(calibrated[name])
+        images = self._images(rec, self.wanted(list(calibrated)))
+        for name in self.cameras or []:  # a camera asked for by name must be there, not dropped
+            if name not in calibrated:
+                checks.errors.append(XmkdDataError(
+                    f"no calibration row for camera {name} (calibrated: {', '.join(calibrated) or 'none'}); "
+                    f"{self._cameras_hint(list(calibrated))}", source=str(self.path(rec["camera_calib"])),
+                    field=name))
+            elif name not in images:
+                have = [n for n in self._images(rec, list(CAMERA_NAMES.values())) if n in calibrated]
+                checks.errors.append(XmkdDataError(
+                    f"no {name} image at timestamp {rec['meta']['timestamp_micros']} (this frame has "
+                    f"{', '.join(have) or 'no camera'}); {self._cameras_hint(have)}",
+                    source=str(self.path(rec["camera_image"])), field=name))
         checks.raise_any()
-        for name, image in self._images(rec, self.wanted(list(calibrated))).items():
+        for name, image in images.items():
             cam = calibrated[name]
             sizes[name] = list(_decode(image, f"{self.path(rec['camera_image'])}:{name}").size)
             if sizes[name] != [cam["width"], cam["height"]]:
@@ -328,6 +341,11 @@ class WaymoReader(DatasetReader):
                                     f"{cam['width']}x{cam['height']}", source=str(self.path(rec["camera_image"])))
             rec["cameras"][name] = {**cam, "file": rec["camera_image"]}
         return sizes
+
+    @staticmethod
+    def _cameras_hint(have: list[str]) -> str:
+        """What to pass instead when a camera asked for is missing."""
+        return f"pass {'--cameras ' + ','.join(have) + ' or ' if have else ''}--cameras none for LiDAR only"
 
     def _images(self, record: FrameRecord, names: list[str]) -> dict[str, bytes]:
         """JPEG bytes of the frame's images from the cameras `names` (those with an image at its timestamp)."""
