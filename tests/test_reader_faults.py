@@ -658,3 +658,25 @@ def test_a_waymo_frame_without_the_requested_camera_is_a_bad_file(tmp_path):
             "only") in report.bad[0]["reason"]
     assert prepare("waymo", root, tmp_path / "all", progress=False).frames == 2  # every camera: those it has
 
+
+# -- KITTI label_2 ranges ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("column,value,expected", [
+    (8, "-1", "field 'height' (column 9) is -1; expected a size >= 0 metres for a Car"),
+    (10, "-0.5", "field 'length' (column 11) is -0.5; expected a size >= 0 metres for a Car"),
+    (2, "7", "field 'occluded' (column 3) is 7; expected 0, 1, 2 or 3"),
+    (1, "1.5", "field 'truncated' (column 2) is 1.5; expected a number in [0, 1]"),
+])
+def test_kitti_label_ranges_are_checked(column, value, expected, layout, tmp_path):
+    root = layout.copy("kitti_object", tmp_path)
+    label = root / "training" / "label_2" / "000000.txt"
+    dontcare = "DontCare -1 -1 -10 1.0 2.0 30.0 40.0 -1 -1 -1 -1000 -1000 -1000 -10"
+    parts = "Car 0.00 0 -1.57 10.0 10.0 40.0 30.0 1.50 1.60 3.90 1.00 1.50 10.00 0.00".split()
+    label.write_text(f"{dontcare}\n{' '.join(parts)}\n")
+    assert reasons_of("kitti_object", root, tmp_path / "ok") == []  # DontCare's -1s are its convention
+    parts[column] = value
+    label.write_text(f"{dontcare}\n{' '.join(parts)}\n")
+    assert reasons_of("kitti_object", root, tmp_path / "index") == [f"{label}: line 2: {expected} (-1 only for "
+                                                                    "DontCare)"]
+

@@ -309,7 +309,7 @@ def _kitti_predictions(folder: str, frame):
     if not path.is_file():
         raise XmkdDataError(f"--pred: no prediction file for frame {frame.frame_id!r} in the prediction folder",
                             source=str(path))
-    objs = read_label_file(path)
+    objs = read_label_file(path, ground_truth=False)
     care = objs.names != "DontCare"
     return kitti_camera_to_lidar(objs.camera_boxes[care], frame.meta["T_rect_lidar"])
 
