@@ -680,3 +680,32 @@ def test_kitti_label_ranges_are_checked(column, value, expected, layout, tmp_pat
     assert reasons_of("kitti_object", root, tmp_path / "index") == [f"{label}: line 2: {expected} (-1 only for "
                                                                     "DontCare)"]
 
+
+# -- every bad file of a frame, also when its point file holds NaN ------------------------------------------------
+
+
+def test_nan_points_and_a_short_label_file_and_a_short_times_table_are_all_listed(layout, tmp_path):
+    root = layout.copy("semantickitti", tmp_path)
+    velo, label = first(root, FILES["semantickitti"]["points"]), first(root, FILES["semantickitti"]["labels"])
+    poison(velo, "semantickitti")
+    label.write_bytes(label.read_bytes()[:-8])  # two labels short
+    times = first(root, FILES["semantickitti"]["times"])
+    times.write_text("")  # no time for any scan
+    report = prepare("semantickitti", root, tmp_path / "index", progress=False)
+    listed = {(b["frame"], b["file"]) for b in report.bad}
+    assert {("00/000000", str(velo)), ("00/000000", str(label)), ("00/000000", str(times))} <= listed, listed
+    reasons = {b["file"]: b["reason"] for b in report.bad if b["frame"] == "00/000000"}
+    assert "labels: " in reasons[str(label)] and "labels for" in reasons[str(label)]
+
+
+def test_nuscenes_nan_points_and_a_short_lidarseg_file_are_both_listed(layout, tmp_path):
+    root = layout.copy("nuscenes", tmp_path)
+    velo = first(root, FILES["nuscenes"]["points"])
+    poison(velo, "nuscenes")
+    token = next(r["token"] for r in json.loads((root / "v1.0-mini" / "sample_data.json").read_text())
+                 if r["filename"] == str(velo.relative_to(root)))
+    label = root / next(r["filename"] for r in json.loads((root / "v1.0-mini" / "lidarseg.json").read_text())
+                        if r["sample_data_token"] == token)
+    label.write_bytes(label.read_bytes()[:-1])
+    files = {b["file"] for b in prepare("nuscenes", root, tmp_path / "index", progress=False).bad}
+    assert {str(velo), str(label)} <= files, files

@@ -220,6 +220,17 @@ def read_finite_points(path: Path, columns: Sequence[str], dtype: Any = np.float
     return points
 
 
+def check_points(checks: FileChecks, path: Path, columns: Sequence[str], dtype: Any = np.float32) -> int | None:
+    """Check a point file with these named columns (whole, non-empty, finite) in `checks`; returns its point count,
+    known also when values are NaN / Inf, so that the per-point label file's count is still checked (both listed),
+    or None when the file cannot be read as points."""
+    points = checks(read_points, path, len(columns), dtype)
+    if points is None:
+        return None
+    checks(require_finite, points, str(path), columns=columns)
+    return len(points)
+
+
 def unreadable_record(frame_id: str, splits: list[str], lidar: str, err: XmkdDataError) -> FrameRecord:
     """A stand-in record for a file `scan` could not read (e.g. a Waymo segment), so that `prepare` lists it as bad
     and goes on; its `check` raises the error again (`raise_scan_error`)."""

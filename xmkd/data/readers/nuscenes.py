@@ -26,6 +26,7 @@ from xmkd.data.readers.base import (
     DatasetReader,
     FileChecks,
     FrameRecord,
+    check_points,
     lfs_error,
     matrix_list,
     merge_sweeps,
@@ -216,12 +217,10 @@ class NuScenesReader(DatasetReader):
         for err in rec.pop("table_errors", None) or []:  # NaN / Inf calibration or pose rows, found by `scan`
             if err["camera"] is None or self.wanted([err["camera"]]):
                 checks.errors.append(XmkdDataError(err["message"], source=err["source"], field=err["field"]))
-        points = checks(read_finite_points, self.path(rec["lidar"]), POINT_FIELDS)
-        stats = {"points": 0 if points is None else int(len(points)), "cameras": checks(self.check_cameras, rec),
-                 "boxes": self.box_stats(rec)}
+        count = check_points(checks, self.path(rec["lidar"]), POINT_FIELDS)
+        stats = {"points": count or 0, "cameras": checks(self.check_cameras, rec), "boxes": self.box_stats(rec)}
         if rec.get("labels"):
-            stats["labels"] = checks(self._check_labels, self.path(rec["labels"]),
-                                     None if points is None else len(points))
+            stats["labels"] = checks(self._check_labels, self.path(rec["labels"]), count)
         for sweep in rec["sweeps"]:  # each sweep file is read once, though neighbouring keyframes share them
             if ("sweep", sweep["file"]) not in self._memo:
                 if checks(read_finite_points, self.path(sweep["file"]), POINT_FIELDS) is not None:
