@@ -709,3 +709,16 @@ def test_nuscenes_nan_points_and_a_short_lidarseg_file_are_both_listed(layout, t
     label.write_bytes(label.read_bytes()[:-1])
     files = {b["file"] for b in prepare("nuscenes", root, tmp_path / "index", progress=False).bad}
     assert {str(velo), str(label)} <= files, files
+
+
+# -- images, viz and split options ---------------------------------------------------------------------------------
+
+
+def test_a_16_bit_image_is_refused_not_read_as_white(layout, tmp_path):
+    root = layout.copy("kitti_object", tmp_path)
+    path = first(root, FILES["kitti_object"]["image"])
+    w, h = Image.open(path).size
+    Image.fromarray(np.full((h, w), 1000, np.uint16)).save(path)  # a 16-bit greyscale PNG
+    assert Image.open(path).mode.startswith("I")
+    reasons = reasons_of("kitti_object", root, tmp_path / "index")
+    assert len(reasons) == 1 and reasons[0].startswith(f"{path}: a I") and "expected an 8-bit image" in reasons[0]

@@ -137,6 +137,9 @@ def read_label_file(path: Path, dtype: Any, count: int | None) -> np.ndarray:
     return labels
 
 
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
 def _open_image(path: Path) -> Image.Image:
     """The decoded image; missing, undecodable and Git LFS pointer files are errors naming the file."""
     try:
@@ -147,10 +150,15 @@ def _open_image(path: Path) -> Image.Image:
         raise lfs_error(path) or XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
     try:
         img.load()
-        return img
     except OSError as err:
         img.close()
         raise XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
+    if img.mode not in EIGHT_BIT_MODES:  # Pillow's convert("RGB") clips 16-bit values: an all-white image
+        mode = img.mode
+        img.close()
+        raise XmkdDataError(f"a {mode} image (16- or 32-bit, e.g. a depth map); expected an 8-bit image",
+                            source=str(path))
+    return img
 
 
 def read_image(path: Path) -> np.ndarray:
