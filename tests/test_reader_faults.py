@@ -722,3 +722,17 @@ def test_a_16_bit_image_is_refused_not_read_as_white(layout, tmp_path):
     assert Image.open(path).mode.startswith("I")
     reasons = reasons_of("kitti_object", root, tmp_path / "index")
     assert len(reasons) == 1 and reasons[0].startswith(f"{path}: a I") and "expected an 8-bit image" in reasons[0]
+
+
+def test_viz_extent_must_be_positive_and_an_unknown_split_lists_the_splits(layout, tmp_path, capsys):
+    root = layout.path("kitti_object")
+    for extent in ("-5", "0", "nan"):
+        with pytest.raises(SystemExit):
+            main(["viz", "kitti_object", "--root", str(root), "--extent", extent, "--out", str(tmp_path / "v")])
+        assert f"expected a number of metres > 0, got {extent!r}" in capsys.readouterr().err
+    assert main(["prepare", "kitti_object", "--root", str(root), "--out", str(tmp_path / "i"), "--split",
+                 "nosuch", "--quiet"]) == 1
+    assert "no kitti_object frames in splits ['nosuch']; the splits found there: " in capsys.readouterr().err
+    with pytest.raises(XmkdDataError, match=r"no semantickitti frames in splits \['nosuch'\]; the splits found "
+                                            r"there: .*train"):
+        make_reader("semantickitti", layout.path("semantickitti")).records(["nosuch"])

@@ -322,6 +322,11 @@ class DatasetReader:
     def records(self, splits: Sequence[str] | None = None) -> list[FrameRecord]:
         """Every frame `scan` finds; finding none is an error that says where it looked and for what."""
         found = list(self.scan(splits))
+        if not found and splits:  # a split name the dataset does not have: list those it has
+            have = sorted({s for rec in self.scan(None) for s in rec["splits"]})
+            if have:
+                raise XmkdDataError(f"no {self.name} frames in splits {list(splits)}; the splits found there: "
+                                    f"{', '.join(have)}", source=str(self.root))
         if not found:
             where = f" in splits {list(splits)}" if splits else ""
             raise XmkdDataError(f"no {self.name} frames found{where}; expected {self.layout}", source=str(self.root))
