@@ -630,6 +630,8 @@ def test_non_finite_calibration_or_pose_is_a_bad_file_naming_table_and_field(cas
     assert any(says in b["reason"] for b in bad), report.bad  # (nuScenes: sweeps share the row, also listed)
     if dataset in ("nuscenes", "a2d2"):  # every frame uses the poisoned row / file
         assert report.frames == 0
+    if case == "nuscenes_calibrated_sensor":  # one LiDAR calibration row, shared by the sweeps: once per frame
+        assert len(bad) == len({b["frame"] for b in bad}), bad
 
 
 # -- a camera asked for by name that a frame lacks ---------------------------------------------------------------

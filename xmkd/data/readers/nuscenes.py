@@ -145,7 +145,8 @@ class NuScenesReader(DatasetReader):
             for field in nonfinite_fields(row, fields):
                 out.append({"message": f"NaN/Inf in {row[field]!r}; expected finite numbers",
                             "source": str(self.root / nusc.version / f"{table}.json"),
-                            "field": f"{channel} {field} (token {token})", "camera": camera})
+                            "field": f"{channel} {field} (token {token})", "camera": camera,
+                            "row": f"{table}/{token}/{field}"})  # sweeps share the keyframe's calibration row
         return out
 
     def _record(self, nusc, sample: dict, names: list[str]) -> FrameRecord:
@@ -214,8 +215,10 @@ class NuScenesReader(DatasetReader):
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
         checks = FileChecks()  # every bad file of the frame is listed, not only the first
+        rows = set()
         for err in rec.pop("table_errors", None) or []:  # NaN / Inf calibration or pose rows, found by `scan`
-            if err["camera"] is None or self.wanted([err["camera"]]):
+            if (err["camera"] is None or self.wanted([err["camera"]])) and err["row"] not in rows:
+                rows.add(err["row"])  # each bad row once per frame
                 checks.errors.append(XmkdDataError(err["message"], source=err["source"], field=err["field"]))
         count = check_points(checks, self.path(rec["lidar"]), POINT_FIELDS)
         stats = {"points": count or 0, "cameras": checks(self.check_cameras, rec), "boxes": self.box_stats(rec)}
