@@ -239,6 +239,11 @@ def check_points(checks: FileChecks, path: Path, columns: Sequence[str], dtype: 
     return len(points)
 
 
+def cameras_hint(have: Sequence[str]) -> str:
+    """What to pass instead when a camera asked for by name is missing from a frame that has the cameras `have`."""
+    return f"pass {'--cameras ' + ','.join(have) + ' or ' if have else ''}--cameras none for LiDAR only"
+
+
 def unreadable_record(frame_id: str, splits: list[str], lidar: str, err: XmkdDataError) -> FrameRecord:
     """A stand-in record for a file `scan` could not read (e.g. a Waymo segment), so that `prepare` lists it as bad
     and goes on; its `check` raises the error again (`raise_scan_error`)."""
@@ -374,8 +379,7 @@ class DatasetReader:
         for name in self.cameras or []:  # a camera asked for by name must be there, not silently dropped
             if name not in have:
                 checks.errors.append(XmkdDataError(
-                    f"no {name} camera in this frame (it has {', '.join(have) or 'none'}); pass "
-                    f"{'--cameras ' + ','.join(have) + ' or ' if have else ''}--cameras none for LiDAR only",
+                    f"no {name} camera in this frame (it has {', '.join(have) or 'none'}); {cameras_hint(have)}",
                     source=self.camera_table(record), field=name))
         record["cameras"] = {n: record["cameras"][n] for n in self.wanted(have)}
         for name, cam in record["cameras"].items():  # every camera is checked, so every bad image is listed

@@ -14,9 +14,10 @@ Waymo labels a subset of frames: a frame with a segmentation row is also in spli
 `training_labelled`), the split to train a segmentation recipe on. Frame ids are `<segment>/<timestamp_micros>`;
 a segment whose `lidar` file cannot be read, or is missing while other components have the segment, is one bad
 entry named `<segment>` (the other segments are read). A frame's cameras are the calibrated ones with an image at
-its timestamp; without cameras (`cameras=[]`) neither `camera_image` nor `camera_calibration` is read. With
-cameras, a root without `camera_image` is an error and a segment without its file a bad file (both say
-`--cameras none`), never a silent "no camera".
+its timestamp; a camera named in `--cameras` that a frame lacks (no calibration row, or no image at its
+timestamp) makes the frame a bad file, never a silent drop. Without cameras (`cameras=[]`) neither `camera_image`
+nor `camera_calibration` is read. With cameras, a root without `camera_image` is an error and a segment without
+its file a bad file (both say `--cameras none`), never a silent "no camera".
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from xmkd.data.readers.base import (
     FileChecks,
     FrameRecord,
     as_matrix,
+    cameras_hint,
     lfs_error,
     matrix_list,
     raise_scan_error,
@@ -324,13 +326,13 @@ class WaymoReader(DatasetReader):
             if name not in calibrated:
                 checks.errors.append(XmkdDataError(
                     f"no calibration row for camera {name} (calibrated: {', '.join(calibrated) or 'none'}); "
-                    f"{self._cameras_hint(list(calibrated))}", source=str(self.path(rec["camera_calib"])),
+                    f"{cameras_hint(list(calibrated))}", source=str(self.path(rec["camera_calib"])),
                     field=name))
             elif name not in images:
                 have = [n for n in self._images(rec, list(CAMERA_NAMES.values())) if n in calibrated]
                 checks.errors.append(XmkdDataError(
                     f"no {name} image at timestamp {rec['meta']['timestamp_micros']} (this frame has "
-                    f"{', '.join(have) or 'no camera'}); {self._cameras_hint(have)}",
+                    f"{', '.join(have) or 'no camera'}); {cameras_hint(have)}",
                     source=str(self.path(rec["camera_image"])), field=name))
         checks.raise_any()
         for name, image in images.items():
@@ -341,11 +343,6 @@ class WaymoReader(DatasetReader):
                                     f"{cam['width']}x{cam['height']}", source=str(self.path(rec["camera_image"])))
             rec["cameras"][name] = {**cam, "file": rec["camera_image"]}
         return sizes
-
-    @staticmethod
-    def _cameras_hint(have: list[str]) -> str:
-        """What to pass instead when a camera asked for is missing."""
-        return f"pass {'--cameras ' + ','.join(have) + ' or ' if have else ''}--cameras none for LiDAR only"
 
     def _images(self, record: FrameRecord, names: list[str]) -> dict[str, bytes]:
         """JPEG bytes of the frame's images from the cameras `names` (those with an image at its timestamp)."""
