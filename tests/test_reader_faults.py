@@ -620,3 +620,169 @@ def test_kitti_split_lists_accept_a_byte_order_mark_and_refuse_a_malformed_line(
     unlabelled.write_text(lines[0] + "\nabc\n")
     with pytest.raises(XmkdDataError, match=r"raw_unlabelled\.txt: line 2: expected `<date>_drive_<n>_sync "):
         list(make_reader("kitti_raw", raw).scan())
+
+
+# -- calibration and poses: NaN / Inf is a bad file naming the table and field ----------------------------------
+
+
+def edit_json(path, change):
+    rows = json.loads(path.read_text())
+    change(rows)
+    path.write_text(json.dumps(rows))  # json writes NaN / Infinity, as a broken export does
+
+
+def nuscenes_lidar_calibration(rows, root):
+    sensors = {s["token"] for s in json.loads((root / "v1.0-mini" / "sensor.json").read_text())
+               if s["channel"] == "LIDAR_TOP"}
+    for row in rows:
+        if row["sensor_token"] in sensors:
+            row["rotation"][1] = float("inf")
+
+
+def poison_calibration(dataset, root):
+    """Put NaN / Inf into one calibration or pose source of `dataset`; returns (file, what the reason must say)."""
+    if dataset == "nuscenes_calibrated_sensor":
+        path = root / "v1.0-mini" / "calibrated_sensor.json"
+        edit_json(path, lambda rows: nuscenes_lidar_calibration(rows, root))
+        return path, "LIDAR_TOP rotation (token "
+    if dataset == "nuscenes_ego_pose":
+        path = root / "v1.0-mini" / "ego_pose.json"
+        edit_json(path, lambda rows: [row.__setitem__("translation", [float("nan"), 0.0, 0.0]) for row in rows])
+        return path, "LIDAR_TOP translation (token "
+    if dataset == "waymo":
+        import pyarrow.parquet as pq
+
+        path = first(root, FILES["waymo"]["camera_calib"])
+        table = pq.read_table(path)
+        col = "[CameraCalibrationComponent].intrinsic.f_u"
+        pq.write_table(table.set_column(table.column_names.index(col), col, [[float("nan")]]), path)
+        return path, f"FRONT {col}: nan; expected a finite number"
+    if dataset == "a2d2":
+        path = root / "cams_lidars.json"
+        edit_json(path, lambda cfg: cfg["cameras"]["front_center"]["CamMatrix"][0].__setitem__(0, float("nan")))
+        return path, "cameras.front_center.CamMatrix: NaN/Inf; expected finite numbers"
+    path = first(root, FILES["kitti_object"]["calib"])  # KITTI's calib files: checked by read_calib_file
+    path.write_text(path.read_text().replace("P2: ", "P2: nan ", 1).replace("nan 7", "nan", 1))
+    return path, "P2 holds NaN or Inf; expected finite numbers"
+
+
+@pytest.mark.parametrize("case", ["nuscenes_calibrated_sensor", "nuscenes_ego_pose", "waymo", "a2d2",
+                                  "kitti_object"])
+def test_non_finite_calibration_or_pose_is_a_bad_file_naming_table_and_field(case, layout, tmp_path):
+    dataset = case.split("_")[0] if case.startswith("nuscenes") else case
+    root = layout.copy(dataset, tmp_path)
+    path, says = poison_calibration(case, root)
+    report = prepare(dataset, root, tmp_path / "index", progress=False)
+    bad = [b for b in report.bad if b["file"] == str(path)]
+    assert bad and all("expected a finite" in b["reason"] or "expected finite" in b["reason"] for b in bad), report.bad
+    assert any(says in b["reason"] for b in bad), report.bad  # (nuScenes: sweeps share the row, also listed)
+    if dataset in ("nuscenes", "a2d2"):  # every frame uses the poisoned row / file
+        assert report.frames == 0
+    if case == "nuscenes_calibrated_sensor":  # one LiDAR calibration row, shared by the sweeps: once per frame
+        assert len(bad) == len({b["frame"] for b in bad}), bad
+
+
+# -- a camera asked for by name that a frame lacks ---------------------------------------------------------------
+
+
+def test_a_requested_camera_that_a_frame_lacks_is_a_bad_file(layout, tmp_path, capsys):
+    root = layout.copy("nuscenes", tmp_path)
+    report = prepare("nuscenes", root, tmp_path / "index", progress=False, cameras=["CAM_BACK"])
+    assert report.frames == 0 and report.bad
+    for bad in report.bad:
+        assert bad["file"].startswith(str(root / "v1.0-mini" / "sample_data.json"))
+        assert ("CAM_BACK: no CAM_BACK camera in this frame (it has CAM_FRONT); pass --cameras CAM_FRONT or "
+                "--cameras none for LiDAR only") in bad["reason"]
+    assert main(["prepare", "nuscenes", "--root", str(root), "--out", str(tmp_path / "i"), "--cameras", "CAM_BACK",
+                 "--quiet"]) == 1
+    assert "no CAM_BACK camera in this frame" in capsys.readouterr().err
+
+
+def test_a_waymo_frame_without_the_requested_camera_is_a_bad_file(tmp_path):
+    pytest.importorskip("pyarrow")
+    root = layouts.waymo(tmp_path / "waymo")["root"]  # FRONT has an image at the first frame only
+    report = prepare("waymo", root, tmp_path / "index", progress=False, cameras=["FRONT"])
+    assert report.frames == 1 and len(report.bad) == 1, report.bad
+    assert report.bad[0]["file"] == str(first(root, FILES["waymo"]["image"]))
+    assert ("FRONT: no FRONT image at timestamp 1100000 (this frame has no camera); pass --cameras none for LiDAR "
+            "only") in report.bad[0]["reason"]
+    assert prepare("waymo", root, tmp_path / "all", progress=False).frames == 2  # every camera: those it has
+
+
+# -- KITTI label_2 ranges ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("column,value,expected", [
+    (8, "-1", "field 'height' (column 9) is -1; expected a size >= 0 metres for a Car"),
+    (10, "-0.5", "field 'length' (column 11) is -0.5; expected a size >= 0 metres for a Car"),
+    (2, "7", "field 'occluded' (column 3) is 7; expected 0, 1, 2 or 3"),
+    (1, "1.5", "field 'truncated' (column 2) is 1.5; expected a number in [0, 1]"),
+])
+def test_kitti_label_ranges_are_checked(column, value, expected, layout, tmp_path):
+    root = layout.copy("kitti_object", tmp_path)
+    label = root / "training" / "label_2" / "000000.txt"
+    dontcare = "DontCare -1 -1 -10 1.0 2.0 30.0 40.0 -1 -1 -1 -1000 -1000 -1000 -10"
+    parts = "Car 0.00 0 -1.57 10.0 10.0 40.0 30.0 1.50 1.60 3.90 1.00 1.50 10.00 0.00".split()
+    label.write_text(f"{dontcare}\n{' '.join(parts)}\n")
+    assert reasons_of("kitti_object", root, tmp_path / "ok") == []  # DontCare's -1s are its convention
+    parts[column] = value
+    label.write_text(f"{dontcare}\n{' '.join(parts)}\n")
+    assert reasons_of("kitti_object", root, tmp_path / "index") == [f"{label}: line 2: {expected} (-1 only for "
+                                                                    "DontCare)"]
+
+
+# -- every bad file of a frame, also when its point file holds NaN ------------------------------------------------
+
+
+def test_nan_points_and_a_short_label_file_and_a_short_times_table_are_all_listed(layout, tmp_path):
+    root = layout.copy("semantickitti", tmp_path)
+    velo, label = first(root, FILES["semantickitti"]["points"]), first(root, FILES["semantickitti"]["labels"])
+    poison(velo, "semantickitti")
+    label.write_bytes(label.read_bytes()[:-8])  # two labels short
+    times = first(root, FILES["semantickitti"]["times"])
+    times.write_text("")  # no time for any scan
+    report = prepare("semantickitti", root, tmp_path / "index", progress=False)
+    listed = {(b["frame"], b["file"]) for b in report.bad}
+    assert {("00/000000", str(velo)), ("00/000000", str(label)), ("00/000000", str(times))} <= listed, listed
+    reasons = {b["file"]: b["reason"] for b in report.bad if b["frame"] == "00/000000"}
+    assert "labels: " in reasons[str(label)] and "labels for" in reasons[str(label)]
+
+
+def test_nuscenes_nan_points_and_a_short_lidarseg_file_are_both_listed(layout, tmp_path):
+    root = layout.copy("nuscenes", tmp_path)
+    velo = first(root, FILES["nuscenes"]["points"])
+    poison(velo, "nuscenes")
+    token = next(r["token"] for r in json.loads((root / "v1.0-mini" / "sample_data.json").read_text())
+                 if r["filename"] == str(velo.relative_to(root)))
+    label = root / next(r["filename"] for r in json.loads((root / "v1.0-mini" / "lidarseg.json").read_text())
+                        if r["sample_data_token"] == token)
+    label.write_bytes(label.read_bytes()[:-1])
+    files = {b["file"] for b in prepare("nuscenes", root, tmp_path / "index", progress=False).bad}
+    assert {str(velo), str(label)} <= files, files
+
+
+# -- images, viz and split options ---------------------------------------------------------------------------------
+
+
+def test_a_16_bit_image_is_refused_not_read_as_white(layout, tmp_path):
+    root = layout.copy("kitti_object", tmp_path)
+    path = first(root, FILES["kitti_object"]["image"])
+    w, h = Image.open(path).size
+    Image.fromarray(np.full((h, w), 1000, np.uint16)).save(path)  # a 16-bit greyscale PNG
+    assert Image.open(path).mode.startswith("I")
+    reasons = reasons_of("kitti_object", root, tmp_path / "index")
+    assert len(reasons) == 1 and reasons[0].startswith(f"{path}: a I") and "expected an 8-bit image" in reasons[0]
+
+
+def test_viz_extent_must_be_positive_and_an_unknown_split_lists_the_splits(layout, tmp_path, capsys):
+    root = layout.path("kitti_object")
+    for extent in ("-5", "0", "nan"):
+        with pytest.raises(SystemExit):
+            main(["viz", "kitti_object", "--root", str(root), "--extent", extent, "--out", str(tmp_path / "v")])
+        assert f"expected a number of metres > 0, got {extent!r}" in capsys.readouterr().err
+    assert main(["prepare", "kitti_object", "--root", str(root), "--out", str(tmp_path / "i"), "--split",
+                 "nosuch", "--quiet"]) == 1
+    assert "no kitti_object frames in splits ['nosuch']; the splits found there: " in capsys.readouterr().err
+    with pytest.raises(XmkdDataError, match=r"no semantickitti frames in splits \['nosuch'\]; the splits found "
+                                            r"there: .*train"):
+        make_reader("semantickitti", layout.path("semantickitti")).records(["nosuch"])

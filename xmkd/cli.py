@@ -92,6 +92,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of metres > 0, got {text!r}")
+    return value
+
+
 def _camera_list(text: str) -> list[str]:
     """`--cameras`: comma-separated camera names, or `none` for LiDAR only ([])."""
     if text.strip().lower() == "none":
@@ -309,7 +319,7 @@ def _kitti_predictions(folder: str, frame):
     if not path.is_file():
         raise XmkdDataError(f"--pred: no prediction file for frame {frame.frame_id!r} in the prediction folder",
                             source=str(path))
-    objs = read_label_file(path)
+    objs = read_label_file(path, ground_truth=False)
     care = objs.names != "DontCare"
     return kitti_camera_to_lidar(objs.camera_boxes[care], frame.meta["T_rect_lidar"])
 
@@ -485,8 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-space", help="colour points and pixels in this label space (default nuscenes16)")
     p.add_argument("--cameras", type=_camera_list, help=CAMERAS_HELP)
     p.add_argument("--pred", help="kitti_object: folder of KITTI prediction files (`xmkd infer`) to draw in red")
-    p.add_argument("--extent", type=float, help="half-width of the bird's-eye view in metres (default: 50, widened "
-                   "to hold every box; what lies outside is named)")
+    p.add_argument("--extent", type=_positive_float, help="half-width of the bird's-eye view in metres (default: "
+                   "50, widened to hold every box; what lies outside is named)")
     p.add_argument("--out", default="viz", help="output folder for the PNG files")
     p.set_defaults(handler=_cmd_viz, outputs={"out": ("the pictures", "folder")})
 

@@ -111,6 +111,10 @@ class A2D2Reader(DatasetReader):
             raise XmkdDataError(f"missing or malformed calibration key {err}", source=str(path)) from None
         if out["K"].shape != (3, 3) or out["K_orig"].shape != (3, 3):
             raise XmkdDataError("CamMatrix and CamMatrixOriginal must be 3x3", source=str(path))
+        for key, field in (("K", "CamMatrix"), ("K_orig", "CamMatrixOriginal"), ("dist", "Distortion")):
+            if not np.isfinite(out[key]).all():  # else the extrinsic fit fails later ("SVD did not converge")
+                raise XmkdDataError("NaN/Inf; expected finite numbers", source=str(path),
+                                    field=f"cameras.front_center.{field}")
         return out
 
     @functools.cached_property

@@ -162,6 +162,9 @@ def read_label_file(path: Path, dtype: Any, count: int | None) -> np.ndarray:
     return labels
 
 
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
 def _open_image(path: Path) -> Image.Image:
     """The decoded image; missing, undecodable and Git LFS pointer files are errors naming the file."""
     try:
@@ -172,10 +175,15 @@ def _open_image(path: Path) -> Image.Image:
         raise lfs_error(path) or XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
     try:
         img.load()
-        return img
     except OSError as err:
         img.close()
         raise XmkdDataError(f"unreadable image: {err}", source=str(path)) from None
+    if img.mode not in EIGHT_BIT_MODES:  # Pillow's convert("RGB") clips 16-bit values: an all-white image
+        mode = img.mode
+        img.close()
+        raise XmkdDataError(f"a {mode} image (16- or 32-bit, e.g. a depth map); expected an 8-bit image",
+                            source=str(path))
+    return img
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -243,6 +251,22 @@ def read_finite_points(path: Path, columns: Sequence[str], dtype: Any = np.float
     points = read_points(path, len(columns), dtype)
     require_finite(points, str(path), columns=columns)
     return points
+
+
+def check_points(checks: FileChecks, path: Path, columns: Sequence[str], dtype: Any = np.float32) -> int | None:
+    """Check a point file with these named columns (whole, non-empty, finite) in `checks`; returns its point count,
+    known also when values are NaN / Inf, so that the per-point label file's count is still checked (both listed),
+    or None when the file cannot be read as points."""
+    points = checks(read_points, path, len(columns), dtype)
+    if points is None:
+        return None
+    checks(require_finite, points, str(path), columns=columns)
+    return len(points)
+
+
+def cameras_hint(have: Sequence[str]) -> str:
+    """What to pass instead when a camera asked for by name is missing from a frame that has the cameras `have`."""
+    return f"pass {'--cameras ' + ','.join(have) + ' or ' if have else ''}--cameras none for LiDAR only"
 
 
 def unreadable_record(frame_id: str, splits: list[str], lidar: str, err: XmkdDataError) -> FrameRecord:
@@ -328,6 +352,11 @@ class DatasetReader:
     def records(self, splits: Sequence[str] | None = None) -> list[FrameRecord]:
         """Every frame `scan` finds; finding none is an error that says where it looked and for what."""
         found = list(self.scan(splits))
+        if not found and splits:  # a split name the dataset does not have: list those it has
+            have = sorted({s for rec in self.scan(None) for s in rec["splits"]})
+            if have:
+                raise XmkdDataError(f"no {self.name} frames in splits {list(splits)}; the splits found there: "
+                                    f"{', '.join(have)}", source=str(self.root))
         if not found:
             where = f" in splits {list(splits)}" if splits else ""
             raise XmkdDataError(f"no {self.name} frames found{where}; expected {self.layout}", source=str(self.root))
@@ -370,8 +399,14 @@ class DatasetReader:
     def check_cameras(self, record: FrameRecord) -> dict[str, list[int]]:
         """Keep only the wanted cameras in `record` (a copy that `check` owns), check each image decodes and its
         calibration is finite; returns name -> [W, H]."""
-        record["cameras"] = {n: record["cameras"][n] for n in self.wanted(list(record["cameras"]))}
         sizes, checks = {}, FileChecks()
+        have = list(record["cameras"])
+        for name in self.cameras or []:  # a camera asked for by name must be there, not silently dropped
+            if name not in have:
+                checks.errors.append(XmkdDataError(
+                    f"no {name} camera in this frame (it has {', '.join(have) or 'none'}); {cameras_hint(have)}",
+                    source=self.camera_table(record), field=name))
+        record["cameras"] = {n: record["cameras"][n] for n in self.wanted(have)}
         for name, cam in record["cameras"].items():  # every camera is checked, so every bad image is listed
             path = self.path(cam["file"])
             size = checks(image_size, path)
@@ -381,6 +416,10 @@ class DatasetReader:
             checks(as_matrix, cam["T_cam_lidar"], (4, 4), str(path), "T_cam_lidar")
         checks.raise_any()
         return sizes
+
+    def camera_table(self, record: FrameRecord) -> str:
+        """The file that lists a frame's cameras, named when a wanted camera is missing (default: its point file)."""
+        return str(self.path(record["lidar"]))
 
     @staticmethod
     def box_stats(record: FrameRecord) -> dict[str, int]:

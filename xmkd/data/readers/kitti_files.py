@@ -135,9 +135,29 @@ def object_line_values(parts: list[str], lineno: int, source: str) -> list[float
     return values
 
 
-def read_label_file(path: str | Path) -> KittiObjects:
+def check_label_ranges(kind: str, values: np.ndarray, lineno: int, source: str) -> None:
+    """The ranges of the object devkit's readme for one label line (`values`: its 14 numbers): truncated in [0, 1],
+    occluded in {0, 1, 2, 3}, height / width / length >= 0; DontCare lines (-1 in each) are exempt. A negative size
+    would otherwise pass `prepare` and break every load of the frame, blamed on its point file."""
+    if kind == "DontCare":
+        return
+    truncated, occluded = values[0], values[1]
+    if not 0.0 <= truncated <= 1.0:
+        raise XmkdDataError(f"line {lineno}: field 'truncated' (column 2) is {truncated:g}; expected a number in "
+                            f"[0, 1] (-1 only for DontCare)", source=source)
+    if occluded not in (0, 1, 2, 3):
+        raise XmkdDataError(f"line {lineno}: field 'occluded' (column 3) is {occluded:g}; expected 0, 1, 2 or 3 "
+                            f"(-1 only for DontCare)", source=source)
+    for col, field in ((9, "height"), (10, "width"), (11, "length")):
+        if values[col - 2] < 0:
+            raise XmkdDataError(f"line {lineno}: field {field!r} (column {col}) is {values[col - 2]:g}; expected a "
+                                f"size >= 0 metres for a {kind} (-1 only for DontCare)", source=source)
+
+
+def read_label_file(path: str | Path, ground_truth: bool = True) -> KittiObjects:
     """Parse a KITTI `label_2` file (15 columns) or a result file (16 columns, with score); every number is checked
-    by `object_line_values` (file, line, field)."""
+    by `object_line_values` (file, line, field), and a label file's ranges by `check_label_ranges`
+    (`ground_truth=False`: a prediction file, whose unestimated fields may be -1)."""
     path = Path(path)
     lines = [(n, line.split()) for n, line in enumerate(read_text(path, "label").splitlines(), 1) if line.strip()]
     width = len(lines[0][1]) if lines else 15
@@ -147,6 +167,9 @@ def read_label_file(path: str | Path) -> KittiObjects:
                                 f"{len(parts)}", source=str(path))
     num = np.array([object_line_values(p, n, str(path)) for n, p in lines], dtype=np.float64)
     num = num.reshape(len(lines), width - 1)
+    if ground_truth and width == 15:  # result files carry -1 for what a detector does not estimate
+        for (lineno, parts), row in zip(lines, num):
+            check_label_ranges(parts[0], row, lineno, str(path))
     return KittiObjects(
         names=np.array([p[0] for _, p in lines], dtype=str).reshape(len(lines)),
         truncation=num[:, 0],

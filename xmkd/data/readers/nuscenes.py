@@ -25,6 +25,7 @@ from xmkd.data.readers.base import (
     DatasetReader,
     FileChecks,
     FrameRecord,
+    check_points,
     lfs_error,
     matrix_list,
     merge_sweeps,
@@ -57,6 +58,20 @@ def require_devkit(why: str = "reading the nuScenes tables") -> None:
 
 def _pose(record: dict) -> np.ndarray:
     return make_transform(np.asarray(record["rotation"]), np.asarray(record["translation"]))
+
+
+def nonfinite_fields(record: dict, fields: Sequence[str]) -> list[str]:
+    """The names among `fields` of a table row (calibrated_sensor, ego_pose) whose values hold NaN or Inf (or are
+    not numbers): devkit tables are JSON, which Python reads with NaN / Infinity, so the row must be checked."""
+    bad = []
+    for field in fields:
+        try:
+            ok = record.get(field) is None or bool(np.isfinite(np.asarray(record[field], np.float64)).all())
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            bad.append(field)
+    return bad
 
 
 POINT_FIELDS = ("x", "y", "z", "intensity", "ring")
@@ -118,8 +133,25 @@ class NuScenesReader(DatasetReader):
                 continue
             yield self._record(nusc, sample, names)
 
+    def _table_errors(self, nusc, sd: dict, channel: str, camera: str | None = None) -> list[dict]:
+        """Errors (as JSON-able dicts, raised by `check`) for NaN / Inf in the calibrated_sensor and ego_pose rows of
+        one sample_data row (`channel`: LIDAR_TOP, a camera, or a sweep); `camera` marks those that only matter
+        when that camera is wanted. Otherwise they pass into the index and training blames the point file."""
+        out = []
+        for table, token, fields in (("calibrated_sensor", sd["calibrated_sensor_token"],
+                                      ("rotation", "translation", "camera_intrinsic")),
+                                     ("ego_pose", sd["ego_pose_token"], ("rotation", "translation"))):
+            row = nusc.get(table, token)
+            for field in nonfinite_fields(row, fields):
+                out.append({"message": f"NaN/Inf in {row[field]!r}; expected finite numbers",
+                            "source": str(self.root / nusc.version / f"{table}.json"),
+                            "field": f"{channel} {field} (token {token})", "camera": camera,
+                            "row": f"{table}/{token}/{field}"})  # sweeps share the keyframe's calibration row
+        return out
+
     def _record(self, nusc, sample: dict, names: list[str]) -> FrameRecord:
         sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        table_errors = self._table_errors(nusc, sd, "LIDAR_TOP")
         T_ego_lidar = _pose(nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]))
         T_global_lidar = _pose(nusc.get("ego_pose", sd["ego_pose_token"])) @ T_ego_lidar
         T_lidar_global = invert_transform(T_global_lidar)
@@ -128,6 +160,7 @@ class NuScenesReader(DatasetReader):
             if ch not in sample["data"]:
                 continue
             cam_sd = nusc.get("sample_data", sample["data"][ch])
+            table_errors += self._table_errors(nusc, cam_sd, ch, camera=ch)
             cs = nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
             T_global_cam = _pose(nusc.get("ego_pose", cam_sd["ego_pose_token"])) @ _pose(cs)
             cameras[ch] = {"file": cam_sd["filename"], "K": cs["camera_intrinsic"],
@@ -140,6 +173,7 @@ class NuScenesReader(DatasetReader):
                 if not cur[direction]:
                     break
                 cur = nusc.get("sample_data", cur[direction])
+                table_errors += self._table_errors(nusc, cur, f"LIDAR_TOP sweep {cur['filename']}")
                 T_g = _pose(nusc.get("ego_pose", cur["ego_pose_token"])) @ _pose(
                     nusc.get("calibrated_sensor", cur["calibrated_sensor_token"]))
                 sweeps.append({"file": cur["filename"], "T": matrix_list(T_lidar_global @ T_g),
@@ -164,7 +198,10 @@ class NuScenesReader(DatasetReader):
                 "cameras": cameras, "ego_pose": matrix_list(T_global_lidar), "timestamp": sample["timestamp"] * 1e-6,
                 "boxes": {"boxes": boxes, "names": box_names}, "sweeps": sweeps,
                 "meta": {"scene": scene["name"], "description": scene["description"], "location": log["location"],
-                         "lidar_token": sd["token"]}}
+                         "lidar_token": sd["token"]}, "table_errors": table_errors}
+
+    def camera_table(self, record: FrameRecord) -> str:
+        return f"{self.root / self.meta.get('version', self.version()) / 'sample_data.json'} (sample {record['id']})"
 
     def raw_lut(self) -> np.ndarray:
         return self._label_lut()
@@ -178,12 +215,15 @@ class NuScenesReader(DatasetReader):
     def check(self, record: FrameRecord) -> FrameRecord:
         rec = dict(record)
         checks = FileChecks()  # every bad file of the frame is listed, not only the first
-        points = checks(read_finite_points, self.path(rec["lidar"]), POINT_FIELDS)
-        stats = {"points": 0 if points is None else int(len(points)), "cameras": checks(self.check_cameras, rec),
-                 "boxes": self.box_stats(rec)}
+        rows = set()
+        for err in rec.pop("table_errors", None) or []:  # NaN / Inf calibration or pose rows, found by `scan`
+            if (err["camera"] is None or self.wanted([err["camera"]])) and err["row"] not in rows:
+                rows.add(err["row"])  # each bad row once per frame
+                checks.errors.append(XmkdDataError(err["message"], source=err["source"], field=err["field"]))
+        count = check_points(checks, self.path(rec["lidar"]), POINT_FIELDS)
+        stats = {"points": count or 0, "cameras": checks(self.check_cameras, rec), "boxes": self.box_stats(rec)}
         if rec.get("labels"):
-            stats["labels"] = checks(self._check_labels, self.path(rec["labels"]),
-                                     None if points is None else len(points))
+            stats["labels"] = checks(self._check_labels, self.path(rec["labels"]), count)
         for sweep in rec["sweeps"]:  # each sweep file is read once, though neighbouring keyframes share them
             if ("sweep", sweep["file"]) not in self._memo:
                 if checks(read_finite_points, self.path(sweep["file"]), POINT_FIELDS) is not None:

@@ -30,11 +30,11 @@ from xmkd.data.readers.base import (
     FileChecks,
     FrameRecord,
     also_reporting,
+    check_points,
     image_size,
     matrix_list,
     merge_sweeps,
     pick_sweeps,
-    read_finite_points,
     read_label_file,
     read_points,
     read_split_table,
@@ -130,8 +130,7 @@ class SemanticKittiReader(DatasetReader):
         seq, shared = shared_part(lambda: self.sequence(name))  # calib.txt, poses.txt, times.txt
         checks = FileChecks()  # every bad file of the frame is listed, not only the first
         with also_reporting(shared):
-            points = checks(read_finite_points, self.path(rec["lidar"]), ("x", "y", "z", "remission"))
-            count = None if points is None else len(points)
+            count = check_points(checks, self.path(rec["lidar"]), ("x", "y", "z", "remission"))
             stats = {"points": count or 0, "boxes": {}}
             if rec.get("labels"):
                 stats["labels"] = checks(self._check_labels, rec, count)
@@ -144,10 +143,10 @@ class SemanticKittiReader(DatasetReader):
                 rec["cameras"] = {"image_2": {**rec["cameras"]["image_2"], "K": matrix_list(seq["K"]),
                                               "T_cam_lidar": matrix_list(seq["T"])}}
             stats["cameras"] = checks(self.check_cameras, rec)
+            for table in ("times", "poses"):  # listed beside the frame's bad files
+                if seq[table] is not None and i >= len(seq[table]):
+                    checks.errors.append(self._short_table(name, f"{table}.txt", len(seq[table]), i))
             checks.raise_any()
-        for table in ("times", "poses"):
-            if seq[table] is not None and i >= len(seq[table]):
-                raise self._short_table(name, f"{table}.txt", len(seq[table]), i)
         if seq["times"] is not None:
             rec["timestamp"] = float(seq["times"][i])
         if seq["poses"] is not None:

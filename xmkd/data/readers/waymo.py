@@ -14,9 +14,10 @@ Waymo labels a subset of frames: a frame with a segmentation row is also in spli
 `training_labelled`), the split to train a segmentation recipe on. Frame ids are `<segment>/<timestamp_micros>`;
 a segment whose `lidar` file cannot be read, or is missing while other components have the segment, is one bad
 entry named `<segment>` (the other segments are read). A frame's cameras are the calibrated ones with an image at
-its timestamp; without cameras (`cameras=[]`) neither `camera_image` nor `camera_calibration` is read. With
-cameras, a root without `camera_image` is an error and a segment without its file a bad file (both say
-`--cameras none`), never a silent "no camera".
+its timestamp; a camera named in `--cameras` that a frame lacks (no calibration row, or no image at its
+timestamp) makes the frame a bad file, never a silent drop. Without cameras (`cameras=[]`) neither `camera_image`
+nor `camera_calibration` is read. With cameras, a root without `camera_image` is an error and a segment without
+its file a bad file (both say `--cameras none`), never a silent "no camera".
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from xmkd.data.readers.base import (
     FileChecks,
     FrameRecord,
     as_matrix,
+    cameras_hint,
     lfs_error,
     matrix_list,
     raise_scan_error,
@@ -201,21 +203,35 @@ class WaymoReader(DatasetReader):
         return ext, r[f"{LCAL}.beam_inclination.min"], r[f"{LCAL}.beam_inclination.max"], \
             r[f"{LCAL}.beam_inclination.values"]
 
-    def camera_calibration(self, rel: str) -> dict[str, dict]:
+    def camera_calibration(self, rel: str) -> dict[str, dict | XmkdDataError]:
         return self.memo(("camera_calibration", rel), lambda: self._camera_calibration(rel))
 
-    def _camera_calibration(self, rel: str) -> dict[str, dict]:
+    def _camera_calibration(self, rel: str) -> dict[str, dict | XmkdDataError]:
+        """Camera name -> {K, T_cam_lidar, width, height}, or the error of that camera's row (NaN / Inf in an
+        intrinsic or the extrinsic), raised only when the camera is wanted."""
         path = self.path(rel)
         cols = ["key.camera_name", *(f"{CCAL}.intrinsic.{k}" for k in ("f_u", "f_v", "c_u", "c_v")),
                 f"{CCAL}.extrinsic.transform", f"{CCAL}.width", f"{CCAL}.height"]
-        out = {}
+        out: dict[str, dict | XmkdDataError] = {}
         for r in _read(path, cols).to_pylist():
+            name = CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))
+            bad = [k for k in ("f_u", "f_v", "c_u", "c_v")
+                   if not isinstance(r[f"{CCAL}.intrinsic.{k}"], (int, float))
+                   or not np.isfinite(r[f"{CCAL}.intrinsic.{k}"])]
+            if bad:
+                out[name] = XmkdDataError(f"{r[f'{CCAL}.intrinsic.{bad[0]}']}; expected a finite number",
+                                          source=str(path), field=f"{name} {CCAL}.intrinsic.{bad[0]}")
+                continue
             K = [[r[f"{CCAL}.intrinsic.f_u"], 0.0, r[f"{CCAL}.intrinsic.c_u"]],
                  [0.0, r[f"{CCAL}.intrinsic.f_v"], r[f"{CCAL}.intrinsic.c_v"]], [0.0, 0.0, 1.0]]
-            E = _transform(r[f"{CCAL}.extrinsic.transform"], str(path), "extrinsic")
+            try:
+                E = _transform(r[f"{CCAL}.extrinsic.transform"], str(path), f"{name} {CCAL}.extrinsic.transform")
+            except XmkdDataError as err:
+                out[name] = err
+                continue
             T = OPENCV_FROM_WAYMO_CAMERA @ np.linalg.inv(E)  # vehicle (= our LiDAR frame) -> OpenCV camera
-            out[CAMERA_NAMES.get(r["key.camera_name"], str(r["key.camera_name"]))] = {
-                "K": K, "T_cam_lidar": matrix_list(T), "width": r[f"{CCAL}.width"], "height": r[f"{CCAL}.height"]}
+            out[name] = {"K": K, "T_cam_lidar": matrix_list(T), "width": r[f"{CCAL}.width"],
+                         "height": r[f"{CCAL}.height"]}
         return out
 
     def _row(self, rel: str, column: str, ts: int, extra: tuple = ()) -> dict:
@@ -301,7 +317,25 @@ class WaymoReader(DatasetReader):
                                 "(data.cameras: []) for LiDAR only",
                                 source=str(self.path(rec["lidar"]).parent.parent / "camera_image" / f"{seg}.parquet"))
         calibrated = self.camera_calibration(rec["camera_calib"])
-        for name, image in self._images(rec, self.wanted(list(calibrated))).items():
+        checks = FileChecks()
+        for name in self.wanted(list(calibrated)):
+            if isinstance(calibrated[name], XmkdDataError):
+                checks.errors.append(calibrated[name])
+        images = self._images(rec, self.wanted(list(calibrated)))
+        for name in self.cameras or []:  # a camera asked for by name must be there, not dropped
+            if name not in calibrated:
+                checks.errors.append(XmkdDataError(
+                    f"no calibration row for camera {name} (calibrated: {', '.join(calibrated) or 'none'}); "
+                    f"{cameras_hint(list(calibrated))}", source=str(self.path(rec["camera_calib"])),
+                    field=name))
+            elif name not in images:
+                have = [n for n in self._images(rec, list(CAMERA_NAMES.values())) if n in calibrated]
+                checks.errors.append(XmkdDataError(
+                    f"no {name} image at timestamp {rec['meta']['timestamp_micros']} (this frame has "
+                    f"{', '.join(have) or 'no camera'}); {cameras_hint(have)}",
+                    source=str(self.path(rec["camera_image"])), field=name))
+        checks.raise_any()
+        for name, image in images.items():
             cam = calibrated[name]
             sizes[name] = list(_decode(image, f"{self.path(rec['camera_image'])}:{name}").size)
             if sizes[name] != [cam["width"], cam["height"]]:
