@@ -466,3 +466,16 @@ def test_the_release_3d_translation_as_a_switch(worlds, tmp_path):
     assert "voxel_offset" not in moved.val_dataset()[(0, 0)]  # evaluation: no augmentation
     losses = moved.training_step(batch, 0)
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize("path", ["ftd/nuscenes_day_night.yaml", "ftd/a2d2_semantickitti.yaml",
+                                  "ftd/vkitti_semantickitti.yaml", "xmuda/nuscenes_usa_singapore.yaml"])
+def test_published_configs_translate_in_3d_and_style_float_images_as_released(path):
+    """docs/ftd.md, Release parity: the release's random 3D translation and float FDA / mixup images are the
+    defaults; only the synthetic (CPU-scale) configs, as measured in docs/benchmarks.md, turn them off."""
+    cfg = load_config(REPO / "configs" / path, schema=get_recipe(peek_recipe(REPO / "configs" / path)).schema)
+    assert cfg.model.translate_3d is True
+    assert getattr(cfg.model, "style_float", True) is True
+    synthetic = path.split("/")[0] + "/synthetic_day_night.yaml"
+    cfg = load_config(REPO / "configs" / synthetic, schema=get_recipe(peek_recipe(REPO / "configs" / synthetic)).schema)
+    assert cfg.model.translate_3d is False and getattr(cfg.model, "style_float", False) is False

@@ -54,7 +54,7 @@ class FtDModel(XMUDAModel):
     mixup_weight: float = 0.05  # the target image's share in the teacher's mixup (release 0.95 / 0.05)
     student_mixup: float = 0.0  # the target image's share in the student's labelled images (D->N 0.2, A2D2 0.05)
     density_transfer: bool = True
-    style_float: bool = False  # true: stylised / mixed images stay float (the release's), not rounded to uint8
+    style_float: bool = True  # stylised / mixed images stay float (the release's); false: rounded to uint8
     ema_decay: float = 0.999
     teacher_mode: str = "train"  # train (release: batch statistics, dropout) | eval (the student's statistics)
     teacher_init: str = "independent"  # independent (release: its own init, first average 1/2) | student (a copy)

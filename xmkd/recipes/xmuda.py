@@ -95,7 +95,7 @@ class XMUDAModel:
     absent_class_iou: str = "zero"  # a class absent from ground truth and prediction: zero (release) | skip
     # training: the release's random translation inside its grid as the sparse U-Net sees it: a uniform shift of
     # 0 .. 2^(scn_levels - 1) voxels per axis (the voxelisation phase and the alignment of the stride-2 levels)
-    translate_3d: bool = False
+    translate_3d: bool = True
 
 
 @dataclass
