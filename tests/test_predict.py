@@ -71,3 +71,21 @@ def test_semantickitti_label_files_hold_raw_ids(tmp_path):
 def test_predict_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["predict", str(tmp_path), "--split", "val", "--out", str(tmp_path / "o")]) == 1
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_an_unlabelled_frame_is_predicted_like_a_labelled_one(nus, tmp_path):
+    """`xmkd predict` on a test split (no point labels): the frame is predicted, not refused; training still
+    refuses it."""
+    import dataclasses
+
+    from xmkd.engine.predict import load_trained, predict_frame
+    from xmkd.errors import XmkdDataError
+
+    run = train_two_steps(nus, tmp_path, "data.train_split=mini_train", "data.val_split=mini_train",
+                          "data.point_range=[-12,-12,-3,12,12,3]")
+    recipe = load_trained(run)
+    frame = next(iter(IndexedFrames(nus / "xmkd_index", "mini_train")))
+    bare = dataclasses.replace(frame, labels=None)
+    assert np.array_equal(predict_frame(recipe, bare), predict_frame(recipe, frame))
+    with pytest.raises(XmkdDataError, match="no point labels"):
+        recipe.make_sample(bare, np.random.default_rng(0))

@@ -154,9 +154,11 @@ class LidarSegRecipe(Recipe):
         return IndexedFrames(index_path(d), split, d.label_space, cameras=(), sweeps=d.sweeps, root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        if frame.labels is None:
-            raise XmkdDataError("no point labels; lidar_seg needs labelled frames", source=frame.source)
+        if frame.labels is None and rng is not None:
+            raise XmkdDataError("no point labels; lidar_seg trains on labelled frames", source=frame.source)
         xyz, intensity, labels, lag = scan_with_pasted(frame, self.paste, rng)
+        if labels is None:  # prediction on an unlabelled split (a test set): nothing to score
+            labels = np.full(len(xyz), self.space.ignore_index, np.int64)
         d = self.cfg.data
         if rng is None:  # evaluation: every point, far ones on the boundary voxels
             xyz = clip_to_range(xyz, d.point_range, d.voxel_size)

@@ -78,8 +78,10 @@ class PointMLPRecipe(Recipe):
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
         pts, labels = frame.points, frame.labels
-        if labels is None:
-            raise XmkdDataError("no point labels; point_mlp needs labelled frames", source=frame.source)
+        if labels is None and rng is not None:
+            raise XmkdDataError("no point labels; point_mlp trains on labelled frames", source=frame.source)
+        if labels is None:  # prediction on an unlabelled split (a test set): nothing to score
+            labels = np.full(len(pts), self.space.ignore_index, np.int64)
         if rng is not None:
             keep = rng.permutation(len(pts))[: self.cfg.model.max_points]
             pts, labels = pts[keep].copy(), labels[keep]

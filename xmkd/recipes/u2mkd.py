@@ -30,7 +30,7 @@ this against the config stored in the teacher's checkpoint (`model.teacher.check
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -221,9 +221,11 @@ class U2MKDRecipe(Recipe):
                              sweeps=d.sweeps if self.distill else 0, root=d.root).require_cameras(self.name)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
-        if frame.labels is None or not frame.cameras:
-            raise XmkdDataError(f"{'no point labels' if frame.labels is None else 'no camera'}; {self.name} needs "
+        if (frame.labels is None and rng is not None) or not frame.cameras:
+            raise XmkdDataError(f"{'no camera' if not frame.cameras else 'no point labels'}; {self.name} trains on "
                                 "labelled frames with cameras", source=frame.source)
+        if frame.labels is None:  # prediction on an unlabelled split (a test set): nothing to score
+            frame = replace(frame, labels=np.full(frame.num_points, self.space.ignore_index, np.int64))
         m, d = self.cfg.model, self.cfg.data
         n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
         # [keyframe, sweeps, pasted] (pasted only in training): both networks' inputs are built from this cloud
