@@ -89,3 +89,24 @@ def test_an_unlabelled_frame_is_predicted_like_a_labelled_one(nus, tmp_path):
     assert np.array_equal(predict_frame(recipe, bare), predict_frame(recipe, frame))
     with pytest.raises(XmkdDataError, match="no point labels"):
         recipe.make_sample(bare, np.random.default_rng(0))
+
+
+def test_point_mlp_makes_an_evaluation_sample_of_an_unlabelled_frame(nus, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from xmkd.errors import XmkdDataError
+
+    recipe_cls = get_recipe("point_mlp")
+    cfg = load_config(REPO / "configs" / "point_mlp" / "synthetic.yaml", [f"data.root={nus}", f"output_dir={tmp_path}"],
+                      schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    frame = next(iter(IndexedFrames(nus / "xmkd_index", "mini_train")))
+    bare = dataclasses.replace(frame, labels=None)
+    sample = recipe.make_sample(bare, None)
+    assert len(sample["labels"]) == frame.num_points and (sample["labels"] == recipe.space.ignore_index).all()
+    assert np.array_equal(sample["features"], recipe.make_sample(frame, None)["features"])
+    with pytest.raises(XmkdDataError, match="no point labels"):
+        recipe.make_sample(bare, np.random.default_rng(0))

@@ -150,3 +150,22 @@ def test_camera_only_baseline_trains_and_cannot_label_points_outside_the_cameras
     assert (pred[~outside] < recipe.space.num_classes).all()
     metrics = recipe.validate([val])
     assert 0 < metrics["coverage"] < 1 and metrics["miou"] <= metrics["pixel_miou"] + 1e-6
+
+
+def test_an_unlabelled_frame_makes_an_evaluation_sample_but_no_training_sample(data, tmp_path):
+    """`xmkd predict` on a test split: a frame without point labels gets ignore labels in evaluation; training
+    refuses it."""
+    import dataclasses
+
+    from xmkd.errors import XmkdDataError
+
+    recipe = make_recipe(data, tmp_path, "model.kd=false")
+    frame = recipe.frames("mini_train")[0]
+    bare = dataclasses.replace(frame, labels=None)
+    labelled, unlabelled = recipe.make_sample(frame, None), recipe.make_sample(bare, None)
+    assert np.array_equal(labelled["xyz"], unlabelled["xyz"]) and np.array_equal(labelled["images"],
+                                                                                    unlabelled["images"])
+    assert (unlabelled["labels"] == recipe.space.ignore_index).all() and len(unlabelled["labels"]) == frame.meta.get(
+        "num_keyframe_points", frame.num_points)
+    with pytest.raises(XmkdDataError, match="no point labels"):
+        recipe.make_sample(bare, np.random.default_rng(0))
