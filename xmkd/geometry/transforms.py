@@ -20,7 +20,8 @@ def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     The quaternion is normalised first, as pyquaternion does.
     """
     q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a non-finite or zero q gives NaN, which readers report
+        q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = np.moveaxis(q, -1, 0)
     r = np.stack(
         [
