@@ -181,6 +181,8 @@ def test_prediction_folder_must_cover_every_frame(tmp_path, capsys):
     write(tmp_path / "gt", gt)
     assert eval_kitti(tmp_path) == 1
     assert "dt: prediction folder not found" in capsys.readouterr().err
+    assert main(["eval-kitti", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "gt" / "000000.txt")]) == 1
+    assert "000000.txt: is a file; --pred takes the folder" in capsys.readouterr().err
     (tmp_path / "dt").mkdir()
     assert eval_kitti(tmp_path) == 1
     err = capsys.readouterr().err

@@ -560,6 +560,10 @@ def test_what_inspect_and_viz_say_for_kitti_object(layout, tmp_path, capsys):
                  str(tmp_path / "viz")]) == 1
     err = capsys.readouterr().err
     assert f"{missing}: --pred: prediction folder not found" in err and "label file" not in err, err
+    a_file = root / "training" / "label_2" / "000000.txt"
+    assert main(["viz", "kitti_object", "--root", str(root), "--frame", "000000", "--pred", str(a_file), "--out",
+                 str(tmp_path / "viz")]) == 1
+    assert f"{a_file}: --pred: is a file" in capsys.readouterr().err
     missing.mkdir()
     assert main(["viz", "kitti_object", "--root", str(root), "--frame", "000000", "--pred", str(missing), "--out",
                  str(tmp_path / "viz")]) == 1

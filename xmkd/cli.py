@@ -313,6 +313,9 @@ def _kitti_predictions(folder: str, frame):
     if "T_rect_lidar" not in frame.meta:
         raise XmkdError("--pred reads KITTI prediction files: use it with kitti_object frames")
     path = Path(folder) / f"{Path(frame.frame_id).name}.txt"
+    if Path(folder).is_file():
+        raise XmkdDataError(f"--pred: is a file; --pred takes the folder of KITTI prediction files <frame id>.txt, "
+                            f"e.g. {Path(folder).parent}", source=str(folder))
     if not Path(folder).is_dir():
         raise XmkdDataError("--pred: prediction folder not found (a folder of KITTI prediction files <frame id>.txt)",
                             source=str(folder))

@@ -446,6 +446,9 @@ def _coverage_warnings(pred_dir: Path, ids: list[str], allow_missing: bool) -> l
     """Check that the prediction folder covers the frames, as the devkit does (it stops at the first frame without
     a file). With `allow_missing` a partly covered folder is a warning (those frames count as frames without
     detections), but a folder that covers no frame is always an error."""
+    if pred_dir.is_file():
+        raise XmkdDataError("is a file; --pred takes the folder that holds one <frame id>.txt per frame, e.g. "
+                            f"{pred_dir.parent}", source=str(pred_dir))
     if not pred_dir.is_dir():
         raise XmkdDataError("prediction folder not found", source=str(pred_dir))
     folders = [pred_dir / f"{i}.txt" for i in ids if (pred_dir / f"{i}.txt").is_dir()]
