@@ -428,6 +428,9 @@ def test_inspect_says_what_it_read_and_checks_the_files_on_demand(layout, tmp_pa
     assert main(["inspect", "kitti_object", "--root", str(root), "--cameras", "image_2"]) == 1
     assert "cameras ['image_2'] were not prepared: the index was prepared with --cameras none" in \
         capsys.readouterr().err
+    other = layout.copy("kitti_object", tmp_path / "other")  # another copy: root's index does not describe it
+    assert main(["inspect", "kitti_object", "--root", str(other), "--index", str(root / "xmkd_index")]) == 1
+    assert f"indexes the dataset at {root.resolve()}, not {other}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("dataset,remove", [("semantickitti", "sequences/00/calib.txt"),

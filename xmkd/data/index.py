@@ -305,6 +305,12 @@ def inspect(dataset: str, root: str | Path, index: str | Path | None = None, pro
                         "prepare` first, or leave out --index to check the files now")
     if found and not check:
         idx = load_index(cand)
+        indexed_root = Path(idx.get("root", root))
+        if (index and idx["dataset"] == dataset and indexed_root.resolve() != Path(root).resolve()
+                and indexed_root.is_dir()):
+            # another dataset copy that still exists: its summary is not this root's (a moved root passes)
+            raise XmkdError(f"{cand} indexes the dataset at {indexed_root}, not {root}: pass --root {indexed_root}, "
+                            f"or leave out --index to check {root} itself")
         if idx["dataset"] == dataset:
             require_prepared_cameras(idx, cameras)
             reader = make_reader(dataset, root, label_space, cameras, meta=idx.get("meta"))
