@@ -105,7 +105,7 @@ class Trainer:
         self.emas = self.recipe.emas()
 
         self.train_set = self.recipe.train_dataset()
-        self.recipe.val_dataset()  # a missing (or unlabelled) validation split fails here, before the run directory
+        self.val_set = self.recipe.val_dataset()  # a missing or unlabelled split fails here, before the run directory
         bs = cfg.data.batch_size
         self.sampler = ResumableSampler(len(self.train_set), cfg.seed, True, self.rank, self.world, bs)
         self.steps_per_epoch = self.sampler.per_rank() // bs
@@ -277,7 +277,7 @@ class Trainer:
         bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
 
     def validate(self) -> dict[str, float]:
-        val_set = self.recipe.val_dataset()
+        val_set = self.val_set
         loader = make_loader(val_set, EvalSampler(len(val_set), self.rank, self.world), self.cfg.data.batch_size,
                              self.recipe.collate, self.cfg.data.num_workers, self.device.type == "cuda", False)
         modes = {k: m.training for k, m in self.recipe.nets.items()}
