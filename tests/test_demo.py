@@ -38,11 +38,72 @@ def test_demo_tiny_budget(tmp_path, capsys):
 
 
 def test_training_threads_leave_a_core_for_the_data_worker(monkeypatch):
-    from xmkd.demo import training_threads
+    import xmkd.demo as demo
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    for cores, threads in ((1, 1), (2, 1), (8, 7)):
-        monkeypatch.setattr(torch, "get_num_threads", lambda c=cores: c)
-        assert training_threads() == threads
+    for cores, jobs, threads in ((1, 1, 1), (2, 1, 1), (8, 1, 7), (2, 2, 1), (8, 2, 4), (3, 8, 1)):
+        monkeypatch.setattr(demo, "available_cores", lambda c=cores: c)
+        assert demo.training_threads(jobs) == threads
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's setting wins
-    assert training_threads() == 8
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert demo.training_threads(1) == demo.training_threads(4) == 2
+
+
+def _tiny_plan(tmp_path):
+    from xmkd.demo import BUDGETS, make_dataset, plan
+
+    budget = BUDGETS["tiny"]
+    return plan(budget, make_dataset(tmp_path / "data", 0, budget), tmp_path / "runs", 0), tmp_path / "runs"
+
+
+def test_rows_that_others_distil_from_start_first(tmp_path):
+    from xmkd.demo import row_dependencies, schedule
+
+    rows, runs = _tiny_plan(tmp_path)
+    deps = row_dependencies(rows, runs)
+    assert deps["student_kd"] == {"teacher"} and deps["student_kd_scarce"] == {"teacher_scarce"}
+    assert all(not deps[n] for n in rows if n not in ("student_kd", "student_kd_scarce"))
+    assert schedule(rows, runs) == ["teacher", "teacher_scarce", "student_kd", "student_kd_scarce",
+                                    "student_lidar_only", "camera_only", "student_nokd", "student_nokd_scarce"]
+
+
+def test_rows_side_by_side_train_as_one_after_the_other(tmp_path, monkeypatch):
+    """Two rows at a time, each in a spawned process, give the same runs as the in-process sequence (same
+    metrics, bit-identical weights), and a student starts only after the teacher it distils from."""
+    import xmkd.demo as demo
+    from xmkd.engine.checkpoint import load
+
+    monkeypatch.setattr(demo, "training_threads", lambda jobs=1: 1)
+    rows, _ = _tiny_plan(tmp_path)
+    keep = ("teacher", "student_nokd", "student_kd")
+    results = {}
+    for jobs in (1, 2):
+        runs = tmp_path / f"runs{jobs}"
+        subset = {n: (c, [o.replace(str(tmp_path / "runs"), str(runs)) for o in ov])
+                  for n, (c, ov) in rows.items() if n in keep}
+        done = []
+        metrics, seconds = demo.train_rows(subset, runs, lambda n, s, d=done: d.append(n), jobs=jobs)
+        assert list(metrics) == list(seconds) == list(keep)
+        assert done.index("teacher") < done.index("student_kd")
+        results[jobs] = (metrics, runs)
+    (m1, r1), (m2, r2) = results[1], results[2]
+    assert m1 == m2
+    for name in keep:
+        a, b = (load(r / name / "checkpoints" / "last.pt")["models"] for r in (r1, r2))
+        assert a.keys() == b.keys()
+        for net in a:
+            assert a[net].keys() == b[net].keys() and all(torch.equal(a[net][k], b[net][k]) for k in a[net])
+
+
+def test_a_failing_row_stops_the_rows_that_need_it(tmp_path):
+    import pytest
+
+    from xmkd.demo import train_rows
+    from xmkd.errors import XmkdConfigError
+
+    rows, runs = _tiny_plan(tmp_path)
+    config, overrides = rows["teacher"]
+    subset = {"teacher": (config, [*overrides, "train.no_such_key=1"]), "student_kd": rows["student_kd"]}
+    with pytest.raises(XmkdConfigError, match="no_such_key"):
+        train_rows(subset, runs, jobs=2)
+    assert not (runs / "student_kd").exists()

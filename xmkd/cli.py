@@ -92,6 +92,16 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -190,7 +200,7 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from xmkd.demo import run_demo
 
-    run_demo(args.out, args.seed, args.budget)
+    run_demo(args.out, args.seed, args.budget, args.jobs)
     return 0
 
 
@@ -508,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", choices=["demo", "tiny", "bench"], default="demo",
                    help="tiny: a smoke test of the pipeline; bench: the benchmark's larger budget (~25 min)")
+    p.add_argument("--jobs", type=_positive_int, help="rows that train side by side, each in its own process "
+                   "(default: one per core; 1: one after the other in this process)")
     p.set_defaults(handler=_cmd_demo, outputs={"out": ("the demo's outputs", "folder")})
 
     p = sub.add_parser("summary", help="each network of a config's recipe with its parameter and trainable counts "

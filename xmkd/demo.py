@@ -118,21 +118,108 @@ def plan(b: DemoBudget, data: Path, runs: Path, seed: int) -> dict[str, tuple[st
     return rows
 
 
-def training_threads() -> int:
-    """Torch threads for the rows: OMP_NUM_THREADS when it is set, else every core torch uses but one, which the
-    data worker (`data.num_workers=1`) takes. On 2 cores a second torch thread only contends with the worker, and
-    on a busy machine OpenMP threads that wait for each other made a teacher step ~13x dearer in CPU time
-    (docs/benchmarks.md, U2MKD demo)."""
+def available_cores() -> int:
+    """The cores this process may run on (the CPU affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def training_threads(jobs: int = 1) -> int:
+    """Torch threads of each of `jobs` rows that train side by side: OMP_NUM_THREADS when it is set, else
+    `available_cores() // jobs`, less one for one job (its data worker, `data.num_workers=1`, takes it). On 2
+    cores a second torch thread only contends with the worker, and on a busy machine OpenMP threads that wait for
+    each other made a teacher step ~13x dearer in CPU time (docs/benchmarks.md, U2MKD demo). Side by side, each
+    data worker costs ~6 % of a core (measured), too little to reserve a core for."""
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
-    return max(1, torch.get_num_threads() - 1)
+    cores = available_cores()
+    return max(1, cores - 1) if jobs <= 1 else max(1, cores // jobs)
+
+
+def row_dependencies(rows: dict[str, tuple[str, list[str]]], runs: Path) -> dict[str, set[str]]:
+    """Row -> the rows it needs finished first: those whose run directory its overrides name (a distilling
+    student names its teacher's checkpoint)."""
+    return {name: {other for other in rows if other != name
+                   and any(f"{runs / other}{os.sep}" in o for o in overrides)}
+            for name, (_, overrides) in rows.items()}
+
+
+def schedule(rows: dict[str, tuple[str, list[str]]], runs: Path) -> list[str]:
+    """The order in which rows start when several train side by side: rows that others need first (the
+    teachers), then the rows that need them (the distilling students, the longest), then the rest, each group in
+    plan order. On 2 cores the demo's two teachers then train together, then the two KD students."""
+    deps = row_dependencies(rows, runs)
+    needed = set().union(*deps.values())
+    names = list(rows)
+    return sorted(names, key=lambda n: (0 if n in needed else 1 if deps[n] else 2, names.index(n)))
+
+
+def _train_row(config: str, overrides: list[str], run_dir: Path, threads: int, position: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
+    return train_or_reuse(CONFIG_DIR / config, overrides, run_dir, bar_position=position)
 
 
 def train_rows(rows: dict[str, tuple[str, list[str]]], runs: Path,
-               on_done: Callable[[str, float], None] | None = None) -> tuple[dict[str, dict], dict[str, float]]:
-    """Train (or reuse) every planned row in order, on `training_threads()` torch threads: (final validation
-    metrics, wall seconds) per row; `on_done(name, seconds)` is called after each row (a reused row takes about a
-    second)."""
+               on_done: Callable[[str, float], None] | None = None,
+               jobs: int = 1) -> tuple[dict[str, dict], dict[str, float]]:
+    """Train (or reuse) every planned row: (final validation metrics, wall seconds) per row; `on_done(name,
+    seconds)` is called after each row (a reused row takes about a second).
+
+    jobs = 1: in plan order, in this process, on `training_threads()` torch threads. jobs > 1: that many rows at a
+    time, each in its own (spawned) process on `training_threads(jobs)` threads, in `schedule` order, a row starting
+    once the rows it needs have finished. Each row's training is the same either way (same seed, data order and
+    single-threaded arithmetic on 2 cores; tests/test_demo.py checks it); only the wall time differs. A row that
+    fails stops the others from starting; the rows already training finish (they resume anyway) and the first
+    error is raised.
+
+    Raises:
+        whatever the failing row's training raised (XmkdError subclasses for bad configs or data).
+    """
+    if jobs <= 1:
+        return _train_in_order(rows, runs, on_done)
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    metrics, seconds = {}, {}
+    deps = row_dependencies(rows, runs)
+    pending = schedule(rows, runs)
+    threads = training_threads(jobs)
+    free = list(range(jobs))  # progress-bar lines
+    running: dict = {}
+    error: BaseException | None = None
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while running or (pending and error is None):
+            ready = [n for n in pending if deps[n] <= set(metrics)] if error is None else []
+            for name in ready[:len(free)]:
+                pending.remove(name)
+                slot = free.pop(0)
+                config, overrides = rows[name]
+                print(f"-- {name}", flush=True)
+                future = pool.submit(_train_row, config, overrides, runs / name, threads, slot)
+                running[future] = (name, slot, time.perf_counter())
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name, slot, t0 = running.pop(future)
+                free.append(slot)
+                free.sort()
+                try:
+                    metrics[name] = future.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the running rows stop
+                    if error is None:
+                        error = exc
+                        if running:
+                            print(f"-- {name} failed; waiting for {', '.join(r[0] for r in running.values())} "
+                                  "to finish (nothing else starts)", flush=True)
+                    continue
+                seconds[name] = round(time.perf_counter() - t0, 1)
+                if on_done is not None:
+                    on_done(name, seconds[name])
+    if error is not None:
+        raise error
+    return {n: metrics[n] for n in rows}, {n: seconds[n] for n in rows}
+
+
+def _train_in_order(rows: dict[str, tuple[str, list[str]]], runs: Path,
+                    on_done: Callable[[str, float], None] | None) -> tuple[dict[str, dict], dict[str, float]]:
     metrics, seconds = {}, {}
     threads = torch.get_num_threads()
     torch.set_num_threads(training_threads())
@@ -182,7 +269,10 @@ def labelled_frames(run_dir: Path) -> dict[str, Any]:
     return {"labelled_frames": sorted(ids) if ids is not None else [], "training_frames": total}
 
 
-def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "demo") -> dict[str, Any]:
+def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "demo", jobs: int | None = None
+             ) -> dict[str, Any]:
+    """Run the demo into `out` (see the module docstring); `jobs`: rows that train side by side (default: one per
+    core, at most one per row; `train_rows`). Returns what results.json holds."""
     require_devkit("xmkd demo renders its synthetic world in nuScenes format and reads it back as nuScenes; that")
     b = BUDGETS[budget]
     out = Path(out)
@@ -194,7 +284,8 @@ def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "dem
     rows = plan(b, data, runs, seed)
     print(f"[2/4] teacher (LiDAR, keyframe + 2 sweeps) and students: LiDAR only, camera only, LiDAR + camera without "
           f"and with KD; then the label-scarce teacher and students ({b.scarce_fraction:g} of the frames labelled)")
-    metrics, seconds = train_rows(rows, runs)
+    jobs = min(available_cores(), len(rows)) if jobs is None else jobs
+    metrics, seconds = train_rows(rows, runs, jobs=jobs)
     print("[3/4] results")
     results = {"rows": {k: _percent(v) for k, v in metrics.items()}, "budget": budget, "seed": seed,
                "seconds": round(time.perf_counter() - start, 1), "run_seconds": seconds,

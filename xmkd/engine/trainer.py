@@ -69,8 +69,10 @@ def make_optimizer(cfg, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    def __init__(self, cfg, recipe_cls: type[Recipe], resume: bool = False, progress: bool = True):
+    def __init__(self, cfg, recipe_cls: type[Recipe], resume: bool = False, progress: bool = True,
+                 bar_position: int | None = None):
         self.cfg = cfg
+        self.bar_position = bar_position  # tqdm line of this run when several train side by side (`xmkd demo`)
         self.device = distributed.init(cfg.device)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
@@ -178,7 +180,7 @@ class Trainer:
         last_metrics: dict[str, float] = {}
         start_step = self.step
         bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="it", disable=not self.progress,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, position=self.bar_position)
         try:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             self.sampler.set_position(epoch, in_epoch * bs, limit=(self.total_steps - self.step) * bs)
@@ -320,11 +322,12 @@ class Trainer:
         print(f"run directory: {self.run_dir}")
 
 
-def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | Path, progress: bool = True
-                   ) -> dict[str, float]:
+def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | Path, progress: bool = True,
+                   bar_position: int | None = None) -> dict[str, float]:
     """Train `config` with `overrides` into `run_dir` unless that run already finished (its log holds the validation
     of the final step and its last checkpoint exists); an interrupted run resumes. Returns the final validation
-    metrics (the demo and the training benchmarks are sequences of these)."""
+    metrics (the demo and the training benchmarks are sequences of these). `bar_position`: the progress bar's line
+    (tqdm `position`) when runs train side by side."""
     from xmkd.recipes import get_recipe
 
     run_dir = Path(run_dir)
@@ -334,4 +337,4 @@ def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | 
     done = [r for r in read_metrics(run_dir) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
     if done and last.exists():
         return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
-    return Trainer(cfg, recipe, resume=last.exists(), progress=progress).fit()
+    return Trainer(cfg, recipe, resume=last.exists(), progress=progress, bar_position=bar_position).fit()
