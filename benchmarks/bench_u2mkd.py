@@ -184,16 +184,17 @@ def run_regime(seed: int, regime: str) -> dict | None:
     return result
 
 
-def seed_result(seed: int) -> dict | None:
-    """Both regimes of a seed, once both are done: rows under "full" and "scarce", plus the loss windows, the
-    labelled frames, the class shares and every run's seconds."""
-    parts = {r: OUT / f"seed{seed}" / f"{r}.json" for r in REGIMES}
-    if not all(p.exists() for p in parts.values()):
-        return None
-    full, scarce = (json.loads(parts[r].read_text()) for r in ("full", "scarce"))
-    return {"seed": seed, "full": full["rows"], "scarce": scarce["rows"], "loss": full["loss"],
-            "labelled": scarce["labelled"], "class_share": full["class_share"],
-            "seconds": {n: m["seconds"] for n, m in {**full["seconds"], **scarce["seconds"]}.items()}}
+def regime_results(seeds: tuple[int, ...], regime: str) -> list[dict]:
+    """The finished seeds of one regime, in `seeds` order: {"seed", <regime>: rows, and what the regime's json
+    holds besides (class shares, seconds; the full regime's loss windows, the scarce regime's labelled frames)}."""
+    out = []
+    for seed in seeds:
+        path = OUT / f"seed{seed}" / f"{regime}.json"
+        if path.exists():
+            part = json.loads(path.read_text())
+            out.append({**{k: v for k, v in part.items() if k not in ("rows", "budget")}, "seed": seed,
+                        regime: part["rows"]})
+    return out
 
 
 def interval(values: list[float]) -> str:
@@ -232,31 +233,40 @@ def loss_table(per_seed: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def tables(per_seed: list[dict]) -> str:
-    seconds = {k: round(sum(r["seconds"].get(k, 0) for r in per_seed) / len(per_seed)) for k in per_seed[0]["seconds"]}
-    labelled = [f"seed {r['seed']}: {len(r['labelled']['labelled_frames'])} of {r['labelled']['training_frames']}"
-                for r in per_seed]
-    return "\n".join([
-        f"(a) label-scarce: 1/8 of the training frames labelled ({'; '.join(labelled)}), mean ± std over "
-        f"{len(per_seed)} seeds, %", regime_table(per_seed, "scarce", SCARCE), "",
-        f"(b) full labels, students {BENCH.student_steps} iterations", regime_table(per_seed, "full", FULL), "",
-        "segmentation loss of the full-label students per tenth of the schedule (mean over seeds)",
-        loss_table(per_seed), "", "smallest share (%) of each class of the mIoU over the seeds' train / validation "
-        "splits: " + ", ".join(f"{c} {min(r['class_share']['synthetic_train'][c] for r in per_seed):.2f} / "
-                               f"{min(r['class_share']['synthetic_val'][c] for r in per_seed):.2f}" for c in CLASSES),
-        "", f"training seconds per run (mean over seeds, as measured): {seconds}"])
+def tables(full: list[dict], scarce: list[dict]) -> str:
+    """The tables of each regime over the seeds that finished it (`regime_results`)."""
+    both = [*full, *scarce]
+    parts = []
+    if scarce:
+        labelled = [f"seed {r['seed']}: {len(r['labelled']['labelled_frames'])} of {r['labelled']['training_frames']}"
+                    for r in scarce]
+        parts += [f"(a) label-scarce: 1/8 of the training frames labelled ({'; '.join(labelled)}), mean ± std over "
+                  f"{len(scarce)} seeds, %", regime_table(scarce, "scarce", SCARCE), ""]
+    if full:
+        parts += [f"(b) full labels, students {BENCH.student_steps} iterations, mean ± std over {len(full)} seeds, %",
+                  regime_table(full, "full", FULL), "",
+                  "segmentation loss of the full-label students per tenth of the schedule (mean over seeds)",
+                  loss_table(full), ""]
+    runs = {n for r in both for n in r["seconds"]}
+    seconds = {n: round(float(np.mean([r["seconds"][n]["seconds"] for r in both if n in r["seconds"]]))) for n in runs}
+    parts += ["smallest share (%) of each class of the mIoU over the seeds' train / validation splits: " + ", ".join(
+        f"{c} {min(r['class_share']['synthetic_train'][c] for r in both):.2f} / "
+        f"{min(r['class_share']['synthetic_val'][c] for r in both):.2f}" for c in CLASSES), "",
+        f"training seconds per run (mean over the seeds that ran it, as measured): {seconds}"]
+    return "\n".join(parts)
 
 
 def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False) -> None:
     if not table_only:  # the bigger parts first, so that several processes finish close together
         for regime, seed in [(r, s) for r in ("full", "scarce") for s in seeds]:
             run_regime(seed, regime)
-    per_seed = [r for r in (seed_result(s) for s in seeds) if r is not None]
-    if not per_seed:
-        raise SystemExit(f"no seed with both regimes finished under {OUT}")
-    text = tables(per_seed)
+    full, scarce = regime_results(seeds, "full"), regime_results(seeds, "scarce")
+    if not full and not scarce:
+        raise SystemExit(f"no seed of either regime finished under {OUT}")
+    text = tables(full, scarce)
     atomic_write_text(OUT / "table.md", text + "\n")
-    print(f"U2MKD synthetic benchmark, two regimes ({len(per_seed)} seeds; mIoU over {', '.join(CLASSES)})")
+    print(f"U2MKD synthetic benchmark, two regimes (seeds finished: label-scarce {[r['seed'] for r in scarce]}, "
+          f"full labels {[r['seed'] for r in full]}; mIoU over {', '.join(CLASSES)})")
     print(text)
 
 

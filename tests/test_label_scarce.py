@@ -167,3 +167,33 @@ def test_benchmark_pairs_seeds_and_gives_a_t_interval():
                                      "b": {"miou6": 9.0 + 2 * s, "accuracy": 50.0, "agree": 70.0}}} for s in range(3)]
     table = regime_table(per_seed, "full", spec)
     assert "| a − b | miou6 | +1.00, +0.00, -1.00 |" in table and "| a − b | agree | +10.00, +10.00, +10.00 |" in table
+
+
+def test_benchmark_tabulates_each_regime_over_the_seeds_that_finished_it(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.bench_u2mkd as bench
+
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    share = {s: dict.fromkeys(bench.CLASSES, 5.0) for s in ("synthetic_train", "synthetic_val")}
+
+    def rows(names, base):
+        return {n: {"miou6": base + i, "accuracy": 70.0, "agree": 80.0} for i, n in enumerate(names)}
+
+    for seed in (0, 1, 3):  # the label-scarce regime of three seeds, the full one of seed 1 only
+        part = {"rows": rows(bench.SCARCE["rows"], seed), "class_share": share,
+                "seconds": {"teacher_scarce": {"seconds": 10.0 * (seed + 1)}},
+                "labelled": {"labelled_frames": ["a", "b"], "training_frames": 16}}
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "scarce.json").write_text(json.dumps(part))
+    full = {"rows": rows(bench.FULL["rows"], 20), "class_share": share, "seconds": {"teacher": {"seconds": 7.0}},
+            "loss": {n: [1.0] * 10 for n in bench.FULL["rows"][1:]}}
+    (tmp_path / "seed1" / "full.json").write_text(json.dumps(full))
+    scarce = bench.regime_results((0, 1, 2, 3), "scarce")
+    assert [r["seed"] for r in scarce] == [0, 1, 3]
+    text = bench.tables(bench.regime_results((0, 1, 2, 3), "full"), scarce)
+    assert "mean ± std over 3 seeds" in text and "mean ± std over 1 seeds" in text
+    assert "| student_kd_scarce − student_nokd_scarce | miou6 | +1.00, +1.00, +1.00 |" in text
+    assert "'teacher_scarce': 23" in text and "'teacher': 7" in text
+    bench.main((0, 1, 2, 3), table_only=True)
+    assert (tmp_path / "table.md").read_text().startswith("(a) label-scarce")
