@@ -37,6 +37,14 @@ def test_schedules():
     assert [round(f(s), 6) for s in (0, 3, 5, 6, 9)] == [1.0, 0.1, 0.1, 0.01, 0.01]
     f = lr_factor(schedule(name="onecycle", pct_start=0.5, warmup_start_ratio=0.1), 10)
     assert math.isclose(f(0), 0.1) and math.isclose(f(5), 1.0) and f(9) < 0.1 and math.isclose(f(10), 1e-4)
+    # OpenPCDet's OneCycle (the SECOND teacher's adam_onecycle): cosine from lr to lr / DIV_FACTOR / 1e4
+    f = lr_factor(schedule(name="onecycle", pct_start=0.4, warmup_start_ratio=0.1, final_ratio=1e-5), 100)
+    for s in range(40, 101):
+        p = (s - 40) / 60
+        assert math.isclose(f(s), 1e-5 + (1 - 1e-5) / 2 * (math.cos(math.pi * p) + 1), rel_tol=1e-9), s
+    assert math.isclose(f(100), 1e-5)
+    with pytest.raises(XmkdConfigError, match="final_ratio"):
+        lr_factor(schedule(name="onecycle", final_ratio=1.5), 5)
     assert lr_factor(schedule(name="constant"), 5)(3) == 1.0
     with pytest.raises(XmkdConfigError, match="unknown schedule"):
         lr_factor(schedule(name="linear"), 5)
@@ -50,12 +58,15 @@ def test_onecycle_momentum_follows_torchs_one_cycle():
     ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=101, pct_start=0.4, base_momentum=0.85,
                                               max_momentum=0.95, div_factor=10, final_div_factor=1000)
     m = momentum_at(schedule(name="onecycle", pct_start=0.4, momentum=[0.95, 0.85]), 100)
+    f = lr_factor(schedule(name="onecycle", pct_start=0.4, warmup_start_ratio=0.1), 100)  # final_ratio 1e-4
     for s in range(100):
         assert math.isclose(opt.param_groups[0]["betas"][0], m(s), abs_tol=2e-3), s
+        assert math.isclose(opt.param_groups[0]["lr"], f(s), abs_tol=2e-2), s
         assert opt.param_groups[0]["betas"][1] == 0.999
         opt.step()
         ref.step()
     assert m(0) == 0.95 and math.isclose(m(40), 0.85) and math.isclose(m(100), 0.95)
+    assert math.isclose(opt.param_groups[0]["lr"], f(100)) and math.isclose(f(100), 1e-4)  # lr / 10 / 1000
     sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0, momentum=0.9)
     set_momentum(sgd, 0.8)
     assert sgd.param_groups[0]["momentum"] == 0.8

@@ -37,8 +37,8 @@ def test_second_overfits_two_frames_and_writes_kitti_predictions(kitti, tmp_path
     cfg = load_config(REPO / "configs" / "lidar_det" / "synthetic.yaml", [
         f"data.root={kitti}", f"output_dir={tmp_path}", "name=second", "data.val_split=train", "data.num_workers=0",
         "train.max_iters=60", "train.val_every=60", "train.ckpt_every=60", "train.schedule.name=constant",
-        "model.augment.flip=false", "model.augment.rotate=0.0", "model.augment.scale=[1.0,1.0]",
-        "model.augment.gt_sampling.enabled=false"], schema=recipe.schema)
+        "train.schedule.momentum=[]", "model.augment.flip=false", "model.augment.rotate=0.0",
+        "model.augment.scale=[1.0,1.0]", "model.augment.gt_sampling.enabled=false"], schema=recipe.schema)
     metrics = Trainer(cfg, recipe, progress=False).fit()
     assert "car_3d_r40_moderate" in metrics
     run = tmp_path / "second"

@@ -69,6 +69,10 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=list)  # multistep, in iterations
     gamma: float = 0.1  # multistep decay factor
     pct_start: float = 0.3  # onecycle
+    # onecycle: the last step's lr as a fraction of lr. 1e-4: torch OneCycleLR with div_factor 10, final_div_factor
+    # 1000 (the HSRDN / CMKD students' START_RATE / END_RATE); 1e-5: OpenPCDet's OneCycle (lr / DIV_FACTOR / 1e4,
+    # learning_schedules_fastai.py), the SECOND teacher's adam_onecycle
+    final_ratio: float = 1e-4
     # cosine as U2MKD's release (core/schedulers.py cosine_schedule_with_warmup): warmup_iters // processes warm-up
     # iterations (none on one process), the lr rising as (step + 1) / that (lr / 250 first on 4 GPUs with 1000),
     # then the cosine over the whole run's length; warmup_start_ratio is not used

@@ -45,12 +45,16 @@ def lr_factor(cfg, total_steps: int, world: int = 1) -> Callable[[int], float]:
             return w if w is not None else float(cfg.gamma) ** sum(s >= m for m in milestones)
     elif name == "onecycle":
         peak = max(1, int(float(cfg.pct_start) * total))
+        end = float(getattr(cfg, "final_ratio", 1e-4))
+        if not 0.0 <= end < 1.0:
+            raise XmkdConfigError(f"train.schedule.final_ratio: expected the last lr as a fraction of lr in [0, 1), "
+                                  f"got {end}")
 
         def f(s: int) -> float:
             if s < peak:
                 return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * s / peak))
             progress = min(1.0, (s - peak) / max(1, total - peak))
-            return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * progress))
+            return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
     elif name == "constant":
         def f(s: int) -> float:
             w = warmup(s)
