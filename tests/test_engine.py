@@ -183,6 +183,41 @@ def test_resume_after_kill_matches_uninterrupted_run(dataset, tmp_path):
     assert again.returncode == 1 and "--resume" in again.stderr
 
 
+def test_ctrl_c_inside_an_iteration_checkpoints_after_it_and_the_resumed_run_matches(dataset, tmp_path, monkeypatch):
+    """A Ctrl-C that arrives inside an iteration (here: right after its optimizer update) lets it finish and
+    checkpoints it; the resumed run ends with the uninterrupted run's weights. (Checkpointing at the interrupt
+    instead saved the updated weights under the previous iteration number, and the resumed run repeated it.)"""
+    from xmkd.config import load_config
+    from xmkd.engine.trainer import Trainer
+    from xmkd.recipes import get_recipe
+
+    recipe = get_recipe("point_mlp")
+
+    def cfg(out):
+        return load_config(REPO / "configs" / "point_mlp" / "synthetic.yaml", [
+            f"data.root={dataset}", f"output_dir={out}", "data.num_workers=0", "model.max_points=4000",
+            "train.max_iters=8", "train.ckpt_every=1000", "train.val_every=1000"], schema=recipe.schema)
+
+    Trainer(cfg(tmp_path / "a"), recipe, progress=False).fit()
+    trainer = Trainer(cfg(tmp_path / "b"), recipe, progress=False)
+    update = trainer._train_step
+
+    def update_then_ctrl_c(batch):
+        losses = update(batch)
+        if trainer.step == 2:  # inside iteration 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return losses
+
+    monkeypatch.setattr(trainer, "_train_step", update_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone again
+    assert checkpoint.load(tmp_path / "b" / "point_mlp_synthetic" / "checkpoints" / "last.pt")["step"] == 3
+    Trainer(cfg(tmp_path / "b"), recipe, resume=True, progress=False).fit()
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the run resumed after Ctrl-C differs from the uninterrupted one"
+
+
 def test_ctrl_c_writes_a_checkpoint(dataset, tmp_path):
     cmd = train_cmd(dataset, tmp_path, "train.max_iters=100000", "train.ckpt_every=100000", "train.val_every=100000")
     # a suite started in the background (`cmd &`) inherits an ignored SIGINT, and Python then never turns it into

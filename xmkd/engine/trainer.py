@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,6 +183,8 @@ class Trainer:
         start_step = self.step
         bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="it", disable=not self.progress,
                    dynamic_ncols=True, position=self.bar_position)
+        interrupt = _StopAtStepBoundary()
+        at_boundary = True  # the state in memory is the one after a whole iteration (safe to checkpoint)
         try:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             self.sampler.set_position(epoch, in_epoch * bs, limit=(self.total_steps - self.step) * bs)
@@ -191,8 +195,10 @@ class Trainer:
                 net.train(name not in self.recipe.frozen())
             it = iter(loader)
             while self.step < self.total_steps:
+                interrupt.check()
                 t0 = time.perf_counter()
                 batch = next(it)
+                at_boundary = False
                 t1 = time.perf_counter()
                 losses = self._train_step(to_device(batch, self.device))
                 t2 = time.perf_counter()
@@ -212,22 +218,35 @@ class Trainer:
                     is_best = self._is_best(last_metrics)
                 if boundary and (final or unit_done % cfg.train.ckpt_every == 0 or is_best):
                     self.save(best=is_best)
+                at_boundary = True
+            interrupt.check()
         except KeyboardInterrupt:
-            self.save()
-            if self.main:
-                print(f"\ninterrupted at iteration {self.step}: checkpoint {self.ckpt_dir / 'last.pt'}; "
-                      "continue with --resume")
+            self._interrupted(at_boundary)
             raise
         except Exception:
+            if interrupt.requested:  # Ctrl-C also ended the data workers while this process waited for a batch
+                self._interrupted(at_boundary)
+                raise KeyboardInterrupt from None
             if self.step == start_step:
                 self._remove_failed_start()
             raise
         finally:
+            interrupt.restore()
             bar.close()
         if self.main:
             self._summary(last_metrics)
         self.logger.close()
         return last_metrics
+
+    def _interrupted(self, at_boundary: bool) -> None:
+        if at_boundary:
+            self.save()
+        if self.main:
+            saved = (f"checkpoint {self.ckpt_dir / 'last.pt'}" if at_boundary else
+                     f"stopped inside an iteration (a second Ctrl-C): the last checkpoint in {self.ckpt_dir} holds an "
+                     "earlier iteration")
+            print(f"\ninterrupted at iteration {self.step}: {saved}; continue with `xmkd train ... --resume` (or "
+                  "re-run the `xmkd demo` / benchmark command that started it)", flush=True)
 
     def _remove_failed_start(self) -> None:
         """After a failure before the first iteration of a run this start created: remove the run directory
@@ -338,3 +357,32 @@ def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | 
     if done and last.exists():
         return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
     return Trainer(cfg, recipe, resume=last.exists(), progress=progress, bar_position=bar_position).fit()
+
+
+class _StopAtStepBoundary:
+    """Ctrl-C during training stops at the end of the running iteration instead of inside it: a checkpoint written
+    mid-iteration would hold half an optimizer update, a consumed batch and advanced random generators, and the
+    resumed run would differ from an uninterrupted one. A second Ctrl-C stops at once (no checkpoint then). Only in
+    the main thread and when SIGINT has Python's default handler (an ignored SIGINT stays ignored)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this iteration (again: stop now, without a checkpoint)", flush=True)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
