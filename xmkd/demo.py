@@ -156,6 +156,12 @@ def schedule(rows: dict[str, tuple[str, list[str]]], runs: Path) -> list[str]:
 
 def _train_row(config: str, overrides: list[str], run_dir: Path, threads: int, position: int | None
                ) -> dict[str, float]:
+    import multiprocessing
+
+    # this process was spawned, and spawn became its default: its data workers would re-import torch and xmkd at
+    # every loader (seconds of CPU each); fork them as a row trained in the main process does
+    if "fork" in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("fork", force=True)
     torch.set_num_threads(threads)
     return train_or_reuse(CONFIG_DIR / config, overrides, run_dir, bar_position=position)
 

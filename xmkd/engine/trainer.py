@@ -8,6 +8,7 @@ scaler, EMAs, RNG states, data position), Ctrl-C that checkpoints before exiting
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -368,6 +369,9 @@ class _StopAtStepBoundary:
     def __init__(self) -> None:
         self.requested = False
         self.previous = None
+        # data workers forked after this inherit the handler: they keep serving batches until the trainer stops
+        # them at the boundary (instead of dying under a trainer that waits for their batch), and stay quiet
+        self.pid = os.getpid()
         if threading.current_thread() is threading.main_thread() and \
                 signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self.previous = signal.signal(signal.SIGINT, self._handle)
@@ -376,7 +380,8 @@ class _StopAtStepBoundary:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this iteration (again: stop now, without a checkpoint)", flush=True)
+        if os.getpid() == self.pid:
+            print("\nCtrl-C: stopping after this iteration (again: stop now, without a checkpoint)", flush=True)
 
     def check(self) -> None:
         if self.requested:
