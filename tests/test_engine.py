@@ -153,7 +153,8 @@ def final_weights(out, name="point_mlp_synthetic"):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(dataset, tmp_path):
-    common = ["train.max_iters=60", "train.ckpt_every=5", "train.val_every=30", "model.hidden=[256,256,256]"]
+    common = ["train.max_iters=60", "train.ckpt_every=5", "train.val_every=30", "model.hidden=[256,256,256]",
+              "model.dropout=0.3"]  # dropout: the resumed run must continue the random draws exactly
     ref = run(train_cmd(dataset, tmp_path / "a", *common))
     assert ref.returncode == 0, ref.stderr
     cmd = train_cmd(dataset, tmp_path / "b", *common)
@@ -196,7 +197,8 @@ def test_ctrl_c_inside_an_iteration_checkpoints_after_it_and_the_resumed_run_mat
     def cfg(out):
         return load_config(REPO / "configs" / "point_mlp" / "synthetic.yaml", [
             f"data.root={dataset}", f"output_dir={out}", "data.num_workers=0", "model.max_points=4000",
-            "train.max_iters=8", "train.ckpt_every=1000", "train.val_every=1000"], schema=recipe.schema)
+            "train.max_iters=8", "train.ckpt_every=1000", "train.val_every=1000", "model.dropout=0.3"],
+            schema=recipe.schema)
 
     Trainer(cfg(tmp_path / "a"), recipe, progress=False).fit()
     trainer = Trainer(cfg(tmp_path / "b"), recipe, progress=False)

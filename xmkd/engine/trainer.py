@@ -194,7 +194,12 @@ class Trainer:
                                  self.device.type == "cuda", drop_last=True)
             for name, net in self.recipe.nets.items():
                 net.train(name not in self.recipe.frozen())
-            it = iter(loader)
+            if self.step:  # resumed: the generators already hold the state after the run's first iterator drew
+                # the loader's base seed from them; drawing it again would shift every later random draw (dropout)
+                with torch.random.fork_rng(devices=[]):
+                    it = iter(loader)
+            else:
+                it = iter(loader)
             while self.step < self.total_steps:
                 interrupt.check()
                 t0 = time.perf_counter()
@@ -242,7 +247,10 @@ class Trainer:
     def _interrupted(self, at_boundary: bool) -> None:
         if at_boundary:
             self.save()
-        if self.main:
+        if self.main and at_boundary and self.step == self.total_steps:
+            print(f"\ninterrupted after the last iteration ({self.step}): the run is complete, checkpoint "
+                  f"{self.ckpt_dir / 'last.pt'}", flush=True)
+        elif self.main:
             saved = (f"checkpoint {self.ckpt_dir / 'last.pt'}" if at_boundary else
                      f"stopped inside an iteration (a second Ctrl-C): the last checkpoint in {self.ckpt_dir} holds an "
                      "earlier iteration")
