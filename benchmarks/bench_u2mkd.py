@@ -5,9 +5,9 @@
                                                              # regime) a live process holds
     python -m benchmarks.bench_u2mkd --table                 # the tables from the seeds finished so far
 
-Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (30 train / 10 validation frames, three
+Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (32 train / 8 validation frames, three
 front cameras at 128x72), then the rows of `xmkd.demo.plan` at the `BENCH` budget:
-- (a) label-scarce: 1/8 of the training frames keep their labels (4 of 30, chosen by `model.labelled.seed=S`),
+- (a) label-scarce: 1/8 of the training frames keep their labels (4 of 32, chosen by `model.labelled.seed=S`),
   for the teacher as well as the students. `teacher_scarce` (LiDAR, cr 0.5, + 2 sweeps) trains on those frames
   alone; the LiDAR + camera student (cr 0.25) without KD (`student_nokd_scarce`: segmentation losses on the
   labelled frames, imputation on all) and with KD (`student_kd_scarce`: + KL and feature imitation on every
@@ -17,7 +17,7 @@ front cameras at 128x72), then the rows of `xmkd.demo.plan` at the `BENCH` budge
   imitation only, with a student schedule long enough for the training loss to flatten (the loss table shows it).
 
 Every row is scored the same way (not with each recipe's own validation): the last checkpoint predicts every
-keyframe point of the 10 validation frames. `miou6`: mean IoU over `CLASSES`, the six classes with >= 1 % of the
+keyframe point of the 8 validation frames. `miou6`: mean IoU over `CLASSES`, the six classes with >= 1 % of the
 training points of every seed's world and present in each validation split (terrain down to 0.35 %; the table
 prints the smallest shares); truck, bus and trailer are left out, their validation share swinging between
 0.03 % and 12 % from seed to seed. A point a model does not label (camera-only: outside the cameras) is a
