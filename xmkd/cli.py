@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from xmkd import __version__
 from xmkd.errors import XmkdDataError, XmkdError
@@ -82,24 +82,21 @@ def _image_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= `minimum`, else a message saying so."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+_non_negative, _positive_int = _whole_number(0), _whole_number(1)
 
 
 def _positive_float(text: str) -> float:
@@ -318,17 +315,13 @@ def _kitti_predictions(folder: str, frame):
     from pathlib import Path
 
     from xmkd.data.readers.kitti_files import read_label_file
+    from xmkd.eval.kitti import require_prediction_folder
     from xmkd.geometry.boxes import kitti_camera_to_lidar
 
     if "T_rect_lidar" not in frame.meta:
         raise XmkdError("--pred reads KITTI prediction files: use it with kitti_object frames")
+    require_prediction_folder(Path(folder), "--pred: ")
     path = Path(folder) / f"{Path(frame.frame_id).name}.txt"
-    if Path(folder).is_file():
-        raise XmkdDataError(f"--pred: is a file; --pred takes the folder of KITTI prediction files <frame id>.txt, "
-                            f"e.g. {Path(folder).parent}", source=str(folder))
-    if not Path(folder).is_dir():
-        raise XmkdDataError("--pred: prediction folder not found (a folder of KITTI prediction files <frame id>.txt)",
-                            source=str(folder))
     if not path.is_file():
         raise XmkdDataError(f"--pred: no prediction file for frame {frame.frame_id!r} in the prediction folder",
                             source=str(path))

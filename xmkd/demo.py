@@ -17,10 +17,12 @@ Everything lands under `--out` (default outputs/demo). Re-running reuses the dat
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,8 +158,6 @@ def schedule(rows: dict[str, tuple[str, list[str]]], runs: Path) -> list[str]:
 
 def _train_row(config: str, overrides: list[str], run_dir: Path, threads: int, position: int | None
                ) -> dict[str, float]:
-    import multiprocessing
-
     # this process was spawned, and spawn became its default: its data workers would re-import torch and xmkd at
     # every loader (seconds of CPU each); fork them as a row trained in the main process does
     if "fork" in multiprocessing.get_all_start_methods():
@@ -185,9 +185,6 @@ def train_rows(rows: dict[str, tuple[str, list[str]]], runs: Path,
     jobs = min(jobs, len(rows))  # more processes than rows would only wait
     if jobs <= 1:
         return _train_in_order(rows, runs, on_done)
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     metrics, seconds = {}, {}
     deps = row_dependencies(rows, runs)
     pending = schedule(rows, runs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from torch.utils.data import Dataset
 
 from xmkd.config import ExperimentConfig
 from xmkd.engine.ema import EMA
+from xmkd.errors import XmkdDataError
 
 
 class Recipe:
@@ -93,3 +95,14 @@ def freeze_teachers(recipe: Any) -> None:
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
+
+
+def with_point_labels(frame: Any, rng: np.random.Generator | None, recipe: str, ignore_index: int) -> Any:
+    """`frame` (an `xmkd.data.frame.Frame`) with point labels, for a recipe's `make_sample`: a training sample
+    (`rng` given) of a frame without labels is an XmkdDataError naming the frame's file; for evaluation and
+    prediction (a test split has no labels) every point gets `ignore_index`: predicted, nothing scored."""
+    if frame.labels is not None:
+        return frame
+    if rng is not None:
+        raise XmkdDataError(f"no point labels; {recipe} trains on labelled frames", source=frame.source)
+    return replace(frame, labels=np.full(frame.num_points, ignore_index, np.int64))

@@ -442,15 +442,22 @@ def frame_ids(gt_dir: str | Path, split: str | Path | None) -> list[str]:
     return ids
 
 
+def require_prediction_folder(pred_dir: Path, prefix: str = "") -> None:
+    """A folder of KITTI prediction files `<frame id>.txt` (`--pred` of `xmkd eval-kitti` and `xmkd viz`): a file or
+    a missing path is an XmkdDataError naming it, its message starting with `prefix`."""
+    if pred_dir.is_file():
+        raise XmkdDataError(f"{prefix}is a file; --pred takes the folder that holds one <frame id>.txt per frame, "
+                            f"e.g. {pred_dir.parent}", source=str(pred_dir))
+    if not pred_dir.is_dir():
+        raise XmkdDataError(f"{prefix}prediction folder not found (a folder of KITTI prediction files <frame id>.txt)",
+                            source=str(pred_dir))
+
+
 def _coverage_warnings(pred_dir: Path, ids: list[str], allow_missing: bool) -> list[str]:
     """Check that the prediction folder covers the frames, as the devkit does (it stops at the first frame without
     a file). With `allow_missing` a partly covered folder is a warning (those frames count as frames without
     detections), but a folder that covers no frame is always an error."""
-    if pred_dir.is_file():
-        raise XmkdDataError("is a file; --pred takes the folder that holds one <frame id>.txt per frame, e.g. "
-                            f"{pred_dir.parent}", source=str(pred_dir))
-    if not pred_dir.is_dir():
-        raise XmkdDataError("prediction folder not found", source=str(pred_dir))
+    require_prediction_folder(pred_dir)
     folders = [pred_dir / f"{i}.txt" for i in ids if (pred_dir / f"{i}.txt").is_dir()]
     if folders:
         raise XmkdDataError(f"is a folder; expected a prediction file ({len(folders)} such folder(s) among the "

@@ -28,8 +28,7 @@ from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.instances import InstancePaste, PasteOptions, paste_for
 from xmkd.data.labelled import LabelledFrames, check_no_paste, labelled_only
 from xmkd.data.labels import get_label_space
-from xmkd.engine.recipe import Recipe
-from xmkd.errors import XmkdDataError
+from xmkd.engine.recipe import Recipe, with_point_labels
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.voxel import voxelize
 from xmkd.models.losses import seg_loss
@@ -154,11 +153,8 @@ class LidarSegRecipe(Recipe):
         return IndexedFrames(index_path(d), split, d.label_space, cameras=(), sweeps=d.sweeps, root=d.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
-        if frame.labels is None and rng is not None:
-            raise XmkdDataError("no point labels; lidar_seg trains on labelled frames", source=frame.source)
+        frame = with_point_labels(frame, rng, self.name, self.space.ignore_index)
         xyz, intensity, labels, lag = scan_with_pasted(frame, self.paste, rng)
-        if labels is None:  # prediction on an unlabelled split (a test set): nothing to score
-            labels = np.full(len(xyz), self.space.ignore_index, np.int64)
         d = self.cfg.data
         if rng is None:  # evaluation: every point, far ones on the boundary voxels
             xyz = clip_to_range(xyz, d.point_range, d.voxel_size)

@@ -18,8 +18,7 @@ from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames, index_path
 from xmkd.data.labels import get_label_space
-from xmkd.engine.recipe import Recipe
-from xmkd.errors import XmkdDataError
+from xmkd.engine.recipe import Recipe, with_point_labels
 from xmkd.eval.segmentation import ConfusionMatrix
 
 
@@ -77,11 +76,8 @@ class PointMLPRecipe(Recipe):
                              root=self.cfg.data.root)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+        frame = with_point_labels(frame, rng, self.name, self.space.ignore_index)
         pts, labels = frame.points, frame.labels
-        if labels is None and rng is not None:
-            raise XmkdDataError("no point labels; point_mlp trains on labelled frames", source=frame.source)
-        if labels is None:  # prediction on an unlabelled split (a test set): nothing to score
-            labels = np.full(len(pts), self.space.ignore_index, np.int64)
         if rng is not None:
             keep = rng.permutation(len(pts))[: self.cfg.model.max_points]
             pts, labels = pts[keep].copy(), labels[keep]

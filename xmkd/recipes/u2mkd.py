@@ -30,7 +30,7 @@ this against the config stored in the teacher's checkpoint (`model.teacher.check
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from xmkd.data.labelled import LabelledFrames, check_no_paste, describe, is_labe
 from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
 from xmkd.engine.checkpoint import load, load_module_from_file
-from xmkd.engine.recipe import Recipe
+from xmkd.engine.recipe import Recipe, with_point_labels
 from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.camera import project_points
@@ -221,11 +221,9 @@ class U2MKDRecipe(Recipe):
                              sweeps=d.sweeps if self.distill else 0, root=d.root).require_cameras(self.name)
 
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
-        if (frame.labels is None and rng is not None) or not frame.cameras:
-            raise XmkdDataError(f"{'no camera' if not frame.cameras else 'no point labels'}; {self.name} trains on "
-                                "labelled frames with cameras", source=frame.source)
-        if frame.labels is None:  # prediction on an unlabelled split (a test set): nothing to score
-            frame = replace(frame, labels=np.full(frame.num_points, self.space.ignore_index, np.int64))
+        if not frame.cameras:
+            raise XmkdDataError(f"no camera; {self.name} trains on labelled frames with cameras", source=frame.source)
+        frame = with_point_labels(frame, rng, self.name, self.space.ignore_index)
         m, d = self.cfg.model, self.cfg.data
         n_key = int(frame.meta.get("num_keyframe_points", frame.num_points))
         # [keyframe, sweeps, pasted] (pasted only in training): both networks' inputs are built from this cloud
