@@ -37,10 +37,10 @@ from xmkd.data.gt_database import DEFAULT_FOLDER, build_box_database
 from xmkd.data.index import IndexedFrames
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
-from xmkd.engine.trainer import train_or_reuse
 from xmkd.eval.kitti import CLASSES, MAX_OCCLUSION, MAX_TRUNCATION, MIN_HEIGHT, evaluate_folders, read_annotations
 from xmkd.io import atomic_write_text
 from xmkd.recipes.lidar_det import kitti_lines
+from xmkd.runs.train import train_or_reuse
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_hsrdn"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -41,9 +41,9 @@ from xmkd.data.index import IndexedFrames, summarize
 from xmkd.data.labels import get_label_space
 from xmkd.demo import BUDGETS, labelled_frames, make_dataset, plan, train_rows
 from xmkd.engine.logging import read_metrics
-from xmkd.engine.predict import load_trained, predict_frame
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.io import atomic_write_text
+from xmkd.runs.predict import load_trained, predict_frame
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_u2mkd"))
 SEEDS = (0, 1, 2, 3, 4)

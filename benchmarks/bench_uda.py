@@ -25,9 +25,9 @@ import numpy as np
 
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
-from xmkd.engine.predict import pseudo_label_split
-from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
+from xmkd.runs.predict import pseudo_label_split
+from xmkd.runs.train import train_or_reuse
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_uda"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -25,7 +25,7 @@ import torch
 
 from xmkd.data.labels import LabelSpace
 from xmkd.engine.data import EvalSampler, make_loader, to_device
-from xmkd.engine.predict import load_trained
+from xmkd.runs.predict import load_trained
 
 COLUMNS = ("2D acc", "3D acc", "xM acc", "agree", "shared wrong", "one right", "xM fixes", "conf right",
            "conf wrong")

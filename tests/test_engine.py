@@ -21,6 +21,7 @@ from xmkd.engine.data import ResumableSampler
 from xmkd.engine.ema import EMA
 from xmkd.engine.schedules import lr_factor, momentum_at, set_momentum
 from xmkd.errors import XmkdConfigError, XmkdError
+from xmkd.models import weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,7 @@ def test_load_weights_lists_mismatched_keys(tmp_path):
     b = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 2), torch.nn.ReLU())
     checkpoint.save(tmp_path / "a.pt", {"models": {"net": a.state_dict()}})
     with pytest.raises(XmkdError) as err:
-        checkpoint.load_module_from_file(b, tmp_path / "a.pt", key="net")
+        weights.load_module_from_file(b, tmp_path / "a.pt", key="net")
     msg = str(err.value)
     assert "a.pt" in msg and "0.weight: checkpoint (4, 3) vs model (5, 3)" in msg and "1.weight" in msg
     c = torch.nn.Sequential(torch.nn.Linear(3, 4))

@@ -12,11 +12,11 @@ from xmkd.config import load_config, peek_recipe
 from xmkd.data.gt_database import BoxDatabase
 from xmkd.data.index import prepare
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
-from xmkd.engine.predict import load_trained
 from xmkd.engine.trainer import Trainer
 from xmkd.errors import XmkdConfigError
 from xmkd.geometry.iou import bev_iou
 from xmkd.recipes import get_recipe
+from xmkd.runs.predict import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 

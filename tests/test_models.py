@@ -246,7 +246,7 @@ def test_lovasz_softmax():
 def test_checkpoint_of_models_round_trip(tmp_path):
     net = SwiftNet(3)
     save(tmp_path / "c.pt", {"models": {"camera": net.state_dict()}})
-    from xmkd.engine.checkpoint import load_module_from_file
+    from xmkd.models.weights import load_module_from_file
 
     other = SwiftNet(3)
     load_module_from_file(other, tmp_path / "c.pt", key="camera")

@@ -78,8 +78,8 @@ def test_an_unlabelled_frame_is_predicted_like_a_labelled_one(nus, tmp_path):
     refuses it."""
     import dataclasses
 
-    from xmkd.engine.predict import load_trained, predict_frame
     from xmkd.errors import XmkdDataError
+    from xmkd.runs.predict import load_trained, predict_frame
 
     run = train_two_steps(nus, tmp_path, "data.train_split=mini_train", "data.val_split=mini_train",
                           "data.point_range=[-12,-12,-3,12,12,3]")

@@ -160,14 +160,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from xmkd.engine.evaluate import evaluate_run
+    from xmkd.runs.evaluate import evaluate_run
 
     evaluate_run(args.run_dir, ckpt=args.ckpt, every=args.all, json_out=args.json, progress=not args.quiet)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from xmkd.engine.predict import predict_split
+    from xmkd.runs.predict import predict_split
 
     report = predict_split(args.run_dir, args.split, args.out, ckpt=args.ckpt, eval_set=args.eval_set,
                            device=args.device, workers=args.workers, progress=not args.quiet)
@@ -176,7 +176,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_infer(args: argparse.Namespace) -> int:
-    from xmkd.engine.predict import infer_split
+    from xmkd.runs.predict import infer_split
 
     n = infer_split(args.run_dir, args.split, args.out, ckpt=args.ckpt, device=args.device, workers=args.workers,
                     progress=not args.quiet)
@@ -185,7 +185,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 
 
 def _cmd_pseudo_label(args: argparse.Namespace) -> int:
-    from xmkd.engine.predict import pseudo_label_split
+    from xmkd.runs.predict import pseudo_label_split
 
     report = pseudo_label_split(args.run_dir, args.split, args.out, ckpt=args.ckpt, device=args.device,
                                 workers=args.workers, progress=not args.quiet)

@@ -34,8 +34,8 @@ from xmkd.config import CONFIG_DIR, load_config
 from xmkd.data.readers.nuscenes import require_devkit
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
-from xmkd.engine.trainer import train_or_reuse
 from xmkd.io import atomic_write_text
+from xmkd.runs.train import train_or_reuse
 
 
 @dataclass(frozen=True)
@@ -318,7 +318,7 @@ def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "dem
 
 def write_overlays(folder: Path, runs: Path, names: list[str], frames: int = 2) -> list[Path]:
     """Ground truth and every row's predictions on the first validation frames (camera + bird's-eye view)."""
-    from xmkd.engine.predict import load_trained, predict_frame
+    from xmkd.runs.predict import load_trained, predict_frame
     from xmkd.viz.predictions import prediction_figure
 
     recipes = {name: load_trained(runs / name) for name in names}

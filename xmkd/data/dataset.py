@@ -10,7 +10,12 @@ from torch.utils.data import Dataset
 
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames
-from xmkd.engine.data import sample_rng
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of every random choice of sample `index` in `epoch`: the same whichever data worker loads it,
+    and the same in a resumed run (the engine's sampler yields `(epoch, index)` pairs)."""
+    return np.random.default_rng([seed, epoch, index])
 
 
 class FrameSamples(Dataset):

@@ -1,7 +1,7 @@
 """Data loading for the engine: a resumable, shardable sampler and the DataLoader around a recipe's dataset.
 
 The sampler yields `(epoch, index)` pairs, so a dataset derives every random choice of a sample from
-`sample_rng(seed, epoch, index)`: augmentations do not depend on which worker loads the sample, and a
+`xmkd.data.dataset.sample_rng(seed, epoch, index)`: augmentations do not depend on which worker loads the sample, and a
 resumed run sees exactly the samples (and augmentations) an uninterrupted one would.
 """
 
@@ -10,13 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-
-
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, index])
 
 
 class ResumableSampler(Sampler):

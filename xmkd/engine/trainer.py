@@ -14,7 +14,6 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ from torch import nn
 from tqdm import tqdm
 
 from xmkd import __version__
-from xmkd.config import load_config, peek_recipe, save_config, to_yaml
+from xmkd.config import save_config, to_yaml
 from xmkd.engine import checkpoint, distributed
 from xmkd.engine.data import EvalSampler, ResumableSampler, make_loader, to_device
-from xmkd.engine.logging import RunLogger, read_metrics, summary_table
+from xmkd.engine.logging import RunLogger, summary_table
 from xmkd.engine.recipe import Recipe, freeze_teachers
 from xmkd.engine.schedules import lr_factor, momentum_at, set_momentum
 from xmkd.errors import XmkdConfigError, XmkdError
@@ -348,24 +347,6 @@ class Trainer:
         if self.best["value"] is not None:
             print(f"best {self.best['metric']} = {self.best['value']:.4f} at iteration {self.best['step']}")
         print(f"run directory: {self.run_dir}")
-
-
-def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | Path, progress: bool = True,
-                   bar_position: int | None = None) -> dict[str, float]:
-    """Train `config` with `overrides` into `run_dir` unless that run already finished (its log holds the validation
-    of the final step and its last checkpoint exists); an interrupted run resumes. Returns the final validation
-    metrics (the demo and the training benchmarks are sequences of these). `bar_position`: the progress bar's line
-    (tqdm `position`) when runs train side by side."""
-    from xmkd.recipes import get_recipe
-
-    run_dir = Path(run_dir)
-    recipe = get_recipe(peek_recipe(config, overrides))
-    cfg = load_config(config, overrides, schema=recipe.schema)
-    last = run_dir / "checkpoints" / "last.pt"
-    done = [r for r in read_metrics(run_dir) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
-    if done and last.exists():
-        return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
-    return Trainer(cfg, recipe, resume=last.exists(), progress=progress, bar_position=bar_position).fit()
 
 
 class _StopAtStepBoundary:

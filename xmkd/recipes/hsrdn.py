@@ -42,7 +42,7 @@ from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.image_flip import flip_frame
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
-from xmkd.engine.checkpoint import load, load_module_from_file, load_weights
+from xmkd.engine.checkpoint import load, load_weights
 from xmkd.errors import XmkdConfigError
 from xmkd.geometry.camera import project_points
 from xmkd.io import is_architecture_only
@@ -50,6 +50,7 @@ from xmkd.models.det.frustum import cell_depths, depth_bin_targets
 from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.image.deeplab import image_weights
+from xmkd.models.weights import load_module_from_file
 from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe, load_second_checkpoint
 from xmkd.recipes.u2mkd import resize_camera
 

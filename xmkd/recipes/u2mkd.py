@@ -47,7 +47,7 @@ from xmkd.data.instances import PasteOptions, paste_for
 from xmkd.data.labelled import LabelledFrames, check_no_paste, describe, is_label_scarce, labelled_ids, labelled_only
 from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
-from xmkd.engine.checkpoint import load, load_module_from_file
+from xmkd.engine.checkpoint import load
 from xmkd.engine.recipe import Recipe, with_point_labels
 from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
@@ -57,6 +57,7 @@ from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 from xmkd.models.u2mkd import U2MKDStudent, pixel_logits_at_points
+from xmkd.models.weights import load_module_from_file
 from xmkd.recipes.lidar_seg import (
     Augment,
     augment_points,

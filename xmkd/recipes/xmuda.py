@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from xmkd.config import DataConfig, ExperimentConfig
 from xmkd.data.collate import clip_to_range, voxel_batch
 from xmkd.data.color import color_jitter
-from xmkd.data.dataset import FrameSamples
+from xmkd.data.dataset import FrameSamples, sample_rng
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames, index_path, load_index
 from xmkd.data.labels import get_label_space
@@ -50,7 +50,6 @@ from xmkd.data.readers.base import read_image
 from xmkd.data.readers.virtual_kitti import WEATHERS, weather_image
 from xmkd.distill.losses import kl_probs
 from xmkd.engine.checkpoint import unwrap
-from xmkd.engine.data import sample_rng
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix

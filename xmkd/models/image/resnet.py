@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xmkd.engine.checkpoint import load_module_from_file
+from xmkd.models.weights import load_module_from_file
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:

@@ -16,7 +16,6 @@ from xmkd.config import load_config, peek_recipe
 from xmkd.data.labels import get_label_space
 from xmkd.engine import checkpoint
 from xmkd.engine.data import to_device
-from xmkd.engine.evaluate import best_or_last
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdError
 from xmkd.eval.submission import SubmissionWriter, keyframe_points
@@ -35,7 +34,7 @@ def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: st
     if needs is not None and not hasattr(recipe_cls, needs[0]):
         raise XmkdError(f"{run_dir}: recipe {recipe_cls.name!r} {needs[1]}")
     cfg = load_config(config, schema=recipe_cls.schema)
-    ckpt = ckpt or best_or_last(run_dir)
+    ckpt = ckpt or checkpoint.best_or_last(run_dir)
     if getattr(cfg.model, "kd", False):  # predictions come from the student alone; the teacher is not needed
         cfg = load_config(config, ["model.kd=false"], schema=recipe_cls.schema)
     recipe = recipe_cls(cfg, torch.device(device))

@@ -28,16 +28,7 @@ def _checkpoints(run_dir: Path, ckpt: str | None, every: bool) -> list[Path]:
         if not snaps and not last.exists():
             raise XmkdError(f"{folder}: no checkpoints")
         return snaps or [last]
-    return [best_or_last(run_dir)]
-
-
-def best_or_last(run_dir: Path) -> Path:
-    """A run's best checkpoint, else its last."""
-    folder = run_dir / "checkpoints"
-    for name in ("best.pt", "last.pt"):
-        if (folder / name).exists():
-            return folder / name
-    raise XmkdError(f"{folder}: no best.pt or last.pt")
+    return [checkpoint.best_or_last(run_dir)]
 
 
 def evaluate_run(run_dir: str | Path, ckpt: str | None = None, every: bool = False, json_out: str | None = None,

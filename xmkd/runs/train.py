@@ -1,0 +1,28 @@
+"""Train a config into a run directory, or reuse the run when it has finished (the demo and the benchmarks are
+sequences of these)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from xmkd.config import load_config, peek_recipe
+from xmkd.engine.logging import read_metrics
+from xmkd.engine.trainer import Trainer
+from xmkd.recipes import get_recipe
+
+
+def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | Path, progress: bool = True,
+                   bar_position: int | None = None) -> dict[str, float]:
+    """Train `config` with `overrides` into `run_dir` unless that run already finished (its log holds the validation
+    of the final step and its last checkpoint exists); an interrupted run resumes. Returns the final validation
+    metrics (the demo and the training benchmarks are sequences of these). `bar_position`: the progress bar's line
+    (tqdm `position`) when runs train side by side."""
+    run_dir = Path(run_dir)
+    recipe = get_recipe(peek_recipe(config, overrides))
+    cfg = load_config(config, overrides, schema=recipe.schema)
+    last = run_dir / "checkpoints" / "last.pt"
+    done = [r for r in read_metrics(run_dir) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
+    if done and last.exists():
+        return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
+    return Trainer(cfg, recipe, resume=last.exists(), progress=progress, bar_position=bar_position).fit()
