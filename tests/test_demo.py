@@ -33,8 +33,12 @@ def test_demo_tiny_budget(tmp_path, capsys):
     for name in ("training_curves.png", "point_miou.png", "per_class_iou.png", "table.txt", "predictions_0.png",
                  "predictions_1.png"):
         assert (tmp_path / "report" / name).is_file()
-    # a second run reuses the dataset and the finished runs
+    assert results["reused_rows"] == []
+    # a second run reuses the dataset and the finished runs, and keeps the seconds they took to train
     assert main(["demo", "--budget", "tiny", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["reused_rows"] == list(rows) and again["run_seconds"] == results["run_seconds"]
+    assert again["rows"] == rows
 
 
 def test_training_threads_leave_a_core_for_the_data_worker(monkeypatch):

@@ -11,7 +11,8 @@
 5. print one table (point mIoU, pixel mIoU, mIoU with cameras dropped), a verdict per regime, write
    `results.json` and a report folder (training curves, per-class IoU bars, prediction overlays on validation
    frames).
-Everything lands under `--out` (default outputs/demo). Re-running reuses the dataset and finished runs.
+Everything lands under `--out` (default outputs/demo). Re-running reuses the dataset and finished runs;
+results.json then lists them in `reused_rows` and keeps the seconds they took to train in `run_seconds`.
 """
 
 from __future__ import annotations
@@ -293,10 +294,14 @@ def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "dem
     print(f"[2/4] teacher (LiDAR, keyframe + 2 sweeps) and students: LiDAR only, camera only, LiDAR + camera without "
           f"and with KD; then the label-scarce teacher and students ({b.scarce_fraction:g} of the frames labelled)")
     jobs = available_cores() if jobs is None else jobs
+    began = time.time()
     metrics, seconds = train_rows(rows, runs, jobs=jobs)
+    reused = [n for n in rows if (runs / n / "checkpoints" / "last.pt").stat().st_mtime < began]
+    earlier = _earlier_run_seconds(out / "results.json")
     print("[3/4] results")
     results = {"rows": {k: _percent(v) for k, v in metrics.items()}, "budget": budget, "seed": seed,
-               "seconds": None, "run_seconds": seconds,
+               "seconds": None, "reused_rows": reused,
+               "run_seconds": {n: earlier.get(n) if n in reused else s for n, s in seconds.items()},
                "per_class": {k: {m: x for m, x in v.items() if m.startswith("iou_")} for k, v in metrics.items()}}
     if "student_kd_scarce" in rows:
         results["scarce"] = labelled_frames(runs / "student_kd_scarce")
@@ -314,6 +319,15 @@ def run_demo(out: str | Path = "outputs/demo", seed: int = 0, budget: str = "dem
     print(f"results: {out / 'results.json'}; report: {report}/ ({len(overlays)} prediction overlays); runs: {runs}/ "
           f"({results['seconds']:.0f} s)")
     return results
+
+
+def _earlier_run_seconds(path: Path) -> dict[str, float | None]:
+    """The training seconds an earlier demo run recorded per row (a reused row keeps them: its seconds now would be
+    the reuse's); {} when there is no readable earlier results.json."""
+    try:
+        return dict(json.loads(path.read_text()).get("run_seconds") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def write_overlays(folder: Path, runs: Path, names: list[str], frames: int = 2) -> list[Path]:
