@@ -111,3 +111,15 @@ def test_a_failing_row_stops_the_rows_that_need_it(tmp_path):
     with pytest.raises(XmkdConfigError, match="no_such_key"):
         train_rows(subset, runs, jobs=2)
     assert not (runs / "student_kd").exists()
+
+
+def test_earlier_run_seconds_of_a_missing_or_foreign_results_file(tmp_path):
+    from xmkd.demo import _earlier_run_seconds
+
+    path = tmp_path / "results.json"
+    assert _earlier_run_seconds(path) == {}
+    for text in ("", "{trunc", "[]", '{"run_seconds": 5}', '{"run_seconds": null}'):
+        path.write_text(text)
+        assert _earlier_run_seconds(path) == {}
+    path.write_text('{"run_seconds": {"teacher": 12.5}}')
+    assert _earlier_run_seconds(path) == {"teacher": 12.5}

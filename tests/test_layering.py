@@ -52,7 +52,8 @@ def test_the_check_sees_an_upward_import_inside_a_function(tmp_path):
     (tmp_path / "engine" / "thing.py").write_text("def f():\n    from xmkd.recipes import get_recipe\n")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "fine.py").write_text("from xmkd.io import atomic_write_text\nimport xmkd.geometry\n")
-    assert upward_imports(tmp_path) == [f"{tmp_path.name}/engine/thing.py:2: engine imports xmkd.recipes (a layer above)"]
+    expected = f"{tmp_path.name}/engine/thing.py:2: engine imports xmkd.recipes (a layer above)"
+    assert upward_imports(tmp_path) == [expected]
 
 
 @pytest.mark.parametrize("unit", sorted(p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()

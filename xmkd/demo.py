@@ -325,9 +325,11 @@ def _earlier_run_seconds(path: Path) -> dict[str, float | None]:
     """The training seconds an earlier demo run recorded per row (a reused row keeps them: its seconds now would be
     the reuse's); {} when there is no readable earlier results.json."""
     try:
-        return dict(json.loads(path.read_text()).get("run_seconds") or {})
-    except (OSError, ValueError, AttributeError):
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
         return {}
+    seconds = earlier.get("run_seconds") if isinstance(earlier, dict) else None
+    return dict(seconds) if isinstance(seconds, dict) else {}
 
 
 def write_overlays(folder: Path, runs: Path, names: list[str], frames: int = 2) -> list[Path]:
