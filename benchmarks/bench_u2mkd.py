@@ -4,6 +4,8 @@
     python -m benchmarks.bench_u2mkd --seeds 4 3 2 1 0       # another process: it skips the parts (seed and
                                                              # regime) a live process holds
     python -m benchmarks.bench_u2mkd --table                 # the tables from the seeds finished so far
+    python -m benchmarks.bench_u2mkd --seeds 2 --jobs 2      # one seed's rows side by side (xmkd demo's
+                                                             # scheduler: teacher first; same training per row)
 
 Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (32 train / 8 validation frames, three
 front cameras at 128x72), then the rows of `xmkd.demo.plan` at the `BENCH` budget:
@@ -149,9 +151,10 @@ def claim(folder: Path, name: str) -> bool:
         return True
 
 
-def run_regime(seed: int, regime: str) -> dict | None:
+def run_regime(seed: int, regime: str, jobs: int = 1) -> dict | None:
     """Train (or reuse) the rows of one regime ("full" or "scarce") of one seed and score them; written to
-    seed<S>/<regime>.json at the end. None when another process is running this part."""
+    seed<S>/<regime>.json at the end. None when another process is running this part. `jobs`: rows trained side by
+    side (`xmkd.demo.train_rows`; each row trains as it would alone)."""
     folder = OUT / f"seed{seed}"
     done = folder / f"{regime}.json"
     if done.exists():
@@ -171,7 +174,7 @@ def run_regime(seed: int, regime: str) -> dict | None:
             measured[name] = {"seconds": seconds, "loadavg": [round(x, 2) for x in os.getloadavg()]}
             atomic_write_text(timing, json.dumps(measured, indent=1))
 
-    train_rows(rows, runs, record)
+    train_rows(rows, runs, record, jobs=jobs)
     with torch.no_grad():
         result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
                   "rows": evaluate(runs, spec["rows"], spec["teacher"]), "class_share": class_shares(data)}
@@ -256,10 +259,10 @@ def tables(full: list[dict], scarce: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False) -> None:
+def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False, jobs: int = 1) -> None:
     if not table_only:  # the bigger parts first, so that several processes finish close together
         for regime, seed in [(r, s) for r in ("full", "scarce") for s in seeds]:
-            run_regime(seed, regime)
+            run_regime(seed, regime, jobs)
     full, scarce = regime_results(seeds, "full"), regime_results(seeds, "scarce")
     if not full and not scarce:
         raise SystemExit(f"no seed of either regime finished under {OUT}")
@@ -274,5 +277,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--table", action="store_true", help="only tabulate the seeds already finished")
+    parser.add_argument("--jobs", type=int, default=1, help="rows of one seed trained side by side (default 1)")
     args = parser.parse_args()
-    main(tuple(args.seeds), args.table)
+    main(tuple(args.seeds), args.table, max(1, args.jobs))
