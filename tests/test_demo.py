@@ -118,7 +118,8 @@ def test_earlier_run_seconds_of_a_missing_or_foreign_results_file(tmp_path):
 
     path = tmp_path / "results.json"
     assert _earlier_run_seconds(path) == {}
-    for text in ("", "{trunc", "[]", '{"run_seconds": 5}', '{"run_seconds": null}'):
+    for text in ("", "{trunc", "[]", '{"run_seconds": 5}', '{"run_seconds": null}', '{"run_seconds": ["ab"]}',
+                 '{"run_seconds": {"teacher": "x"}}', '{"run_seconds": {"teacher": true}}'):
         path.write_text(text)
         assert _earlier_run_seconds(path) == {}
     path.write_text('{"run_seconds": {"teacher": 12.5}}')

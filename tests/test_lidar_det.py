@@ -77,6 +77,14 @@ def test_infer_refuses_a_segmentation_run(tmp_path, capsys):
     assert "does not predict boxes" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("recipe", ["lidar_det", "point_mlp"])
+def test_predict_refuses_a_run_that_does_not_label_points(tmp_path, capsys, recipe):
+    (tmp_path / "config.yaml").write_text(f"recipe: {recipe}\n")
+    (tmp_path / "checkpoints").mkdir()
+    assert main(["predict", str(tmp_path), "--split", "val", "--out", str(tmp_path / "o")]) == 1
+    assert f"recipe {recipe!r} does not predict point labels (use `xmkd infer`" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def teacher_run(kitti, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")

@@ -329,7 +329,9 @@ def _earlier_run_seconds(path: Path) -> dict[str, float | None]:
     except (OSError, ValueError):
         return {}
     seconds = earlier.get("run_seconds") if isinstance(earlier, dict) else None
-    return dict(seconds) if isinstance(seconds, dict) else {}
+    if not isinstance(seconds, dict):
+        return {}
+    return {name: s for name, s in seconds.items() if isinstance(s, (int, float)) and not isinstance(s, bool)}
 
 
 def write_overlays(folder: Path, runs: Path, names: list[str], frames: int = 2) -> list[Path]:

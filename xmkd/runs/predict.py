@@ -25,13 +25,14 @@ from xmkd.recipes import get_recipe
 def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: str = "cpu",
                  needs: tuple[str, str] | None = None) -> Recipe:
     """The run's recipe with its nets built, loaded from `ckpt` (default: best.pt, else last.pt) and in eval mode.
-    `needs` = (method, what it is for): refuse, before loading anything, a recipe without that method."""
+    `needs` = (method, what it is for): refuse, before loading anything, a recipe without that method (or with only
+    the base `Recipe`'s, which raises NotImplementedError)."""
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.exists():
         raise XmkdError(f"{run_dir}: not a run directory (no config.yaml)")
     recipe_cls = get_recipe(peek_recipe(config))
-    if needs is not None and not hasattr(recipe_cls, needs[0]):
+    if needs is not None and getattr(recipe_cls, needs[0], None) in (None, getattr(Recipe, needs[0], None)):
         raise XmkdError(f"{run_dir}: recipe {recipe_cls.name!r} {needs[1]}")
     cfg = load_config(config, schema=recipe_cls.schema)
     ckpt = ckpt or checkpoint.best_or_last(run_dir)
@@ -78,7 +79,8 @@ class _OneFrame:
 def predict_split(run_dir: str | Path, split: str, out: str | Path, ckpt: str | Path | None = None,
                   eval_set: str | None = None, device: str = "cpu", workers: int = 1,
                   progress: bool = True) -> dict[str, int]:
-    recipe = load_trained(run_dir, ckpt, device)
+    recipe = load_trained(run_dir, ckpt, device, needs=(
+        "predict", "does not predict point labels (use `xmkd infer` for detection runs)"))
     cfg = recipe.cfg
     frames = recipe.frames(split)
     dataset = frames.index["dataset"]
