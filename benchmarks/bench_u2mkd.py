@@ -250,7 +250,7 @@ def tables(full: list[dict], scarce: list[dict]) -> str:
                   regime_table(full, "full", FULL), "",
                   "segmentation loss of the full-label students per tenth of the schedule (mean over seeds)",
                   loss_table(full), ""]
-    runs = {n for r in both for n in r["seconds"]}
+    runs = sorted({n for r in both for n in r["seconds"]})  # sorted: the same line on every run
     seconds = {n: round(float(np.mean([r["seconds"][n]["seconds"] for r in both if n in r["seconds"]]))) for n in runs}
     parts += ["smallest share (%) of each class of the mIoU over the seeds' train / validation splits: " + ", ".join(
         f"{c} {min(r['class_share']['synthetic_train'][c] for r in both):.2f} / "
@@ -275,8 +275,10 @@ def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False, jobs: int = 1
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="each seed once (repeats dropped)")
     parser.add_argument("--table", action="store_true", help="only tabulate the seeds already finished")
     parser.add_argument("--jobs", type=int, default=1, help="rows of one seed trained side by side (default 1)")
     args = parser.parse_args()
-    main(tuple(args.seeds), args.table, max(1, args.jobs))
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    main(tuple(dict.fromkeys(args.seeds)), args.table, args.jobs)
