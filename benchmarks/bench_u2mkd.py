@@ -6,6 +6,8 @@
     python -m benchmarks.bench_u2mkd --table                 # the tables from the seeds finished so far
     python -m benchmarks.bench_u2mkd --seeds 2 --jobs 2      # one seed's rows side by side (xmkd demo's
                                                              # scheduler: teacher first; same training per row)
+    python -m benchmarks.bench_u2mkd --rows student_nokd student_kd   # only these rows (+ their teacher); the
+                                                             # others can follow later
 
 Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (32 train / 8 validation frames, three
 front cameras at 128x72), then the rows of `xmkd.demo.plan` at the `BENCH` budget:
@@ -151,21 +153,37 @@ def claim(folder: Path, name: str) -> bool:
         return True
 
 
-def run_regime(seed: int, regime: str, jobs: int = 1) -> dict | None:
-    """Train (or reuse) the rows of one regime ("full" or "scarce") of one seed and score them; written to
-    seed<S>/<regime>.json at the end. None when another process is running this part. `jobs`: rows trained side by
-    side (`xmkd.demo.train_rows`; each row trains as it would alone)."""
+def budget_changes(budget: dict, regime: str) -> dict[str, tuple]:
+    """The fields of `budget` (a saved `asdict(DemoBudget)`) that differ from `BENCH` and change the rows of `regime`
+    (field -> (saved, now)); the scarce rows ignore the full-label schedule and the full rows the scarce one."""
+    ignored = ("teacher_steps", "student_steps", "ablations") if regime == "scarce" else (
+        "scarce_fraction", "scarce_teacher_steps", "scarce_student_steps", "scarce_ablations")
+    now, saved = json.loads(json.dumps(asdict(BENCH))), json.loads(json.dumps(budget))  # tuples as saved lists
+    return {k: (saved.get(k), v) for k, v in now.items() if k not in ignored and saved.get(k) != v}
+
+
+def run_regime(seed: int, regime: str, jobs: int = 1, only: list[str] | None = None) -> dict | None:
+    """Train (or reuse) the rows of one regime ("full" or "scarce") of one seed and score them into
+    seed<S>/<regime>.json. `only`: just these rows of the regime (and its teacher), added to what that file already
+    holds (the other rows can follow later; `regime_table` shows the rows every seed has). None when another
+    process is running this part. `jobs`: rows trained side by side (`xmkd.demo.train_rows`; each row trains as it
+    would alone). Raises SystemExit when the file holds rows trained at another budget."""
     folder = OUT / f"seed{seed}"
     done = folder / f"{regime}.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    spec = REGIMES[regime]
+    wanted = [n for n in spec["rows"] if only is None or n in only or n == spec["teacher"]]
+    earlier = json.loads(done.read_text()) if done.exists() else {"rows": {}}
+    if changed := budget_changes(earlier.get("budget", asdict(BENCH)), regime):
+        raise SystemExit(f"{done}: its rows were trained at another budget ({changed}); score this budget under "
+                         "another XMKD_BENCH_OUT")
+    if all(n in earlier["rows"] for n in wanted):
+        return earlier
     if not claim(folder, regime):
         print(f"seed {seed} {regime}: another process holds it; skipped")
         return None
-    spec = REGIMES[regime]
     data = make_dataset(folder / "data", seed, BENCH)
     runs = folder / "runs"
-    rows = {n: r for n, r in plan(BENCH, data, runs, seed).items() if n in spec["rows"]}
+    rows = {n: r for n, r in plan(BENCH, data, runs, seed).items() if n in wanted}
     timing = folder / f"seconds_{regime}.json"  # wall seconds of each run when it was trained, and the load then
     measured = json.loads(timing.read_text()) if timing.exists() else {}
 
@@ -176,12 +194,14 @@ def run_regime(seed: int, regime: str, jobs: int = 1) -> dict | None:
 
     train_rows(rows, runs, record, jobs=jobs)
     with torch.no_grad():
-        result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
-                  "rows": evaluate(runs, spec["rows"], spec["teacher"]), "class_share": class_shares(data)}
+        scored = {**earlier["rows"], **evaluate(runs, [n for n in wanted if n not in earlier["rows"]],
+                                                spec["teacher"])}
+    result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
+              "rows": {n: scored[n] for n in spec["rows"] if n in scored}, "class_share": class_shares(data)}
     if regime == "full":
-        result["loss"] = {n: loss_windows(runs / n, BENCH.student_steps) for n in spec["rows"][1:]}
-    else:
-        result["labelled"] = labelled_frames(runs / "student_kd_scarce")
+        result["loss"] = {n: loss_windows(runs / n, BENCH.student_steps) for n in result["rows"] if n != "teacher"}
+    elif students := [n for n in result["rows"] if n != spec["teacher"]]:  # the same frames in every u2mkd row
+        result["labelled"] = labelled_frames(runs / students[0])
     atomic_write_text(done, json.dumps(result, indent=1))
     (folder / f".lock_{regime}").unlink(missing_ok=True)
     return result
@@ -209,17 +229,27 @@ def interval(values: list[float]) -> str:
     return f"{v.mean():+.2f} [{v.mean() - half:+.2f}, {v.mean() + half:+.2f}]"
 
 
+def measured_rows(per_seed: list[dict], regime: str, names: list[str]) -> list[str]:
+    """The rows of `names` that every seed of `per_seed` has scored (`run_regime(only=...)` can leave gaps)."""
+    return [n for n in names if all(n in r[regime] for r in per_seed)]
+
+
 def regime_table(per_seed: list[dict], regime: str, spec: dict) -> str:
     seeds = [r["seed"] for r in per_seed]
+    rows = measured_rows(per_seed, regime, spec["rows"])
     lines = [f"| row | {' | '.join(METRICS)} |", "|---|" + "---|" * len(METRICS)]
-    for row in spec["rows"]:
+    for row in rows:
         cells = [f"{np.mean([r[regime][row][m] for r in per_seed]):.2f} ± "
                  f"{np.std([r[regime][row][m] for r in per_seed], ddof=1) if len(per_seed) > 1 else 0:.2f}"
                  for m in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    if missing := [n for n in spec["rows"] if n not in rows]:
+        lines.append(f"| not scored on every one of these seeds: {', '.join(missing)} | | | |")
     lines += ["", f"| paired difference (seeds {', '.join(map(str, seeds))}) | metric | per seed | "
                   "mean [95 % interval] |", "|---|---|---|---|"]
     for a, b in spec["pairs"]:
+        if a not in rows or b not in rows:
+            continue
         for m in METRICS:
             d = [r[regime][a][m] - r[regime][b][m] for r in per_seed]
             lines.append(f"| {a} − {b} | {m} | {', '.join(f'{x:+.2f}' for x in d)} | {interval(d)} |")
@@ -227,8 +257,9 @@ def regime_table(per_seed: list[dict], regime: str, spec: dict) -> str:
 
 
 def loss_table(per_seed: list[dict]) -> str:
-    """Mean over seeds of the segmentation loss per tenth of the full-label student schedule."""
-    names = list(per_seed[0]["loss"])
+    """Mean over seeds of the segmentation loss per tenth of the full-label student schedule (the rows every seed
+    has)."""
+    names = [n for n in per_seed[0]["loss"] if all(n in r["loss"] for r in per_seed)]
     lines = ["| row | " + " | ".join(f"{10 * i}-{10 * i + 10} %" for i in range(10)) + " |", "|---|" + "---|" * 10]
     for n in names:
         w = np.nanmean([r["loss"][n] for r in per_seed], axis=0)
@@ -242,7 +273,7 @@ def tables(full: list[dict], scarce: list[dict]) -> str:
     parts = []
     if scarce:
         labelled = [f"seed {r['seed']}: {len(r['labelled']['labelled_frames'])} of {r['labelled']['training_frames']}"
-                    for r in scarce]
+                    for r in scarce if "labelled" in r]
         parts += [f"(a) label-scarce: 1/8 of the training frames labelled ({'; '.join(labelled)}), mean ± std over "
                   f"{len(scarce)} seeds, %", regime_table(scarce, "scarce", SCARCE), ""]
     if full:
@@ -259,10 +290,14 @@ def tables(full: list[dict], scarce: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False, jobs: int = 1) -> None:
+def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False, jobs: int = 1,
+         only: list[str] | None = None) -> None:
+    """Train and score every seed's regimes (`only`: just these rows, with their regime's teacher), then print and
+    write the tables."""
     if not table_only:  # the bigger parts first, so that several processes finish close together
         for regime, seed in [(r, s) for r in ("full", "scarce") for s in seeds]:
-            run_regime(seed, regime, jobs)
+            if only is None or set(only) & set(REGIMES[regime]["rows"]):
+                run_regime(seed, regime, jobs, only)
     full, scarce = regime_results(seeds, "full"), regime_results(seeds, "scarce")
     if not full and not scarce:
         raise SystemExit(f"no seed of either regime finished under {OUT}")
@@ -278,7 +313,12 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="each seed once (repeats dropped)")
     parser.add_argument("--table", action="store_true", help="only tabulate the seeds already finished")
     parser.add_argument("--jobs", type=int, default=1, help="rows of one seed trained side by side (default 1)")
+    parser.add_argument("--rows", nargs="+", metavar="ROW", help="train and score only these rows (and their "
+                        "regime's teacher); the tables show the rows every seed has")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
-    main(tuple(dict.fromkeys(args.seeds)), args.table, args.jobs)
+    known = [*FULL["rows"], *SCARCE["rows"]]
+    if unknown := [n for n in args.rows or [] if n not in known]:
+        parser.error(f"--rows: unknown {unknown}; the rows are {known}")
+    main(tuple(dict.fromkeys(args.seeds)), args.table, args.jobs, args.rows)

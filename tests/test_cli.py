@@ -187,3 +187,11 @@ def test_a_missing_validation_split_fails_before_the_run_directory(tmp_path, cap
     err = capsys.readouterr().err
     assert "split 'valid' not in the index" in err and "Traceback" not in err, err
     assert not runs.exists()
+
+
+@pytest.mark.parametrize("command", [["eval"], ["predict", "--split", "synthetic_val", "--out", "preds"]])
+def test_a_folder_without_a_run_is_refused_by_name(command, tmp_path, capsys):
+    (tmp_path / "notarun").mkdir()
+    args = [a if a != "preds" else str(tmp_path / "preds") for a in command]
+    assert main([args[0], str(tmp_path / "notarun"), *args[1:]]) == 1
+    assert f"{tmp_path / 'notarun'}: not a run directory (no config.yaml)" in capsys.readouterr().err

@@ -197,3 +197,54 @@ def test_benchmark_tabulates_each_regime_over_the_seeds_that_finished_it(tmp_pat
     assert "'teacher_scarce': 23" in text and "'teacher': 7" in text
     bench.main((0, 1, 2, 3), table_only=True)
     assert (tmp_path / "table.md").read_text().startswith("(a) label-scarce")
+
+
+def test_benchmark_scores_some_rows_now_and_the_rest_later(tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    import pytest
+
+    import benchmarks.bench_u2mkd as bench
+
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    (tmp_path / "seed0").mkdir()
+    budget = asdict(bench.BENCH)
+    part = {"budget": budget, "rows": {n: {"miou6": 50.0, "accuracy": 70.0, "agree": 80.0}
+                                       for n in ("teacher", "student_nokd", "student_kd")}}
+    (tmp_path / "seed0" / "full.json").write_text(json.dumps(part))
+    # rows already scored are not trained again; another row would be (and here the lock-free path fails on
+    # purpose: no world exists)
+    assert bench.run_regime(0, "full", only=["student_kd"])["rows"] == part["rows"]
+    monkeypatch.setattr(bench, "make_dataset", lambda *a: (_ for _ in ()).throw(RuntimeError("would train")))
+    with pytest.raises(RuntimeError, match="would train"):
+        bench.run_regime(0, "full", only=["camera_only"])
+    # rows of another full-label schedule are refused for the full regime, not for the label-scarce one
+    (tmp_path / "seed0" / "full.json").write_text(json.dumps({**part, "budget": {**budget, "student_steps": 400}}))
+    with pytest.raises(SystemExit, match=r"full.json: its rows were trained at another budget.*student_steps"):
+        bench.run_regime(0, "full", only=["student_kd"])
+    assert bench.budget_changes({**budget, "student_steps": 400}, "scarce") == {}
+    assert bench.budget_changes({**budget, "scarce_fraction": 0.5}, "scarce") == {
+        "scarce_fraction": (0.5, budget["scarce_fraction"])}
+    # the table shows the rows and pairs every seed has, and names the rest
+    per_seed = [{"seed": s, "full": {n: {"miou6": 10.0 + s, "accuracy": 50.0, "agree": 80.0}
+                                     for n in ("teacher", "student_nokd", "student_kd", "camera_only")[: 3 + s]}}
+                for s in range(2)]
+    table = bench.regime_table(per_seed, "full", bench.FULL)
+    assert "| student_kd − student_nokd | miou6 | +0.00, +0.00 |" in table and "| camera_only |" not in table
+    assert "kl_only − " not in table
+    assert "not scored on every one of these seeds: student_lidar_only, camera_only" in table
+
+
+def test_benchmark_rows_option_trains_only_the_regimes_that_hold_them(monkeypatch, tmp_path):
+    import benchmarks.bench_u2mkd as bench
+
+    calls = []
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    monkeypatch.setattr(bench, "run_regime", lambda seed, regime, jobs, only: calls.append((seed, regime, only)))
+    monkeypatch.setattr(bench, "regime_results", lambda seeds, regime: [])
+    import pytest
+
+    with pytest.raises(SystemExit, match="no seed of either regime finished"):
+        bench.main((3, 1), only=["student_kd"])
+    assert calls == [(3, "full", ["student_kd"]), (1, "full", ["student_kd"])]

@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmkd.config import CONFIG_DIR, load_config
+from xmkd.config import CONFIG_DIR
 from xmkd.data.readers.nuscenes import require_devkit
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
 from xmkd.io import atomic_write_text
+from xmkd.runs.run_dir import run_config
 from xmkd.runs.train import train_or_reuse
 
 
@@ -60,8 +61,9 @@ BUDGETS = {"demo": DemoBudget(),
            "tiny": DemoBudget(frames=6, frames_per_scene=3, teacher_steps=4, student_steps=3, max_points=2000,
                               scarce_fraction=0.6, scarce_teacher_steps=4, scarce_student_steps=3),  # 2 of 3
            # benchmarks/bench_u2mkd.py: more data, the KD ablations, and a full-label student schedule long enough
-           # for the training loss to flatten (the benchmark's loss table shows it; docs/benchmarks.md)
-           "bench": DemoBudget(frames=40, teacher_steps=800, student_steps=400, ablations=True,
+           # for the training loss to flatten (800: at 400 the loss still fell by a third when doubled;
+           # docs/benchmarks.md)
+           "bench": DemoBudget(frames=40, teacher_steps=800, student_steps=800, ablations=True,
                                scarce_teacher_steps=200, scarce_student_steps=200, scarce_ablations=True)}
 
 # checkpoints every 40 iterations (a resume point, without writing the 250 MB student state at every step)
@@ -269,10 +271,8 @@ def verdict(rows: dict[str, dict[str, float]], labelled: int, frames: int) -> st
 
 def labelled_frames(run_dir: Path) -> dict[str, Any]:
     """A label-scarce `u2mkd` run's labelled training frames (ids) and the size of its training split."""
-    from xmkd.recipes import get_recipe
-
-    recipe_cls = get_recipe("u2mkd")
-    recipe = recipe_cls(load_config(run_dir / "config.yaml", schema=recipe_cls.schema), torch.device("cpu"))
+    recipe_cls, cfg = run_config(run_dir)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
     ids = recipe.labelled_training_ids()
     total = len(recipe.frames(recipe.cfg.data.train_split))
     return {"labelled_frames": sorted(ids) if ids is not None else [], "training_frames": total}

@@ -9,13 +9,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from xmkd.config import load_config, peek_recipe
 from xmkd.engine import checkpoint, distributed
 from xmkd.engine.data import EvalSampler, make_loader, to_device
 from xmkd.engine.logging import summary_table
 from xmkd.errors import XmkdError
 from xmkd.io import atomic_write_text
-from xmkd.recipes import get_recipe
+from xmkd.runs.run_dir import run_config
 
 
 def _checkpoints(run_dir: Path, ckpt: str | None, every: bool) -> list[Path]:
@@ -34,9 +33,7 @@ def _checkpoints(run_dir: Path, ckpt: str | None, every: bool) -> list[Path]:
 def evaluate_run(run_dir: str | Path, ckpt: str | None = None, every: bool = False, json_out: str | None = None,
                  progress: bool = True) -> dict[str, dict[str, Any]]:
     run_dir = Path(run_dir)
-    config = run_dir / "config.yaml"
-    recipe_cls = get_recipe(peek_recipe(config))
-    cfg = load_config(config, schema=recipe_cls.schema)
+    recipe_cls, cfg = run_config(run_dir)
     device = distributed.init(cfg.device)
     recipe = recipe_cls(cfg, device)
     recipe.build()

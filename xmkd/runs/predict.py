@@ -12,14 +12,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from xmkd.config import load_config, peek_recipe
 from xmkd.data.labels import get_label_space
 from xmkd.engine import checkpoint
 from xmkd.engine.data import to_device
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdError
 from xmkd.eval.submission import SubmissionWriter, keyframe_points
-from xmkd.recipes import get_recipe
+from xmkd.runs.run_dir import run_config, run_recipe
 
 
 def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: str = "cpu",
@@ -28,16 +27,13 @@ def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: st
     `needs` = (method, what it is for): refuse, before loading anything, a recipe without that method (or with only
     the base `Recipe`'s, which raises NotImplementedError)."""
     run_dir = Path(run_dir)
-    config = run_dir / "config.yaml"
-    if not config.exists():
-        raise XmkdError(f"{run_dir}: not a run directory (no config.yaml)")
-    recipe_cls = get_recipe(peek_recipe(config))
+    recipe_cls = run_recipe(run_dir)
     if needs is not None and getattr(recipe_cls, needs[0], None) in (None, getattr(Recipe, needs[0], None)):
         raise XmkdError(f"{run_dir}: recipe {recipe_cls.name!r} {needs[1]}")
-    cfg = load_config(config, schema=recipe_cls.schema)
+    _, cfg = run_config(run_dir)
     ckpt = ckpt or checkpoint.best_or_last(run_dir)
     if getattr(cfg.model, "kd", False):  # predictions come from the student alone; the teacher is not needed
-        cfg = load_config(config, ["model.kd=false"], schema=recipe_cls.schema)
+        _, cfg = run_config(run_dir, ["model.kd=false"])
     recipe = recipe_cls(cfg, torch.device(device))
     recipe.build()
     nets = {n: m for n, m in recipe.nets.items() if n not in recipe.frozen()}
