@@ -408,3 +408,18 @@ def test_a_run_that_fails_at_its_first_iteration_leaves_nothing_but_a_checkpoint
     with pytest.raises(XmkdError, match="bad sample"):
         Trainer(config(6), Failing, resume=True, progress=False).fit()
     assert (tmp_path / "f" / "checkpoints" / "last.pt").exists() and (tmp_path / "f" / "config.yaml").exists()
+
+
+def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
+    from xmkd.errors import XmkdError
+    from xmkd.runs.train import train_or_reuse
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "val", "step": 3, "miou": 0.5}) + "\n")
+    (run / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    args = ("lidar_seg/synthetic.yaml", ["train.max_iters=3", f"output_dir={tmp_path}", "name=run"], run)
+    with pytest.raises(XmkdError, match=r"last.pt: the finished run's last checkpoint is damaged"):
+        train_or_reuse(*args)
+    torch.save({"step": 3}, run / "checkpoints" / "last.pt")
+    assert train_or_reuse(*args) == {"miou": 0.5}

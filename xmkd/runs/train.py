@@ -3,12 +3,14 @@ sequences of these)."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from xmkd.config import load_config, peek_recipe
 from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import Trainer
+from xmkd.errors import XmkdError
 from xmkd.recipes import get_recipe
 
 
@@ -17,12 +19,16 @@ def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | 
     """Train `config` with `overrides` into `run_dir` unless that run already finished (its log holds the validation
     of the final step and its last checkpoint exists); an interrupted run resumes. Returns the final validation
     metrics (the demo and the training benchmarks are sequences of these). `bar_position`: the progress bar's line
-    (tqdm `position`) when runs train side by side."""
+    (tqdm `position`) when runs train side by side. Raises XmkdError when a finished run's last checkpoint is
+    damaged (it would otherwise count as done)."""
     run_dir = Path(run_dir)
     recipe = get_recipe(peek_recipe(config, overrides))
     cfg = load_config(config, overrides, schema=recipe.schema)
     last = run_dir / "checkpoints" / "last.pt"
     done = [r for r in read_metrics(run_dir) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
     if done and last.exists():
+        if not zipfile.is_zipfile(last):  # torch saves zip archives; a cut or damaged file would pass as finished
+            raise XmkdError(f"{last}: the finished run's last checkpoint is damaged (not a torch zip archive); "
+                            f"delete {run_dir} to train it again")
         return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
     return Trainer(cfg, recipe, resume=last.exists(), progress=progress, bar_position=bar_position).fit()
