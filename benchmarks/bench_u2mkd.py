@@ -153,13 +153,30 @@ def claim(folder: Path, name: str) -> bool:
         return True
 
 
-def budget_changes(budget: dict, regime: str) -> dict[str, tuple]:
-    """The fields of `budget` (a saved `asdict(DemoBudget)`) that differ from `BENCH` and change the rows of `regime`
-    (field -> (saved, now)); the scarce rows ignore the full-label schedule and the full rows the scarce one."""
+def regime_budget(budget: dict | None, regime: str) -> dict:
+    """The fields of a saved `asdict(DemoBudget)` (None: the current `BENCH`) that change the rows of `regime`, as
+    JSON values; the scarce rows ignore the full-label schedule and the full rows the scarce one."""
     ignored = ("teacher_steps", "student_steps", "ablations") if regime == "scarce" else (
         "scarce_fraction", "scarce_teacher_steps", "scarce_student_steps", "scarce_ablations")
-    now, saved = json.loads(json.dumps(asdict(BENCH))), json.loads(json.dumps(budget))  # tuples as saved lists
-    return {k: (saved.get(k), v) for k, v in now.items() if k not in ignored and saved.get(k) != v}
+    saved = json.loads(json.dumps(asdict(BENCH) if budget is None else budget))  # tuples as the saved lists
+    return {k: v for k, v in saved.items() if k not in ignored}
+
+
+def budget_changes(budget: dict | None, regime: str) -> dict[str, tuple]:
+    """The fields of `budget` that differ from `BENCH` and change the rows of `regime`: field -> (saved, now)."""
+    saved, now = regime_budget(budget, regime), regime_budget(None, regime)
+    return {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+
+
+def common_budget(per_seed: list[dict], regime: str) -> dict:
+    """The budget every seed of `per_seed` trained `regime` at (a file without one: `BENCH`). Raises SystemExit
+    when two seeds differ: their numbers cannot share a table."""
+    first = regime_budget(per_seed[0].get("budget"), regime)
+    for r in per_seed[1:]:
+        if diff := sorted(k for k, v in regime_budget(r.get("budget"), regime).items() if first.get(k) != v):
+            raise SystemExit(f"{OUT}: seeds {per_seed[0]['seed']} and {r['seed']} of the {regime} regime were trained "
+                             f"at different budgets ({', '.join(diff)}); tabulate them from separate XMKD_BENCH_OUT")
+    return first
 
 
 def run_regime(seed: int, regime: str, jobs: int = 1, only: list[str] | None = None) -> dict | None:
@@ -172,17 +189,23 @@ def run_regime(seed: int, regime: str, jobs: int = 1, only: list[str] | None = N
     done = folder / f"{regime}.json"
     spec = REGIMES[regime]
     wanted = [n for n in spec["rows"] if only is None or n in only or n == spec["teacher"]]
-    earlier = json.loads(done.read_text()) if done.exists() else {"rows": {}}
-    if changed := budget_changes(earlier.get("budget", asdict(BENCH)), regime):
-        raise SystemExit(f"{done}: its rows were trained at another budget ({changed}); score this budget under "
-                         "another XMKD_BENCH_OUT")
-    if all(n in earlier["rows"] for n in wanted):
-        return earlier
+
+    def earlier() -> dict:
+        part = json.loads(done.read_text()) if done.exists() else {"rows": {}}
+        if changed := budget_changes(part.get("budget", asdict(BENCH)), regime):
+            raise SystemExit(f"{done}: its rows were trained at another budget ({changed}); score this budget "
+                             "under another XMKD_BENCH_OUT")
+        return part
+
+    if all(n in earlier()["rows"] for n in wanted):
+        return earlier()
     if not claim(folder, regime):
         print(f"seed {seed} {regime}: another process holds it; skipped")
         return None
+    before = earlier()  # read again under the lock: another process may have added rows meanwhile
     data = make_dataset(folder / "data", seed, BENCH)
     runs = folder / "runs"
+    new = [n for n in wanted if n not in before["rows"]]
     rows = {n: r for n, r in plan(BENCH, data, runs, seed).items() if n in wanted}
     timing = folder / f"seconds_{regime}.json"  # wall seconds of each run when it was trained, and the load then
     measured = json.loads(timing.read_text()) if timing.exists() else {}
@@ -194,13 +217,16 @@ def run_regime(seed: int, regime: str, jobs: int = 1, only: list[str] | None = N
 
     train_rows(rows, runs, record, jobs=jobs)
     with torch.no_grad():
-        scored = {**earlier["rows"], **evaluate(runs, [n for n in wanted if n not in earlier["rows"]],
-                                                spec["teacher"])}
+        scored = {**before["rows"], **evaluate(runs, new, spec["teacher"])}
     result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
               "rows": {n: scored[n] for n in spec["rows"] if n in scored}, "class_share": class_shares(data)}
+    # what the file held for its earlier rows is kept; only the new rows are read from their run folders
     if regime == "full":
-        result["loss"] = {n: loss_windows(runs / n, BENCH.student_steps) for n in result["rows"] if n != "teacher"}
-    elif students := [n for n in result["rows"] if n != spec["teacher"]]:  # the same frames in every u2mkd row
+        result["loss"] = {**before.get("loss", {}), **{n: loss_windows(runs / n, BENCH.student_steps) for n in new
+                                                       if n != "teacher"}}
+    elif "labelled" in before:
+        result["labelled"] = before["labelled"]
+    elif students := [n for n in new if n != spec["teacher"]]:  # the same frames in every u2mkd row
         result["labelled"] = labelled_frames(runs / students[0])
     atomic_write_text(done, json.dumps(result, indent=1))
     (folder / f".lock_{regime}").unlink(missing_ok=True)
@@ -215,8 +241,7 @@ def regime_results(seeds: tuple[int, ...], regime: str) -> list[dict]:
         path = OUT / f"seed{seed}" / f"{regime}.json"
         if path.exists():
             part = json.loads(path.read_text())
-            out.append({**{k: v for k, v in part.items() if k not in ("rows", "budget")}, "seed": seed,
-                        regime: part["rows"]})
+            out.append({**{k: v for k, v in part.items() if k != "rows"}, "seed": seed, regime: part["rows"]})
     return out
 
 
@@ -244,12 +269,13 @@ def regime_table(per_seed: list[dict], regime: str, spec: dict) -> str:
                  for m in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     if missing := [n for n in spec["rows"] if n not in rows]:
-        lines.append(f"| not scored on every one of these seeds: {', '.join(missing)} | | | |")
-    lines += ["", f"| paired difference (seeds {', '.join(map(str, seeds))}) | metric | per seed | "
-                  "mean [95 % interval] |", "|---|---|---|---|"]
-    for a, b in spec["pairs"]:
-        if a not in rows or b not in rows:
-            continue
+        lacking = [f"{n} (seeds {', '.join(str(r['seed']) for r in per_seed if n not in r[regime])})" for n in missing]
+        lines.append(f"| not scored on every seed, left out: {'; '.join(lacking)} | | | |")
+    pairs = [(a, b) for a, b in spec["pairs"] if a in rows and b in rows]
+    if pairs:
+        lines += ["", f"| paired difference (seeds {', '.join(map(str, seeds))}) | metric | per seed | "
+                      "mean [95 % interval] |", "|---|---|---|---|"]
+    for a, b in pairs:
         for m in METRICS:
             d = [r[regime][a][m] - r[regime][b][m] for r in per_seed]
             lines.append(f"| {a} − {b} | {m} | {', '.join(f'{x:+.2f}' for x in d)} | {interval(d)} |")
@@ -272,12 +298,14 @@ def tables(full: list[dict], scarce: list[dict]) -> str:
     both = [*full, *scarce]
     parts = []
     if scarce:
+        common_budget(scarce, "scarce")
         labelled = [f"seed {r['seed']}: {len(r['labelled']['labelled_frames'])} of {r['labelled']['training_frames']}"
                     for r in scarce if "labelled" in r]
         parts += [f"(a) label-scarce: 1/8 of the training frames labelled ({'; '.join(labelled)}), mean ± std over "
                   f"{len(scarce)} seeds, %", regime_table(scarce, "scarce", SCARCE), ""]
     if full:
-        parts += [f"(b) full labels, students {BENCH.student_steps} iterations, mean ± std over {len(full)} seeds, %",
+        steps = common_budget(full, "full")["student_steps"]
+        parts += [f"(b) full labels, students {steps} iterations, mean ± std over {len(full)} seeds, %",
                   regime_table(full, "full", FULL), "",
                   "segmentation loss of the full-label students per tenth of the schedule (mean over seeds)",
                   loss_table(full), ""]

@@ -195,3 +195,14 @@ def test_a_folder_without_a_run_is_refused_by_name(command, tmp_path, capsys):
     args = [a if a != "preds" else str(tmp_path / "preds") for a in command]
     assert main([args[0], str(tmp_path / "notarun"), *args[1:]]) == 1
     assert f"{tmp_path / 'notarun'}: not a run directory (no config.yaml)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe, says", [("nosuch", "unknown recipe 'nosuch'"),
+                                          ("os:getcwd", "os:getcwd is not a recipe")])
+def test_a_run_naming_no_recipe_is_refused_with_its_config_file(recipe, says, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(f"recipe: {recipe}\n")
+    for command in (["eval"], ["predict", "--split", "x", "--out", str(tmp_path / "preds")]):
+        assert main([command[0], str(tmp_path / "run"), *command[1:]]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'run' / 'config.yaml'}: recipe: {says}" in err and "Traceback" not in err

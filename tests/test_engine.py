@@ -423,3 +423,10 @@ def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
         train_or_reuse(*args)
     torch.save({"step": 3}, run / "checkpoints" / "last.pt")
     assert train_or_reuse(*args) == {"miou": 0.5}
+    # a run of another length is neither reused nor stretched
+    from xmkd.config import load_config, save_config
+    from xmkd.recipes import get_recipe
+
+    save_config(load_config(args[0], args[1], schema=get_recipe("lidar_seg").schema), run)
+    with pytest.raises(XmkdError, match=r"holds a run of train.max_iters=3, not 5; its schedule cannot be stretched"):
+        train_or_reuse(args[0], [*args[1][1:], "train.max_iters=5"], run)

@@ -233,7 +233,13 @@ def test_benchmark_scores_some_rows_now_and_the_rest_later(tmp_path, monkeypatch
     table = bench.regime_table(per_seed, "full", bench.FULL)
     assert "| student_kd − student_nokd | miou6 | +0.00, +0.00 |" in table and "| camera_only |" not in table
     assert "kl_only − " not in table
-    assert "not scored on every one of these seeds: student_lidar_only, camera_only" in table
+    assert ("not scored on every seed, left out: student_lidar_only (seeds 0, 1); camera_only (seeds 0); "
+            "student_kd_kl_only (seeds 0, 1)") in table
+    # two seeds trained at different schedules share no table
+    with pytest.raises(SystemExit, match=r"seeds 0 and 1 of the full regime were trained at different budgets "
+                                         r"\(student_steps\)"):
+        bench.tables([{**per_seed[0], "budget": budget}, {**per_seed[1], "budget": {**budget, "student_steps": 9}}],
+                     [])
 
 
 def test_benchmark_rows_option_trains_only_the_regimes_that_hold_them(monkeypatch, tmp_path):
@@ -248,3 +254,34 @@ def test_benchmark_rows_option_trains_only_the_regimes_that_hold_them(monkeypatc
     with pytest.raises(SystemExit, match="no seed of either regime finished"):
         bench.main((3, 1), only=["student_kd"])
     assert calls == [(3, "full", ["student_kd"]), (1, "full", ["student_kd"])]
+
+
+def test_benchmark_keeps_what_its_file_holds_for_earlier_rows(tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    import benchmarks.bench_u2mkd as bench
+
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    trained = []
+    monkeypatch.setattr(bench, "make_dataset", lambda out, *a: out)
+    monkeypatch.setattr(bench, "train_rows", lambda rows, *a, **k: trained.extend(rows))
+    monkeypatch.setattr(bench, "evaluate", lambda runs, names, teacher: {n: {"miou6": 1.0} for n in names})
+    monkeypatch.setattr(bench, "class_shares", lambda data: {})
+    monkeypatch.setattr(bench, "loss_windows", lambda run, steps: [2.0] * 10)
+    monkeypatch.setattr(bench, "labelled_frames", lambda run: {"from": run.name})
+    (tmp_path / "seed0").mkdir()
+    part = {"budget": asdict(bench.BENCH), "rows": {"teacher": {"miou6": 9.0}, "student_kd": {"miou6": 8.0}},
+            "loss": {"student_kd": [1.0] * 10}}
+    (tmp_path / "seed0" / "full.json").write_text(json.dumps(part))
+    # the earlier rows' run folders are gone: their scores and loss come from the file
+    result = bench.run_regime(0, "full", only=["camera_only"])
+    assert trained == ["teacher", "camera_only"] and list(result["rows"]) == ["teacher", "camera_only", "student_kd"]
+    assert result["rows"]["student_kd"] == {"miou6": 8.0} and result["loss"]["student_kd"] == [1.0] * 10
+    assert result["loss"]["camera_only"] == [2.0] * 10 and not (tmp_path / "seed0" / ".lock_full").exists()
+    scarce = {"budget": asdict(bench.BENCH), "rows": {"teacher_scarce": {}, "student_nokd_scarce": {}},
+              "labelled": {"from": "earlier"}}
+    (tmp_path / "seed0" / "scarce.json").write_text(json.dumps(scarce))
+    assert bench.run_regime(0, "scarce", only=["student_kd_scarce"])["labelled"] == {"from": "earlier"}
+    (tmp_path / "seed0" / "scarce.json").unlink()
+    assert bench.run_regime(0, "scarce", only=["student_kd_scarce"])["labelled"] == {"from": "student_kd_scarce"}

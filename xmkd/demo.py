@@ -35,6 +35,7 @@ from xmkd.config import CONFIG_DIR
 from xmkd.data.readers.nuscenes import require_devkit
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
+from xmkd.errors import XmkdError
 from xmkd.io import atomic_write_text
 from xmkd.runs.run_dir import run_config
 from xmkd.runs.train import train_or_reuse
@@ -272,6 +273,8 @@ def verdict(rows: dict[str, dict[str, float]], labelled: int, frames: int) -> st
 def labelled_frames(run_dir: Path) -> dict[str, Any]:
     """A label-scarce `u2mkd` run's labelled training frames (ids) and the size of its training split."""
     recipe_cls, cfg = run_config(run_dir)
+    if not hasattr(recipe_cls, "labelled_training_ids"):
+        raise XmkdError(f"{run_dir}: recipe {recipe_cls.name!r} has no label-scarce option (model.labelled)")
     recipe = recipe_cls(cfg, torch.device("cpu"))
     ids = recipe.labelled_training_ids()
     total = len(recipe.frames(recipe.cfg.data.train_split))

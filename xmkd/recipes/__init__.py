@@ -23,13 +23,20 @@ RECIPES: dict[str, str] = {
 }
 
 
-def get_recipe(name: str):
+def get_recipe(name: str) -> type:
+    """The recipe class `name` names. Raises XmkdConfigError for an unknown name, a failed import, or a class that
+    is not a `Recipe`."""
     target = RECIPES.get(name, name if ":" in name else None)
     if target is None:
         raise XmkdConfigError(f"recipe: unknown recipe {name!r}; known: {', '.join(RECIPES)} "
                               "(or package.module:Class)")
     module, cls = target.split(":")
     try:
-        return getattr(importlib.import_module(module), cls)
+        found = getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError) as err:
         raise XmkdConfigError(f"recipe: cannot import {target}: {err}") from None
+    from xmkd.engine.recipe import Recipe
+
+    if not (isinstance(found, type) and issubclass(found, Recipe)):
+        raise XmkdConfigError(f"recipe: {target} is not a recipe (a subclass of xmkd.engine.recipe.Recipe)")
+    return found

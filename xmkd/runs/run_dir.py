@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from xmkd.config import load_config, peek_recipe
 from xmkd.engine.recipe import Recipe
-from xmkd.errors import XmkdError
+from xmkd.errors import XmkdConfigError, XmkdError
 from xmkd.recipes import get_recipe
 
 
@@ -19,7 +19,10 @@ def run_recipe(run_dir: str | Path) -> type[Recipe]:
     config = Path(run_dir) / "config.yaml"
     if not config.is_file():
         raise XmkdError(f"{run_dir}: not a run directory (no config.yaml)")
-    return get_recipe(peek_recipe(config))
+    try:
+        return get_recipe(peek_recipe(config))
+    except XmkdConfigError as err:  # name the file unless the message does
+        raise XmkdConfigError(str(err) if str(err).startswith(str(config)) else f"{config}: {err}") from None
 
 
 def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[type[Recipe], DictConfig]:

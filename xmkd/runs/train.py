@@ -12,6 +12,17 @@ from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import Trainer
 from xmkd.errors import XmkdError
 from xmkd.recipes import get_recipe
+from xmkd.runs.run_dir import run_config
+
+
+def _torch_archive(path: Path) -> bool:
+    """Whether `path` is a zip archive with torch.save's `data.pkl` record (its central directory only: the file's
+    middle is not read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | Path, progress: bool = True,
@@ -19,16 +30,22 @@ def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | 
     """Train `config` with `overrides` into `run_dir` unless that run already finished (its log holds the validation
     of the final step and its last checkpoint exists); an interrupted run resumes. Returns the final validation
     metrics (the demo and the training benchmarks are sequences of these). `bar_position`: the progress bar's line
-    (tqdm `position`) when runs train side by side. Raises XmkdError when a finished run's last checkpoint is
-    damaged (it would otherwise count as done)."""
+    (tqdm `position`) when runs train side by side. Raises XmkdError when `run_dir` holds a run of another length
+    (`train.max_iters`), or a finished run whose last checkpoint is not a torch archive (cut short, or another
+    file; the middle of the file is not checked)."""
     run_dir = Path(run_dir)
     recipe = get_recipe(peek_recipe(config, overrides))
     cfg = load_config(config, overrides, schema=recipe.schema)
     last = run_dir / "checkpoints" / "last.pt"
     done = [r for r in read_metrics(run_dir) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
+    if last.exists() and (run_dir / "config.yaml").is_file():
+        before = run_config(run_dir)[1].train.max_iters
+        if before != cfg.train.max_iters:  # resuming would restart an annealed schedule mid-curve
+            raise XmkdError(f"{run_dir}: holds a run of train.max_iters={before}, not {cfg.train.max_iters}; its "
+                            "schedule cannot be stretched: delete it or train into another folder")
     if done and last.exists():
-        if not zipfile.is_zipfile(last):  # torch saves zip archives; a cut or damaged file would pass as finished
-            raise XmkdError(f"{last}: the finished run's last checkpoint is damaged (not a torch zip archive); "
-                            f"delete {run_dir} to train it again")
+        if not _torch_archive(last):  # a cut or foreign file would pass as finished
+            raise XmkdError(f"{last}: the finished run's last checkpoint is damaged (not an archive written by "
+                            f"torch.save); delete {run_dir} to train it again")
         return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
     return Trainer(cfg, recipe, resume=last.exists(), progress=progress, bar_position=bar_position).fit()
