@@ -346,6 +346,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    if args.table and args.rows:
+        parser.error("--rows chooses rows to train; --table trains nothing (it shows the rows every seed has)")
     known = [*FULL["rows"], *SCARCE["rows"]]
     if unknown := [n for n in args.rows or [] if n not in known]:
         parser.error(f"--rows: unknown {unknown}; the rows are {known}")

@@ -285,3 +285,13 @@ def test_benchmark_keeps_what_its_file_holds_for_earlier_rows(tmp_path, monkeypa
     assert bench.run_regime(0, "scarce", only=["student_kd_scarce"])["labelled"] == {"from": "earlier"}
     (tmp_path / "seed0" / "scarce.json").unlink()
     assert bench.run_regime(0, "scarce", only=["student_kd_scarce"])["labelled"] == {"from": "student_kd_scarce"}
+
+
+def test_benchmark_runner_refuses_options_before_running_anything(monkeypatch, capsys):
+    import benchmarks.__main__ as runner
+    import benchmarks.bench_u2mkd as bench
+
+    monkeypatch.setattr(bench, "main", lambda: (_ for _ in ()).throw(AssertionError("ran")))
+    assert runner.main(["u2mkd", "--rows", "student_kd"]) == 2
+    assert "python -m benchmarks.bench_u2mkd --rows student_kd" in capsys.readouterr().err
+    assert runner.main(["u2mkd", "nosuch"]) == 2 and "unknown benchmark 'nosuch'" in capsys.readouterr().err
