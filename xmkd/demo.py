@@ -62,7 +62,7 @@ BUDGETS = {"demo": DemoBudget(),
            "tiny": DemoBudget(frames=6, frames_per_scene=3, teacher_steps=4, student_steps=3, max_points=2000,
                               scarce_fraction=0.6, scarce_teacher_steps=4, scarce_student_steps=3),  # 2 of 3
            # benchmarks/bench_u2mkd.py: more data, the KD ablations, and a full-label student schedule long enough
-           # for the training loss to flatten (800: at 400 the loss still fell by a third when doubled;
+           # for the training loss to flatten (800: doubling 400 lowered the final loss by about 30 %;
            # docs/benchmarks.md)
            "bench": DemoBudget(frames=40, teacher_steps=800, student_steps=800, ablations=True,
                                scarce_teacher_steps=200, scarce_student_steps=200, scarce_ablations=True)}
