@@ -197,8 +197,9 @@ def run_regime(seed: int, regime: str, jobs: int = 1, only: list[str] | None = N
                              "under another XMKD_BENCH_OUT")
         return part
 
-    if all(n in earlier()["rows"] for n in wanted):
-        return earlier()
+    part = earlier()
+    if all(n in part["rows"] for n in wanted):
+        return part
     if not claim(folder, regime):
         print(f"seed {seed} {regime}: another process holds it; skipped")
         return None
