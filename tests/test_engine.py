@@ -421,7 +421,14 @@ def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
     args = ("lidar_seg/synthetic.yaml", ["train.max_iters=3", f"output_dir={tmp_path}", "name=run"], run)
     with pytest.raises(XmkdError, match=r"last.pt: the finished run's last checkpoint is damaged"):
         train_or_reuse(*args)
-    torch.save({"step": 3}, run / "checkpoints" / "last.pt")
+    torch.save({"step": 3, "w": torch.arange(4096.0)}, run / "checkpoints" / "last.pt")
+    whole = (run / "checkpoints" / "last.pt").read_bytes()
+    damaged = bytearray(whole)
+    damaged[whole.index(torch.arange(4096.0).numpy().tobytes()) + 8000] ^= 0xFF  # inside the tensor's record
+    (run / "checkpoints" / "last.pt").write_bytes(bytes(damaged))
+    with pytest.raises(XmkdError, match=r"last.pt: the finished run's last checkpoint is damaged"):
+        train_or_reuse(*args)
+    (run / "checkpoints" / "last.pt").write_bytes(whole)
     assert train_or_reuse(*args) == {"miou": 0.5}
     # a run of another length is neither reused nor stretched
     from xmkd.config import load_config, save_config

@@ -3,26 +3,16 @@ sequences of these)."""
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from xmkd.config import load_config, peek_recipe
+from xmkd.engine.checkpoint import is_intact
 from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import Trainer
 from xmkd.errors import XmkdError
 from xmkd.recipes import get_recipe
 from xmkd.runs.run_dir import run_config
-
-
-def _torch_archive(path: Path) -> bool:
-    """Whether `path` is a zip archive with torch.save's `data.pkl` record (its central directory only: the file's
-    middle is not read)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | Path, progress: bool = True,
@@ -31,8 +21,8 @@ def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | 
     of the final step and its last checkpoint exists); an interrupted run resumes. Returns the final validation
     metrics (the demo and the training benchmarks are sequences of these). `bar_position`: the progress bar's line
     (tqdm `position`) when runs train side by side. Raises XmkdError when `run_dir` holds a run of another length
-    (`train.max_iters`), or a finished run whose last checkpoint is not a torch archive (cut short, or another
-    file; the middle of the file is not checked)."""
+    (`train.max_iters`), or a finished run whose last checkpoint is not a whole torch archive (cut short,
+    damaged bytes, another file; `xmkd.engine.checkpoint.is_intact`)."""
     run_dir = Path(run_dir)
     recipe = get_recipe(peek_recipe(config, overrides))
     cfg = load_config(config, overrides, schema=recipe.schema)
@@ -44,7 +34,7 @@ def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | 
             raise XmkdError(f"{run_dir}: holds a run of train.max_iters={before}, not {cfg.train.max_iters}; its "
                             "schedule cannot be stretched: delete it or train into another folder")
     if done and last.exists():
-        if not _torch_archive(last):  # a cut or foreign file would pass as finished
+        if not is_intact(last):  # a cut, damaged or foreign file would pass as finished
             raise XmkdError(f"{last}: the finished run's last checkpoint is damaged (not an archive written by "
                             f"torch.save); delete {run_dir} to train it again")
         return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")}
