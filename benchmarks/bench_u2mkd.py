@@ -155,9 +155,10 @@ def claim(folder: Path, name: str) -> bool:
 
 def regime_budget(budget: dict | None, regime: str) -> dict:
     """The fields of a saved `asdict(DemoBudget)` (None: the current `BENCH`) that change the rows of `regime`, as
-    JSON values; the scarce rows ignore the full-label schedule and the full rows the scarce one."""
-    ignored = ("teacher_steps", "student_steps", "ablations") if regime == "scarce" else (
-        "scarce_fraction", "scarce_teacher_steps", "scarce_student_steps", "scarce_ablations")
+    JSON values; the scarce rows ignore the full-label schedule and the full rows the scarce one, and neither the
+    ablation switches (they add rows, `--rows` adds them later, and change none that exists)."""
+    ignored = ("ablations", "scarce_ablations") + (("teacher_steps", "student_steps") if regime == "scarce" else (
+        "scarce_fraction", "scarce_teacher_steps", "scarce_student_steps"))
     saved = json.loads(json.dumps(asdict(BENCH) if budget is None else budget))  # tuples as the saved lists
     return {k: v for k, v in saved.items() if k not in ignored}
 

@@ -224,6 +224,7 @@ def test_benchmark_scores_some_rows_now_and_the_rest_later(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match=r"full.json: its rows were trained at another budget.*student_steps"):
         bench.run_regime(0, "full", only=["student_kd"])
     assert bench.budget_changes({**budget, "student_steps": 400}, "scarce") == {}
+    assert bench.budget_changes({**budget, "ablations": False, "scarce_ablations": False}, "full") == {}
     assert bench.budget_changes({**budget, "scarce_fraction": 0.5}, "scarce") == {
         "scarce_fraction": (0.5, budget["scarce_fraction"])}
     # the table shows the rows and pairs every seed has, and names the rest
