@@ -224,10 +224,11 @@ def test_pretraining_and_kd_teacher_augmentation_are_the_releases():
     shift = np.stack([augment_points(np.zeros((1, 3)), np.random.default_rng(i), pretrain)[0] for i in range(n)])
     assert np.allclose(shift.mean(0), 0, atol=0.012) and np.allclose(shift.std(0), 0.1, rtol=0.06)  # N(0, 0.1 m)
     unit = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    scaled = [augment_points(unit, np.random.default_rng(i), kd) for i in range(n)]
-    factors = np.array([s[1, 2] for s in scaled])  # z: neither rotated nor flipped nor shifted
-    assert 0.95 <= factors.min() < 0.951 and 1.049 < factors.max() <= 1.05  # U(0.95, 1.05)
-    assert np.allclose([np.linalg.norm(s[0]) for s in scaled], factors, rtol=1e-6)  # no translation in KD
+    for aug in (kd, stud):
+        scaled = [augment_points(unit, np.random.default_rng(i), aug) for i in range(n)]
+        factors = np.array([s[1, 2] for s in scaled])  # z: neither rotated nor flipped nor shifted
+        assert 0.95 <= factors.min() < 0.951 and 1.049 < factors.max() <= 1.05  # U(0.95, 1.05)
+        assert np.allclose([np.linalg.norm(s[0]) for s in scaled], factors, rtol=1e-6)  # no translation
     corner = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
     def mirrored(aug, i: int) -> bool:  # the xy map's determinant is negative after a flip
