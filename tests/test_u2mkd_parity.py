@@ -1,20 +1,25 @@
 """U2MKD against its release (github:isunLt/U2MKD @ d8dfa69): parameter counts derived by hand from the release's
 layer definitions, SphereFormer windows per stage, the fusion blocks' wiring, the feature-imitation input, the
-published configs (no paste, SyncBN, warm-up, teacher inputs). docs/u2mkd.md, "Release parity", lists each item."""
+published configs (no paste, SyncBN, warm-up, teacher inputs, augmentation, paste cap, pixel head order, voxel
+input feature). docs/u2mkd.md, "Release parity", lists each item."""
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from xmkd.config import ScheduleConfig, load_config
+from xmkd.data.collate import voxel_batch
 from xmkd.engine.schedules import lr_factor
+from xmkd.io import architecture_only
 from xmkd.models.fusion import sample_image
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 from xmkd.models.u2mkd import U2MKDStudent
 from xmkd.recipes import get_recipe
+from xmkd.recipes.lidar_seg import Augment, augment_points, first_per_voxel
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = (32, 32, 64, 128, 256, 256, 128, 96, 96)
@@ -107,15 +112,16 @@ def nuscenes_config(name: str, extra=()):
 
 
 def test_teacher_and_student_parameter_counts_equal_the_release_architecture():
-    # 16 classes here; the release's heads have a 17th row for the ignored label 0 (num_classes: 17).
-    cfg = nuscenes_config("u2mkd").model
-    teacher = SparseUNet(4, 16, cfg.teacher.backbone)
-    assert count(teacher) == release_lidar_params(2.0, 4, 16) == 91_674_160
-    student = U2MKDStudent(4, 16, cfg.backbone, cfg.image_depth, cfg.image_stem_stride, cfg.decoder_width)
-    adapter_params = student.lidar.widths[4] * teacher.widths[4] + teacher.widths[4] + bn(teacher.widths[4])
-    assert count(student) == release_student_params(16) == 35_635_900
-    # the recipe's adapter is the release's adapt_layer (Linear + BN + ReLU, tsd_full.py:576-580)
-    assert adapter_params == 256 * 512 + 512 + 1024
+    # the nets the u2mkd recipe builds from the published config (no weights read); 16 classes here, the release's
+    # heads have a 17th row for the ignored label 0 (num_classes: 17)
+    recipe = get_recipe("u2mkd")(nuscenes_config("u2mkd"), torch.device("cpu"))
+    with architecture_only():
+        recipe.build()
+    assert count(recipe.nets["teacher"]) == release_lidar_params(2.0, 4, 16) == 91_674_160
+    assert count(recipe.nets["student"]) == release_student_params(16) == 35_635_900
+    # the release's adapt_layer (tsd_full.py:576-580): Linear(256 -> 512) + BN(512) + ReLU
+    assert count(recipe.nets["adapter"]) == 256 * 512 + 512 + bn(512)
+    assert [type(m) for m in recipe.nets["adapter"]] == [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.ReLU]
 
 
 def test_sphereformer_windows_heads_and_drop_path_per_stage_equal_the_release():
@@ -165,6 +171,104 @@ def test_published_configs_no_paste_syncbn_release_warmup_and_four_teacher_input
     for ds in ("semantickitti", "waymo"):
         assert load_config(REPO / "configs" / "u2mkd" / f"{ds}.yaml",
                            schema=get_recipe("u2mkd").schema).model.paste.database == ""
+
+
+PUBLISHED = {"u2mkd": ("u2mkd/nuscenes", "u2mkd/semantickitti", "u2mkd/waymo"), "camera_seg": ("camera_seg/nuscenes",),
+             "lidar_seg": ("lidar_seg/nuscenes_teacher", "lidar_seg/semantickitti_teacher", "lidar_seg/waymo_teacher")}
+CPU_SCALE = {"u2mkd": ("u2mkd/synthetic",), "camera_seg": ("camera_seg/synthetic",),
+             "lidar_seg": ("lidar_seg/synthetic",)}
+
+
+def shipped(configs: dict[str, tuple[str, ...]]):
+    for recipe, names in configs.items():
+        for name in names:
+            yield name, load_config(REPO / "configs" / f"{name}.yaml", schema=get_recipe(recipe).schema).model
+
+
+def test_published_configs_paste_cap_pixel_head_and_voxel_feature_are_the_releases():
+    for name, m in shipped(PUBLISHED):
+        # release core/datasets/utils.py:402: InstAugmentationV2 stops pasting past 5000 points
+        assert m.paste.max_added_points == 5000, name
+        # release lc_semantic_nusc_tsd_full.py:211-222: sparse_quantize keeps one point per voxel, whose feature the
+        # network gets; tsd_full.py:551-556: decoder features upsampled to the image, then the pixel head
+        assert m.voxel_feature == "first", name
+        if "teacher" in m:
+            assert m.teacher.voxel_feature == "first" and m.pixel_head_at_image is True, name
+    # the CPU-scale configs keep what their measured benchmark numbers were trained with
+    for name, m in shipped(CPU_SCALE):
+        assert m.voxel_feature == "mean", name
+        if "teacher" in m:
+            assert m.teacher.voxel_feature == "mean" and m.pixel_head_at_image is False, name
+
+
+def test_pretraining_and_kd_teacher_augmentation_are_the_releases():
+    """Teacher pre-training (release spformer.yaml + semantic_nusc.py:287-317): 4-way flip, rotation, scale
+    U(0.95, 1.05), translation N(0, 0.1 m) per axis, no jitter. The teacher's input in KD (lc_semantic_nusc_tsd_full
+    .py:173-208): rotation, scale U(0.95, 1.05), 4-way flip, no translation. The student (:398-405): rotation and
+    scale, no flip. Checked as values and as what `augment_points` draws with them."""
+    release_pretrain = {"rotate": True, "flip": True, "scale": [0.95, 1.05], "jitter": 0.0, "translate": 0.1,
+                        "noisy_rot": 0.0}
+    for name, m in shipped({"lidar_seg": PUBLISHED["lidar_seg"]}):
+        assert OmegaConf.to_container(m.augment) == release_pretrain, name
+    kd_teacher = {**release_pretrain, "translate": 0.0}
+    student = {**kd_teacher, "flip": False}
+    defaults = get_recipe("u2mkd").schema().model  # the recipe's own defaults are the release's too
+    for name, m in [*shipped({"u2mkd": PUBLISHED["u2mkd"]}), ("u2mkd defaults", OmegaConf.structured(defaults))]:
+        assert OmegaConf.to_container(m.teacher.augment) == kd_teacher, name
+        assert OmegaConf.to_container(m.augment) == student, name
+    # plain dataclasses (attribute reads on a DictConfig are slow in a loop)
+    pretrain = Augment(**OmegaConf.to_container(nuscenes_config("teacher").model.augment))
+    kd, stud = (Augment(**OmegaConf.to_container(a)) for a in (nuscenes_config("u2mkd").model.teacher.augment,
+                                                                nuscenes_config("u2mkd").model.augment))
+    n = 3000
+    shift = np.stack([augment_points(np.zeros((1, 3)), np.random.default_rng(i), pretrain)[0] for i in range(n)])
+    assert np.allclose(shift.mean(0), 0, atol=0.012) and np.allclose(shift.std(0), 0.1, rtol=0.06)  # N(0, 0.1 m)
+    unit = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    for aug in (kd, stud):
+        scaled = [augment_points(unit, np.random.default_rng(i), aug) for i in range(n)]
+        factors = np.array([s[1, 2] for s in scaled])  # z: neither rotated nor flipped nor shifted
+        assert 0.95 <= factors.min() < 0.951 and 1.049 < factors.max() <= 1.05  # U(0.95, 1.05)
+        assert np.allclose([np.linalg.norm(s[0]) for s in scaled], factors, rtol=1e-6)  # no translation
+    corner = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+    def mirrored(aug, i: int) -> bool:  # the xy map's determinant is negative after a flip
+        a = augment_points(corner, np.random.default_rng(i), aug).astype(np.float64)
+        return np.linalg.det(np.column_stack([a[1, :2] - a[0, :2], a[2, :2] - a[0, :2]])) < 0
+
+    assert 0.4 < np.mean([mirrored(pretrain, i) for i in range(400)]) < 0.6
+    assert not any(mirrored(stud, i) for i in range(100))  # student: no flip
+
+
+def test_voxel_feature_first_is_the_kept_points_and_mean_is_the_average():
+    xyz = np.array([[0.3, 0.1, 0.1], [0.1, 0.2, 0.4], [1.2, 0.1, 0.1], [0.4, 0.4, 0.4]], np.float32)  # voxel 0.5
+    feats = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [9.0, 90.0]], np.float32)
+    pr = [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]
+    first = voxel_batch([xyz], [feats], 0.5, pr, voxel_feature="first")
+    mean = voxel_batch([xyz], [feats], 0.5, pr, voxel_feature="mean")
+    v = first["point_voxel"].numpy()
+    assert v[0] == v[1] == v[3] != v[2] and torch.equal(first["point_voxel"], mean["point_voxel"])
+    assert first["voxel_features"][v[0]].tolist() == [1.0, 10.0]  # the voxel's first point, as sparse_quantize
+    assert first["voxel_xyz"][v[0]].tolist() == xyz[0].tolist()
+    assert mean["voxel_features"][v[0]].tolist() == [4.0, 40.0]  # (1 + 2 + 9) / 3
+    assert torch.allclose(mean["voxel_xyz"][v[0]], torch.from_numpy(xyz[[0, 1, 3]].mean(0)))
+    assert first["voxel_features"][v[2]].tolist() == mean["voxel_features"][v[2]].tolist() == [3.0, 30.0]
+    with pytest.raises(ValueError, match="voxel_feature 'median'"):
+        voxel_batch([xyz], [feats], 0.5, pr, voxel_feature="median")
+
+
+def test_first_per_voxel_keeps_the_first_kept_point_of_each_voxel():
+    # voxel 1 m: points 0, 2, 5 share a voxel; 1, 4 another; 3 alone; point 0 is not kept, so 2 stands for its voxel
+    xyz = np.array([[0.5, 0.5, 0.5], [1.5, 0.5, 0.5], [0.2, 0.9, 0.1], [0.5, 1.5, 0.5], [1.1, 0.1, 0.9],
+                    [0.9, 0.1, 0.2]], np.float32)
+    keep = np.array([False, True, True, True, True, True])
+    out = first_per_voxel(xyz, keep, 1.0, [0.0, 0.0, 0.0, 2.0, 2.0, 2.0])
+    assert np.nonzero(out)[0].tolist() == [1, 2, 3]
+    rng = np.random.default_rng(0)  # and on a random cloud: the lowest kept index of every voxel
+    xyz = rng.uniform(0, 2, (400, 3)).astype(np.float32)
+    keep = rng.random(400) < 0.7
+    cell = np.floor(xyz / 0.5).astype(int) @ np.array([16, 4, 1])
+    expected = sorted(min(i for i in np.nonzero(keep)[0] if cell[i] == c) for c in set(cell[keep]))
+    assert np.nonzero(first_per_voxel(xyz, keep, 0.5, [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]))[0].tolist() == expected
 
 
 SMALL = ["model.backbone.cr=0.125", "model.teacher.backbone.cr=0.125", "model.decoder_width=32",
@@ -274,3 +378,80 @@ def test_pixel_head_order_switch_runs_the_head_at_the_image_resolution_as_releas
         hook.remove()
     assert tuple(seen[True][-2:]) == size and seen[True][1] == m.decoder_width
     assert tuple(seen[False][-2:]) != size
+
+
+def test_camera_only_baseline_uses_the_configs_pixel_head_order():
+    seen = {}
+    for name, at_image in (("camera_seg/nuscenes", True), ("camera_seg/synthetic", False)):
+        cfg = load_config(REPO / "configs" / f"{name}.yaml", ["model.image_stem_stride=2"],
+                          schema=get_recipe("camera_seg").schema)
+        recipe = get_recipe("camera_seg")(cfg, torch.device("cpu"))
+        recipe.build()
+        net = recipe.nets["camera"].eval()
+        net.head.register_forward_hook(lambda mod, args, out: seen.update(size=tuple(args[0].shape[-2:])))
+        with torch.no_grad():
+            assert net(torch.rand(1, 3, 72, 128) * 255).shape[-2:] == (72, 128)
+        assert (seen["size"] == (72, 128)) is at_image, name
+
+
+def test_voxel_feature_switch_reaches_the_student_and_teacher_batches(kd_recipe, kd_overrides, tmp_path):
+    # evaluation sample: every student point kept, so voxels hold several points; the teacher adds sweeps
+    sample = kd_recipe.val_dataset()[0]
+    sample.update({k: v for k, v in kd_recipe.train_dataset()[(0, 0)].items() if k.startswith("t_")})
+    for mode in ("first", "mean"):
+        cfg = load_config(REPO / "configs" / "u2mkd" / "synthetic.yaml",
+                          [*kd_overrides, f"output_dir={tmp_path}", f"model.voxel_feature={mode}",
+                           f"model.teacher.voxel_feature={mode}"], schema=get_recipe("u2mkd").schema)
+        batch = get_recipe("u2mkd")(cfg, torch.device("cpu")).collate([sample])
+        seg_cfg = load_config(REPO / "configs" / "lidar_seg" / "synthetic.yaml", [f"model.voxel_feature={mode}"],
+                              schema=get_recipe("lidar_seg").schema)  # the teacher's own recipe
+        seg = get_recipe("lidar_seg")(seg_cfg, torch.device("cpu")).collate([{
+            "xyz": sample["t_xyz"], "features": sample["t_features"], "labels": np.zeros(len(sample["t_xyz"]))}])
+        for b, feats in ((batch["student"], sample["features"]), (batch["teacher"], sample["t_features"]),
+                         (seg, sample["t_features"])):
+            pv = b["point_voxel"].numpy()
+            assert np.bincount(pv).max() > 1  # some voxel holds several points
+            firsts = np.unique(pv, return_index=True)[1]
+            ref = feats[firsts] if mode == "first" else \
+                np.stack([np.bincount(pv, weights=feats[:, c]) for c in range(feats.shape[1])], 1) / \
+                np.bincount(pv)[:, None]
+            assert np.allclose(b["voxel_features"].numpy(), ref, atol=1e-5), mode
+
+
+def test_c2l_samples_the_l2c_fused_pre_relu_stage_features(kd_recipe):
+    """Per stage: L2C fuses into the ResNet stage's pre-ReLU output (release swiftnet.py:47-50 `skip`, tsd_full.py
+    :443; stage 4 after the SPP), and C2L samples L2C's fused map, not the map before L2C (tsd_full.py:479-495)."""
+    student = kd_recipe.nets["student"].eval()
+    batch = kd_recipe.collate([kd_recipe.train_dataset()[(0, 0)]])["student"]
+    batch = {**batch, "images": batch["images"].float()}
+    rn, seen = student.camera.backbone, {}
+    layers = (rn.layer1, rn.layer2, rn.layer3, rn.layer4)
+
+    def keep(name):
+        def hook(mod, args, out=None):
+            seen[name] = (args, out)
+        return hook
+
+    hooks = [student.camera.spp.register_forward_hook(keep("spp"))]
+    for i in range(4):
+        hooks += [layers[i][0].register_forward_pre_hook(keep(f"stage_in{i}")),
+                  student.l2c[i].register_forward_hook(keep(f"l2c{i}")),
+                  student.c2l[i].register_forward_hook(keep(f"c2l{i}"))]
+    with torch.no_grad():
+        student(batch)
+        for h in hooks:
+            h.remove()
+        for i in range(4):
+            (skip, *_), (relu_fused, fused) = seen[f"l2c{i}"]
+            c2l_img = seen[f"c2l{i}"][0][1]
+            assert torch.equal(c2l_img, fused) and not torch.allclose(c2l_img, skip)  # L2C's output, not its input
+            assert not torch.equal(c2l_img, relu_fused)  # the fused map itself, before the next stage's ReLU
+            x = seen[f"stage_in{i}"][0][0]
+            if i:  # the next ResNet stage runs on ReLU(fused)
+                assert torch.equal(x, seen[f"l2c{i - 1}"][1][0])
+            pre = layers[i][-1].preact(layers[i][:-1](x))  # the last block's output before its ReLU
+            assert (pre < 0).any()
+            if i == 3:
+                assert torch.allclose(seen["spp"][0][0], pre, atol=1e-5) and torch.equal(skip, seen["spp"][1])
+            else:
+                assert torch.allclose(skip, pre, atol=1e-5)

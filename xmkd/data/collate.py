@@ -16,6 +16,8 @@ import torch
 
 from xmkd.geometry.voxel import voxelize
 
+VOXEL_FEATURES = ("first", "mean")  # `voxel_batch(voxel_feature=...)`
+
 
 def in_range(xyz: np.ndarray, point_range: Sequence[float]) -> np.ndarray:
     lo, hi = np.asarray(point_range[:3]), np.asarray(point_range[3:])
@@ -30,14 +32,21 @@ def clip_to_range(xyz: np.ndarray, point_range: Sequence[float], voxel_size: flo
 
 
 def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], voxel_size: float | Sequence[float],
-                point_range: Sequence[float], multiple: int = 16, offsets: Sequence[np.ndarray] | None = None
-                ) -> dict[str, torch.Tensor | int]:
+                point_range: Sequence[float], multiple: int = 16, offsets: Sequence[np.ndarray] | None = None,
+                voxel_feature: str = "mean") -> dict[str, torch.Tensor | int]:
     """Per sample: xyz (N_i, 3) inside the range and features (N_i, C) -> the sparse-network batch dict.
+
+    `voxel_feature`: a voxel's input feature and position (`voxel_xyz`) are the mean of its points' ("mean") or
+    those of its first point ("first": the point torchsparse's `sparse_quantize(return_index=True)` keeps, whose
+    feature U2MKD's release feeds the network, lc_semantic_nusc_tsd_full.py:211-222). Raises ValueError for
+    another value.
 
     The grid's spatial shape is rounded up to a `multiple` of the network's total stride, so that every
     stride-2 convolution halves it exactly and no voxel falls off the grid's far edge. `offsets` (per sample, (3,)
     ints in 0 .. multiple - 1): the sample's voxels shifted by that many voxels, on a grid one `multiple` larger
     per axis (a random translation as a strided sparse network sees it)."""
+    if voxel_feature not in VOXEL_FEATURES:
+        raise ValueError(f"voxel_feature {voxel_feature!r} is not one of {', '.join(VOXEL_FEATURES)}")
     coords, feats, vxyz, pv, pbatch = [], [], [], [], []
     offset = 0
     grid = None
@@ -50,13 +59,16 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
         if offsets is not None and ((shift < 0) | (shift >= multiple)).any():
             raise ValueError(f"voxel offset {shift} outside 0 .. {multiple - 1}")
         coords.append(np.column_stack([np.full(v.num_voxels, b), v.coords + shift]))
-        # voxel feature = mean of its points' features
-        sums = np.zeros((v.num_voxels, f.shape[1]), np.float64)
-        for c in range(f.shape[1]):
-            sums[:, c] = np.bincount(v.inverse, weights=f[:, c], minlength=v.num_voxels)
-        feats.append((sums / v.counts[:, None]).astype(np.float32))
-        vxyz.append(np.column_stack([np.bincount(v.inverse, weights=xyz[:, c], minlength=v.num_voxels)
-                                     for c in range(3)]) / v.counts[:, None])
+        if voxel_feature == "first":
+            feats.append(np.asarray(f[v.first_index], np.float32))
+            vxyz.append(xyz[v.first_index])
+        else:  # the mean of its points
+            sums = np.zeros((v.num_voxels, f.shape[1]), np.float64)
+            for c in range(f.shape[1]):
+                sums[:, c] = np.bincount(v.inverse, weights=f[:, c], minlength=v.num_voxels)
+            feats.append((sums / v.counts[:, None]).astype(np.float32))
+            vxyz.append(np.column_stack([np.bincount(v.inverse, weights=xyz[:, c], minlength=v.num_voxels)
+                                         for c in range(3)]) / v.counts[:, None])
         pv.append(v.inverse + offset)
         pbatch.append(np.full(len(xyz), b))
         offset += v.num_voxels
@@ -65,7 +77,7 @@ def voxel_batch(points_xyz: list[np.ndarray], point_features: list[np.ndarray], 
     return {
         "voxel_coords": torch.from_numpy(np.concatenate(coords).astype(np.int32)),
         "voxel_features": torch.from_numpy(np.concatenate(feats)),
-        "voxel_xyz": torch.from_numpy(np.concatenate(vxyz).astype(np.float32)),  # mean position of its points (m)
+        "voxel_xyz": torch.from_numpy(np.concatenate(vxyz).astype(np.float32)),  # its points' mean / first (m)
         "point_voxel": torch.from_numpy(np.concatenate(pv).astype(np.int64)),
         "point_batch": torch.from_numpy(np.concatenate(pbatch).astype(np.int64)),
         "spatial_shape": torch.as_tensor(shape, dtype=torch.int64),

@@ -181,7 +181,10 @@ class PasteOptions:
     range_tolerance: float = 2.5  # |cell range - original range| (m)
     jitter: float = 0.5  # uniform xy jitter (m)
     min_ground_points: int = 5  # a cell is ground when it holds this many ground points and nothing else
-    max_added_points: int = 4000
+    # at most this many pasted points per scan: the release's cap (github:isunLt/U2MKD @ d8dfa69
+    # core/datasets/utils.py:402, InstAugmentationV2 stops once more than 5000 were pasted; here an instance that
+    # would pass the cap is skipped instead, so the cap holds exactly)
+    max_added_points: int = 5000
 
 
 class InstancePaste:

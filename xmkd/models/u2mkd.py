@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xmkd.models.fusion import CameraToLidar, LidarToCamera
@@ -29,13 +28,12 @@ from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 class U2MKDStudent(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, backbone: SparseUNetConfig, image_depth: str = "resnet18",
                  image_stem_stride: int = 2, decoder_width: int = 128, image_pretrained: str = "",
-                 pixel_head_at_image: bool = False):
+                 pixel_head_at_image: bool = True):
         super().__init__()
-        # the release upsamples the decoder features to the image and then runs the pixel head (tsd_full.py:551-556,
-        # swiftnet.py forward_up); by default the head runs at the decoder's resolution and its logits are upsampled
-        self.pixel_head_at_image = pixel_head_at_image
         self.lidar = SparseUNet(in_channels, num_classes, backbone)
-        self.camera = SwiftNet(num_classes, decoder_width, image_depth, image_stem_stride)
+        # pixel_head_at_image: the release upsamples the decoder features to the image and then runs the pixel head
+        # (tsd_full.py:551-556, swiftnet.py forward_up); false: the head at the decoder's resolution, logits upsampled
+        self.camera = SwiftNet(num_classes, decoder_width, image_depth, image_stem_stride, pixel_head_at_image)
         if image_pretrained:
             self.camera.backbone.load_pretrained(image_pretrained)
         self.camera.backbone.fc = None  # ImageNet head: only there so the checkpoint loads strictly
@@ -75,11 +73,7 @@ class U2MKDStudent(nn.Module):
             return self.lidar.to_voxels(x, voxel_idx, fused_pts), fused_pts
 
         out = self.lidar(batch, stage_hook=hook)
-        feats = self.camera.ladder(skips[3], skips[:3])
-        if self.pixel_head_at_image:
-            pixel = self.camera.head(F.interpolate(feats, size=images.shape[-2:], mode="bilinear", align_corners=True))
-        else:
-            pixel = F.interpolate(self.camera.head(feats), size=images.shape[-2:], mode="bilinear", align_corners=True)
+        pixel = self.camera.classify(self.camera.ladder(skips[3], skips[:3]), images.shape[-2:])
         return {"point_logits": out["logits"], "pixel_logits": pixel, "stage4": out["stage4"],
                 "imputation": torch.stack(imputation).sum()}
 

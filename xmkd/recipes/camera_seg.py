@@ -1,8 +1,8 @@
 """`camera_seg`: U2MKD's camera-only baseline — SwiftNet-ResNet18 on the frame's cameras, supervised by the
 labels of the LiDAR points projected into them (CE + Lovasz at those pixels), with the same data path,
-camera drop and image sizes as the `u2mkd` student (it reads the `u2mkd` config schema; the LiDAR backbone
-and distillation settings are unused). In a label-scarce run (`model.labelled`) it trains on the labelled
-frames only, the ones the student keeps the labels of.
+camera drop, image sizes and pixel head order (`model.pixel_head_at_image`) as the `u2mkd` student (it reads the
+`u2mkd` config schema; the LiDAR backbone and distillation settings are unused). In a label-scarce run
+(`model.labelled`) it trains on the labelled frames only, the ones the student keeps the labels of.
 
 Validation: pixel mIoU at the projected in-view points, and the point mIoU over *every* keyframe point, where
 a point outside every camera has no prediction and counts as a miss (a camera-only model cannot label it);
@@ -51,7 +51,8 @@ class CameraSegRecipe(U2MKDRecipe):
     def build(self) -> None:
         m = self.cfg.model
         self.space = get_label_space(self.cfg.data.label_space)
-        net = SwiftNet(self.space.num_classes, m.decoder_width, m.image_depth, m.image_stem_stride)
+        net = SwiftNet(self.space.num_classes, m.decoder_width, m.image_depth, m.image_stem_stride,
+                       m.pixel_head_at_image)
         if m.image_pretrained:
             net.backbone.load_pretrained(m.image_pretrained)
         self.nets["camera"] = net.to(self.device)

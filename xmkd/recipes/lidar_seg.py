@@ -5,7 +5,8 @@ Input features per point: x, y, z, intensity (scaled to [0, 1]), as the release 
 keyframe points); `model.time_lag=true` adds the sweeps' time lag as a 5th channel. Sweep points carry label
 ignore, so only keyframe points are trained on and scored. Loss: cross-entropy + Lovasz-softmax, per voxel: a
 training sample keeps the first point of each voxel (the release's `sparse_quantize`), unless
-`model.one_point_per_voxel=false` (every point, so a voxel weighs as many points as it holds).
+`model.one_point_per_voxel=false` (every point, so a voxel weighs as many points as it holds). A voxel's input
+feature and position are its first point's, as the release's (`model.voxel_feature=mean`: its points' mean).
 Validation: point mIoU (nuScenes convention) and accuracy over every keyframe point (points beyond
 `data.point_range` are clipped onto its boundary voxels, so the whole scan is scored and can be submitted).
 Label-scarce training (`model.labelled`, `xmkd.data.labelled`): only the training frames that keep their labels
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from xmkd.config import ExperimentConfig
-from xmkd.data.collate import clip_to_range, in_range, voxel_batch
+from xmkd.data.collate import VOXEL_FEATURES, clip_to_range, in_range, voxel_batch
 from xmkd.data.dataset import FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.index import IndexedFrames, index_path
@@ -29,6 +30,7 @@ from xmkd.data.instances import InstancePaste, PasteOptions, paste_for
 from xmkd.data.labelled import LabelledFrames, check_no_paste, labelled_only
 from xmkd.data.labels import get_label_space
 from xmkd.engine.recipe import Recipe, with_point_labels
+from xmkd.errors import XmkdConfigError
 from xmkd.eval.segmentation import ConfusionMatrix
 from xmkd.geometry.voxel import voxelize
 from xmkd.models.losses import seg_loss
@@ -52,6 +54,9 @@ class LidarSegModel:
     max_points: int = 0  # training: subsample each frame to this many points (0 = all), before one_point_per_voxel
     time_lag: bool = False  # the sweeps' time lag as a 5th input channel (the release has 4: x, y, z, intensity)
     one_point_per_voxel: bool = True  # training: the first point of each voxel only (release: loss per voxel)
+    # a voxel's input feature and position: its first point's ("first", release sparse_quantize) or the mean of its
+    # points' ("mean"); they differ where a voxel holds several points (evaluation, sweeps)
+    voxel_feature: str = "first"
     augment: Augment = field(default_factory=Augment)
     paste: PasteOptions = field(default_factory=PasteOptions)  # instance paste (training only)
     labelled: LabelledFrames = field(default_factory=LabelledFrames)  # label-scarce: train on these frames only
@@ -123,6 +128,13 @@ def first_per_voxel(xyz: np.ndarray, keep: np.ndarray, voxel_size: float, point_
     return out
 
 
+def check_voxel_feature(value: str, key: str = "model.voxel_feature") -> str:
+    """`value` when it is one of `VOXEL_FEATURES`; else XmkdConfigError naming `key`."""
+    if value not in VOXEL_FEATURES:
+        raise XmkdConfigError(f"{key}: {value!r} is not one of {', '.join(VOXEL_FEATURES)}")
+    return value
+
+
 def subsample(keep: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
     """`keep` reduced to at most `max_points` True entries chosen at random (0 = no limit)."""
     if not max_points or keep.sum() <= max_points:
@@ -143,6 +155,7 @@ class LidarSegRecipe(Recipe):
 
     def build(self) -> None:
         self.space = get_label_space(self.cfg.data.label_space)
+        check_voxel_feature(self.cfg.model.voxel_feature)
         in_ch = 5 if self.cfg.model.time_lag else 4
         self.nets["net"] = SparseUNet(in_ch, self.space.num_classes, self.cfg.model.backbone).to(self.device)
         check_no_paste(self.cfg.model.labelled, self.cfg.model.paste.database)
@@ -181,7 +194,7 @@ class LidarSegRecipe(Recipe):
 
     def collate(self, samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         batch = voxel_batch([s["xyz"] for s in samples], [s["features"] for s in samples], self.cfg.data.voxel_size,
-                            self.cfg.data.point_range)
+                            self.cfg.data.point_range, voxel_feature=self.cfg.model.voxel_feature)
         batch["labels"] = torch.from_numpy(np.concatenate([s["labels"] for s in samples]))
         return batch
 

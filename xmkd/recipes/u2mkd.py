@@ -13,8 +13,9 @@ are pasted once into the raw keyframe before both inputs are built, so the teach
 them (release lc_semantic_nusc_tsd_full.py:325-336). The student's rotation / scale is applied after
 projection, so point <-> pixel pairs stay exact; in training the student keeps the first point of each voxel
 (release: one point and one label per voxel), the teacher every point (each gets its voxel's output, as the
-release's inverse map gives). During training `model.camera_drop` cameras of every frame are
-dropped at random (their points count as outside every camera).
+release's inverse map gives); a voxel's input feature is its first point's (release `sparse_quantize`;
+`model.voxel_feature` / `model.teacher.voxel_feature=mean`: the mean of its points). During training
+`model.camera_drop` cameras of every frame are dropped at random (their points count as outside every camera).
 
 Validation: point mIoU over every keyframe point (far ones clipped onto the boundary voxels), pixel mIoU of
 the camera head at the projected in-view points, and (with `model.eval_camera_drop = k`) the point mIoU with
@@ -61,6 +62,7 @@ from xmkd.models.weights import load_module_from_file
 from xmkd.recipes.lidar_seg import (
     Augment,
     augment_points,
+    check_voxel_feature,
     first_per_voxel,
     per_class_iou,
     scan_with_pasted,
@@ -73,6 +75,7 @@ class TeacherConfig:
     checkpoint: str = ""  # a lidar_seg run's checkpoint (its `net` weights)
     backbone: SparseUNetConfig = field(default_factory=lambda: SparseUNetConfig(cr=2.0))
     time_lag: bool = False  # a 5th input channel (the teacher's lidar_seg run must have model.time_lag=true)
+    voxel_feature: str = "first"  # as the teacher's lidar_seg run's model.voxel_feature (release: first)
     # release lc_semantic_nusc_tsd_full.py:173-208: rotation, scale U(0.95, 1.05), 4-way flip (= a y-flip under a
     # uniform rotation)
     augment: Augment = field(default_factory=Augment)
@@ -90,7 +93,7 @@ class U2MKDModel:
     decoder_width: int = 128
     # true: the release's pixel head order (decoder features upsampled to the image, then BN-ReLU-1x1); false: the
     # head at the decoder's resolution, then its logits upsampled (128-channel full-resolution maps never held)
-    pixel_head_at_image: bool = False
+    pixel_head_at_image: bool = True
     kd: bool = True
     w_kl: float = 1.0
     w_feat: float = 1.0
@@ -102,6 +105,9 @@ class U2MKDModel:
     eval_camera_drop: int = 0  # also report the point mIoU with this many cameras dropped
     max_points: int = 0
     one_point_per_voxel: bool = True  # training: the student keeps the first point of each voxel (release)
+    # a voxel's input feature and position: its first point's ("first", release sparse_quantize) or the mean of its
+    # points' ("mean"); they differ where a voxel holds several points (evaluation)
+    voxel_feature: str = "first"
     # release lc_semantic_nusc_tsd_full.py:398-405: rotation and scale U(0.95, 1.05), no flip
     augment: Augment = field(default_factory=lambda: Augment(flip=False))
     paste: PasteOptions = field(default_factory=PasteOptions)  # instance paste (off in the released configs)
@@ -151,6 +157,8 @@ class U2MKDRecipe(Recipe):
         self.space = get_label_space(self.cfg.data.label_space)
         if m.image_input not in ("raw", "imagenet"):
             raise XmkdConfigError(f"model.image_input: {m.image_input!r} is not one of raw, imagenet")
+        check_voxel_feature(m.voxel_feature)
+        check_voxel_feature(m.teacher.voxel_feature, "model.teacher.voxel_feature")
         student = U2MKDStudent(4, self.space.num_classes, m.backbone, m.image_depth, m.image_stem_stride,
                                m.decoder_width, m.image_pretrained, m.pixel_head_at_image)
         self.nets["student"] = student.to(self.device)
@@ -289,7 +297,7 @@ class U2MKDRecipe(Recipe):
     def collate(self, samples: list[dict]) -> dict:
         d = self.cfg.data
         student = voxel_batch([s["xyz"] for s in samples], [s["features"].astype(np.float32) for s in samples],
-                              d.voxel_size, d.point_range)
+                              d.voxel_size, d.point_range, voxel_feature=self.cfg.model.voxel_feature)
         offsets = np.cumsum([0] + [len(s["images"]) for s in samples[:-1]])
         student["images"] = torch.from_numpy(np.concatenate([s["images"] for s in samples])).permute(0, 3, 1, 2)
         student["point_image"] = torch.from_numpy(np.concatenate(
@@ -301,7 +309,8 @@ class U2MKDRecipe(Recipe):
         batch = {"student": student, "labels": torch.from_numpy(np.concatenate([s["labels"] for s in samples]))}
         if "t_xyz" in samples[0]:
             batch["teacher"] = voxel_batch([s["t_xyz"] for s in samples], [s["t_features"] for s in samples],
-                                           d.voxel_size, d.point_range)
+                                           d.voxel_size, d.point_range,
+                                           voxel_feature=self.cfg.model.teacher.voxel_feature)
             kd_index, t_offset = [], 0
             for s in samples:
                 lookup = np.full(int(max(s["raw"].max(initial=0), s["t_raw"].max(initial=0))) + 1, -1, np.int64)

@@ -4,6 +4,9 @@ bottleneck to `width` channels, then 3 pooled levels of width // 3 channels on g
 momentum 0.012), and a ladder decoder of `width` channels that adds a lateral 1x1 projection of each encoder
 stage while upsampling (bilinear, align_corners=True as the release's `upsample`). `encode`, `spp` and
 `ladder` are separate so that fusion blocks (U2MKD's L2C) can replace the stage features in between.
+The pixel head (BN-ReLU-1x1) runs, with `head_at_image`, on the decoder features upsampled to the image as the
+release does (spvcnn_swiftnet18_spformer_tsd_full.py:551-556, swiftnet.py `forward_up`), else at the decoder's
+resolution with its logits upsampled (no `width`-channel map at full resolution is held).
 """
 
 from __future__ import annotations
@@ -60,8 +63,10 @@ class Upsample(nn.Module):
 
 
 class SwiftNet(nn.Module):
-    def __init__(self, num_classes: int, width: int = 128, depth: str = "resnet18", stem_stride: int = 2):
+    def __init__(self, num_classes: int, width: int = 128, depth: str = "resnet18", stem_stride: int = 2,
+                 head_at_image: bool = True):
         super().__init__()
+        self.head_at_image = head_at_image
         self.backbone = ResNet(depth, stem_stride=stem_stride)
         ch = self.backbone.channels
         self.spp = SPP(ch[4], width)
@@ -84,7 +89,13 @@ class SwiftNet(nn.Module):
         """`width`-channel features at layer1's resolution from [stem, layer1, ..., layer4]."""
         return self.ladder(self.spp(feats[4]), feats[1:4])
 
+    def classify(self, feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Decoder features (n, width, h, w) -> pixel logits (n, classes, H, W) at `size` = (H, W), the head before
+        the upsampling (`head_at_image=false`) or after it (the release)."""
+        if self.head_at_image:
+            return self.head(upsample(feats, size))
+        return upsample(self.head(feats), size)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Per-pixel logits at the input resolution."""
-        logits = self.head(self.decode(self.encode(images)))
-        return upsample(logits, images.shape[-2:])
+        return self.classify(self.decode(self.encode(images)), images.shape[-2:])
