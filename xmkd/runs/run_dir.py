@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xmkd.config import load_config, peek_recipe
 from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdConfigError, XmkdError
 from xmkd.recipes import get_recipe
+
+# Config keys added after runs were saved, with the value that reproduces how a run whose config.yaml lacks them
+# was trained (a config.yaml is the whole resolved config of its day; a new key's default may be another behaviour)
+ADDED_KEYS = {"model.voxel_feature": "mean",  # before it: every voxel's input was its points' mean
+              "model.teacher.voxel_feature": "mean"}
+_ABSENT = object()
 
 
 def run_recipe(run_dir: str | Path) -> type[Recipe]:
@@ -26,6 +32,11 @@ def run_recipe(run_dir: str | Path) -> type[Recipe]:
 
 
 def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[type[Recipe], DictConfig]:
-    """(`run_recipe(run_dir)`, the run's config with `overrides` applied, validated by that recipe's schema)."""
+    """(`run_recipe(run_dir)`, the run's config with `overrides` applied, validated by that recipe's schema). A key
+    of `ADDED_KEYS` that the saved file lacks gets the value it was trained with, not today's default."""
     recipe_cls = run_recipe(run_dir)
-    return recipe_cls, load_config(Path(run_dir) / "config.yaml", list(overrides), schema=recipe_cls.schema)
+    config = Path(run_dir) / "config.yaml"
+    saved, schema = OmegaConf.load(config), OmegaConf.structured(recipe_cls.schema)
+    then = [f"{k}={v}" for k, v in ADDED_KEYS.items() if OmegaConf.select(saved, k, default=_ABSENT) is _ABSENT
+            and OmegaConf.select(schema, k, default=_ABSENT) is not _ABSENT]
+    return recipe_cls, load_config(config, [*then, *overrides], schema=recipe_cls.schema)
