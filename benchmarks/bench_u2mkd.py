@@ -204,35 +204,37 @@ def run_regime(seed: int, regime: str, jobs: int = 1, only: list[str] | None = N
     if not claim(folder, regime):
         print(f"seed {seed} {regime}: another process holds it; skipped")
         return None
-    before = earlier()  # read again under the lock: another process may have added rows meanwhile
-    data = make_dataset(folder / "data", seed, BENCH)
-    runs = folder / "runs"
-    new = [n for n in wanted if n not in before["rows"]]
-    rows = {n: r for n, r in plan(BENCH, data, runs, seed).items() if n in wanted}
-    timing = folder / f"seconds_{regime}.json"  # wall seconds of each run when it was trained, and the load then
-    measured = json.loads(timing.read_text()) if timing.exists() else {}
+    try:  # the lock goes with this process, whether the rows train or fail (a killed one's is taken over)
+        before = earlier()  # read again under the lock: another process may have added rows meanwhile
+        data = make_dataset(folder / "data", seed, BENCH)
+        runs = folder / "runs"
+        new = [n for n in wanted if n not in before["rows"]]
+        rows = {n: r for n, r in plan(BENCH, data, runs, seed).items() if n in wanted}
+        timing = folder / f"seconds_{regime}.json"  # wall seconds of each run when it was trained, and the load then
+        measured = json.loads(timing.read_text()) if timing.exists() else {}
 
-    def record(name: str, seconds: float) -> None:
-        if name not in measured:
-            measured[name] = {"seconds": seconds, "loadavg": [round(x, 2) for x in os.getloadavg()]}
-            atomic_write_text(timing, json.dumps(measured, indent=1))
+        def record(name: str, seconds: float) -> None:
+            if name not in measured:
+                measured[name] = {"seconds": seconds, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+                atomic_write_text(timing, json.dumps(measured, indent=1))
 
-    train_rows(rows, runs, record, jobs=jobs)
-    with torch.no_grad():
-        scored = {**before["rows"], **evaluate(runs, new, spec["teacher"])}
-    result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
-              "rows": {n: scored[n] for n in spec["rows"] if n in scored}, "class_share": class_shares(data)}
-    # what the file held for its earlier rows is kept; only the new rows are read from their run folders
-    if regime == "full":
-        result["loss"] = {**before.get("loss", {}), **{n: loss_windows(runs / n, BENCH.student_steps) for n in new
-                                                       if n != "teacher"}}
-    elif "labelled" in before:
-        result["labelled"] = before["labelled"]
-    elif students := [n for n in new if n != spec["teacher"]]:  # the same frames in every u2mkd row
-        result["labelled"] = labelled_frames(runs / students[0])
-    atomic_write_text(done, json.dumps(result, indent=1))
-    (folder / f".lock_{regime}").unlink(missing_ok=True)
-    return result
+        train_rows(rows, runs, record, jobs=jobs)
+        with torch.no_grad():
+            scored = {**before["rows"], **evaluate(runs, new, spec["teacher"])}
+        result = {"seed": seed, "budget": asdict(BENCH), "seconds": measured,
+                  "rows": {n: scored[n] for n in spec["rows"] if n in scored}, "class_share": class_shares(data)}
+        # what the file held for its earlier rows is kept; only the new rows are read from their run folders
+        if regime == "full":
+            result["loss"] = {**before.get("loss", {}), **{n: loss_windows(runs / n, BENCH.student_steps) for n in new
+                                                           if n != "teacher"}}
+        elif "labelled" in before:
+            result["labelled"] = before["labelled"]
+        elif students := [n for n in new if n != spec["teacher"]]:  # the same frames in every u2mkd row
+            result["labelled"] = labelled_frames(runs / students[0])
+        atomic_write_text(done, json.dumps(result, indent=1))
+        return result
+    finally:
+        (folder / f".lock_{regime}").unlink(missing_ok=True)
 
 
 def regime_results(seeds: tuple[int, ...], regime: str) -> list[dict]:

@@ -219,6 +219,7 @@ def test_benchmark_scores_some_rows_now_and_the_rest_later(tmp_path, monkeypatch
     monkeypatch.setattr(bench, "make_dataset", lambda *a: (_ for _ in ()).throw(RuntimeError("would train")))
     with pytest.raises(RuntimeError, match="would train"):
         bench.run_regime(0, "full", only=["camera_only"])
+    assert not (tmp_path / "seed0" / ".lock_full").exists()  # a failed process leaves no lock behind
     # rows of another full-label schedule are refused for the full regime, not for the label-scarce one
     (tmp_path / "seed0" / "full.json").write_text(json.dumps({**part, "budget": {**budget, "student_steps": 400}}))
     with pytest.raises(SystemExit, match=r"full.json: its rows were trained at another budget.*student_steps"):
