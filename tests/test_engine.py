@@ -428,6 +428,14 @@ def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
     (run / "checkpoints" / "last.pt").write_bytes(bytes(damaged))
     with pytest.raises(XmkdError, match=r"last.pt: the finished run's last checkpoint is damaged"):
         train_or_reuse(*args)
+    # a byte of the zip directory damaged: zipfile raises many kinds of error; each is 'damaged', naming the file
+    directory = whole.rindex(b"PK\x01\x02")
+    for at, bit in ((directory + 51, 0x80), (directory + 10, 1), (directory + 8, 1), (26, 0x80)):
+        damaged = bytearray(whole)
+        damaged[at] ^= bit
+        (run / "checkpoints" / "last.pt").write_bytes(bytes(damaged))
+        with pytest.raises(XmkdError, match=r"last.pt: the finished run's last checkpoint is damaged"):
+            train_or_reuse(*args)
     (run / "checkpoints" / "last.pt").write_bytes(whole)
     assert train_or_reuse(*args) == {"miou": 0.5}
     # a run of another length is neither reused nor stretched

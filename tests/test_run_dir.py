@@ -27,10 +27,11 @@ def test_a_run_saved_before_a_key_existed_keeps_the_behaviour_it_was_trained_wit
     run = _saved_without(tmp_path, "lidar_seg", "lidar_seg/nuscenes_teacher.yaml", [], "model.voxel_feature")
     assert run_config(run)[1].model.voxel_feature == "mean"
     assert run_config(run, ["model.voxel_feature=first"])[1].model.voxel_feature == "first"
-    run = _saved_without(tmp_path, "u2mkd", "u2mkd/synthetic.yaml", [], "model.voxel_feature",
-                         "model.teacher.voxel_feature")
+    run = _saved_without(tmp_path, "u2mkd", "u2mkd/nuscenes.yaml", [], "model.voxel_feature",
+                         "model.teacher.voxel_feature", "model.pixel_head_at_image")
     cfg = run_config(run)[1]
     assert (cfg.model.voxel_feature, cfg.model.teacher.voxel_feature) == ("mean", "mean")
+    assert cfg.model.pixel_head_at_image is False  # the release's order became the default after the key existed
     # a run that saved the key keeps its own value
     run = _saved_without(tmp_path / "new", "lidar_seg", "lidar_seg/nuscenes_teacher.yaml", [])
     assert run_config(run)[1].model.voxel_feature == "first"

@@ -33,8 +33,8 @@ def is_intact(path: str | Path) -> bool:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) and archive.testzip() is None
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return False
+    except Exception:  # noqa: BLE001 - a damaged directory makes zipfile raise many kinds (UnicodeDecodeError,
+        return False  # NotImplementedError, RuntimeError 'encrypted', ValueError 'negative seek'): all mean damaged
 
 
 def restore_nets(nets: dict[str, nn.Module], path: str | Path, map_location: str | torch.device = "cpu") -> dict:

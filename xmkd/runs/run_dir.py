@@ -15,7 +15,8 @@ from xmkd.recipes import get_recipe
 # Config keys added after runs were saved, with the value that reproduces how a run whose config.yaml lacks them
 # was trained (a config.yaml is the whole resolved config of its day; a new key's default may be another behaviour)
 ADDED_KEYS = {"model.voxel_feature": "mean",  # before it: every voxel's input was its points' mean
-              "model.teacher.voxel_feature": "mean"}
+              "model.teacher.voxel_feature": "mean",
+              "model.pixel_head_at_image": "false"}  # before it: the head at the decoder's resolution
 _ABSENT = object()
 
 
