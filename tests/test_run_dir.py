@@ -1,10 +1,16 @@
 """Reading a run directory's saved config back (xmkd.runs.run_dir)."""
 
+import json
+
+import pytest
 import yaml
 
 from xmkd.config import CONFIG_DIR, load_config, save_config
+from xmkd.errors import XmkdError
 from xmkd.recipes import get_recipe
+from xmkd.runs.config_changes import IGNORED, config_changes, same_target
 from xmkd.runs.run_dir import run_config
+from xmkd.runs.train import train_or_reuse
 
 
 def _saved_without(tmp_path, recipe, config, overrides, *keys):
@@ -35,3 +41,124 @@ def test_a_run_saved_before_a_key_existed_keeps_the_behaviour_it_was_trained_wit
     # a run that saved the key keeps its own value
     run = _saved_without(tmp_path / "new", "lidar_seg", "lidar_seg/nuscenes_teacher.yaml", [])
     assert run_config(run)[1].model.voxel_feature == "first"
+
+
+# -- resuming or reusing a run only under the config it was trained with (xmkd.runs.config_changes) ----------------
+
+CONFIG = "lidar_seg/synthetic.yaml"
+
+
+class _Resumed:
+    """Stands in for the Trainer: records how it was started (resume or not, with which config)."""
+
+    calls: list = []
+
+    def __init__(self, cfg, recipe, resume=False, **kw):
+        _Resumed.calls.append((cfg, resume))
+
+    def fit(self):
+        return {"miou": 0.25}
+
+
+def _run(tmp_path, overrides=(), without=(), finished=False, config=CONFIG):
+    """A run folder holding an interrupted (or finished) lidar_seg run: its config.yaml (less the keys `without`, as
+    one saved before they existed) and a last.pt (a stand-in: the Trainer is replaced where it would load it)."""
+    import torch
+
+    base = ["train.max_iters=3", f"output_dir={tmp_path}", "name=run", "data.root=data/somewhere"]
+    run = _saved_without(tmp_path, "lidar_seg", config, [*base, *overrides], *without)
+    run.rename(tmp_path / "run")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir()
+    torch.save({"step": 3 if finished else 1}, run / "checkpoints" / "last.pt")
+    if finished:
+        (run / "metrics.jsonl").write_text(json.dumps({"kind": "val", "step": 3, "miou": 0.5}) + "\n")
+    return run, base
+
+
+@pytest.fixture
+def trainer(monkeypatch):
+    import xmkd.engine.trainer
+    import xmkd.runs.train
+
+    _Resumed.calls = []
+    monkeypatch.setattr(xmkd.runs.train, "Trainer", _Resumed)
+    monkeypatch.setattr(xmkd.engine.trainer, "Trainer", _Resumed)
+    return _Resumed.calls
+
+
+def test_an_interrupted_run_resumes_only_with_the_config_it_started_with(tmp_path, trainer):
+    run, base = _run(tmp_path)
+    with pytest.raises(XmkdError) as err:
+        train_or_reuse(CONFIG, [*base, "train.optimizer.lr=0.5", "train.max_iters=5"], run)
+    msg = str(err.value)
+    assert msg.startswith(f"{run}: holds a run trained with another config") and not trainer
+    assert "train.optimizer.lr: saved 0.003, requested 0.5" in msg
+    assert "train.max_iters: saved 3, requested 5 (an annealed schedule cannot be stretched)" in msg
+    assert f"delete {run}" in msg and "(train.max_iters=3 train.optimizer.lr=0.003)" in msg
+    # keys that do not change what is trained are not compared (each is in IGNORED, with why)
+    ignored = ["data.num_workers=0", "train.log_every=1", "train.ckpt_every=7", "device=cpu", "data.test_split=x",
+               "train.keep_snapshots=true", "train.epochs=99"]  # epochs: not read while max_iters > 0
+    assert {o.split("=")[0] for o in ignored} - {"train.epochs"} <= set(IGNORED)
+    assert train_or_reuse(CONFIG, [*base, *ignored], run) == {"miou": 0.25}
+    assert trainer[-1][1] is True and trainer[-1][0].data.num_workers == 0  # resumed, with the new worker count
+
+
+def test_a_run_saved_before_voxel_feature_resumes_only_with_the_value_it_was_trained_with(tmp_path, trainer):
+    # an older run (its voxels were averaged), of a config that leaves the key at today's default (the release's first)
+    nus = "lidar_seg/nuscenes_teacher.yaml"
+    run, base = _run(tmp_path, without=["model.voxel_feature"], config=nus)
+    with pytest.raises(XmkdError, match=r"model.voxel_feature: saved 'mean', requested 'first'(.|\n)*"
+                                        r"overrides \(model.voxel_feature=mean\)"):
+        train_or_reuse(nus, base, run)
+    assert train_or_reuse(nus, [*base, "model.voxel_feature=mean"], run) == {"miou": 0.25}
+    assert trainer[-1][1] is True and trainer[-1][0].model.voxel_feature == "mean"
+
+
+def test_a_finished_run_is_reused_only_when_its_config_matches(tmp_path, trainer):
+    run, base = _run(tmp_path, ["model.lovasz_weight=0.5"], finished=True)
+    with pytest.raises(XmkdError, match="model.lovasz_weight: saved 0.5, requested 1.0"):
+        train_or_reuse(CONFIG, base, run)
+    with pytest.raises(XmkdError, match="train.val_every: saved 1, requested 3"):  # validation draws random numbers
+        train_or_reuse(CONFIG, [*base, "model.lovasz_weight=0.5", "train.val_every=3"], run)
+    assert train_or_reuse(CONFIG, [*base, "model.lovasz_weight=0.5", "data.num_workers=3"], run) == {"miou": 0.5}
+    assert not trainer  # reused, not trained
+
+
+def test_xmkd_train_resume_refuses_a_changed_config_unless_allowed(tmp_path, trainer, capsys):
+    from xmkd.cli import main
+
+    run, base = _run(tmp_path)
+    cmd = ["train", str(CONFIG_DIR / CONFIG), *base, "train.grad_clip=5", "--resume", "--quiet"]
+    assert main(cmd) == 1 and not trainer
+    err = capsys.readouterr().err
+    assert "train.grad_clip: saved 0.0, requested 5.0" in err and "--allow-config-change" in err
+    assert main([*cmd, "--allow-config-change"]) == 0 and trainer[-1][1] is True
+    assert "resuming" in (err := capsys.readouterr().err) and "train.grad_clip: saved 0.0, requested 5.0" in err
+    assert main([*cmd[:-3], "data.num_workers=0", "--resume"]) == 0  # an ignored key: resumes, and says so
+    assert "data.num_workers: saved 1, requested 0" in capsys.readouterr().err
+
+
+def test_path_keys_compare_what_they_name(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    a, b, c = (tmp_path / n for n in ("a.pt", "b.pt", "c.pt"))
+    a.write_bytes(b"weights")
+    b.write_bytes(b"weights")
+    c.write_bytes(b"other!!")
+    os.link(a, tmp_path / "a_link.pt")
+    assert same_target("a.pt", str(a)) and same_target(str(a), str(tmp_path / "a_link.pt"))
+    assert same_target(str(a), str(b)) and not same_target(str(a), str(c))
+    assert not same_target("gone.pt", "also_gone.pt") and not same_target(str(a), "")
+    for name, root, frames in (("d1", "/x/d1", [1, 2]), ("d2", "/y/d2", [1, 2]), ("d3", "/z/d3", [1, 3])):
+        (tmp_path / name / "xmkd_index").mkdir(parents=True)
+        index = {"format": "xmkd-index/1", "root": root, "frames": frames}
+        (tmp_path / name / "xmkd_index" / "index.json").write_text(json.dumps(index))
+    assert same_target("d1", "d2") and not same_target("d1", "d3")  # a copied dataset; another one
+    # a finished run whose data and teacher were copied elsewhere is the same run
+    run, base = _run(tmp_path / "runs", ["data.root=d1"])
+    schema = get_recipe("lidar_seg").schema
+    assert config_changes(run, load_config(CONFIG_DIR / CONFIG, [*base, "data.root=d2"], schema=schema)) == []
+    assert config_changes(run, load_config(CONFIG_DIR / CONFIG, [*base, "data.root=d3"], schema=schema)) == [
+        ("data.root", "d1", "d3")]

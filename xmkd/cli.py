@@ -152,11 +152,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise XmkdError(f"{args.config}: no `recipe:` given")
     recipe = get_recipe(name)
     cfg = load_config(args.config, args.overrides, schema=recipe.schema)
+    if args.resume:
+        _check_resumed_config(cfg, args.allow_config_change)
     try:
         Trainer(cfg, recipe, resume=args.resume, progress=not args.quiet).fit()
     finally:
         distributed.cleanup()
     return 0
+
+
+def _check_resumed_config(cfg, allow: bool) -> None:
+    """`xmkd train --resume`: refuse a config that differs from the run's saved one on a key that changes what is
+    trained (XmkdError naming each key with both values) unless `allow` (`--allow-config-change`); print every
+    difference that goes ahead, ignored keys included (rank 0 only under torchrun)."""
+    from pathlib import Path
+
+    from xmkd.runs.config_changes import config_changes, describe, require_same_config
+
+    run_dir = Path(cfg.output_dir) / cfg.name
+    if not ((run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.pt").exists()):
+        return  # nothing to compare with: the Trainer says what is missing
+    if not allow:
+        require_same_config(run_dir, cfg, escape="pass --allow-config-change to resume with the requested values")
+    changes = config_changes(run_dir, cfg, ignore={})
+    if changes and os.environ.get("RANK", "0") == "0":
+        print(f"xmkd train: resuming {run_dir} with a config that differs from its saved one (config.yaml will hold "
+              f"the new values):\n{describe(changes)}", file=sys.stderr, flush=True)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -444,7 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a recipe from a config (runs under torchrun for DDP)")
     p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5")
-    p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory (refused "
+                   "when the config differs from the run's saved one on a key that changes what is trained)")
+    p.add_argument("--allow-config-change", action="store_true", help="with --resume: continue even with such "
+                   "differences (each is printed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_train)
 

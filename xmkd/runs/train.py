@@ -12,7 +12,7 @@ from xmkd.engine.logging import read_metrics
 from xmkd.engine.trainer import Trainer
 from xmkd.errors import XmkdError
 from xmkd.recipes import get_recipe
-from xmkd.runs.run_dir import run_config
+from xmkd.runs.config_changes import require_same_config
 
 
 def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | Path, progress: bool = True,
@@ -20,19 +20,18 @@ def train_or_reuse(config: str | Path, overrides: Sequence[str], run_dir: str | 
     """Train `config` with `overrides` into `run_dir` unless that run already finished (its log holds the validation
     of the final step and its last checkpoint exists); an interrupted run resumes. Returns the final validation
     metrics (the demo and the training benchmarks are sequences of these). `bar_position`: the progress bar's line
-    (tqdm `position`) when runs train side by side. Raises XmkdError when `run_dir` holds a run of another length
-    (`train.max_iters`), or a finished run whose last checkpoint is not a whole torch archive (cut short,
-    damaged bytes, another file; `xmkd.engine.checkpoint.is_intact`)."""
+    (tqdm `position`) when runs train side by side. Raises XmkdError when `run_dir` holds a run (finished or not)
+    trained with another config on any key that changes what is trained (`config_changes.require_same_config`:
+    another `train.max_iters`, a default that changed since, another override; each key with both values), or a
+    finished run whose last checkpoint is not a whole torch archive (cut short, damaged bytes, another file;
+    `xmkd.engine.checkpoint.is_intact`)."""
     run_dir = Path(run_dir)
     recipe = get_recipe(peek_recipe(config, overrides))
     cfg = load_config(config, overrides, schema=recipe.schema)
     last = run_dir / "checkpoints" / "last.pt"
     done = [r for r in read_metrics(run_dir) if r.get("kind") == "val" and r.get("step") == cfg.train.max_iters]
-    if last.exists() and (run_dir / "config.yaml").is_file():
-        before = run_config(run_dir)[1].train.max_iters
-        if before != cfg.train.max_iters:  # resuming would restart an annealed schedule mid-curve
-            raise XmkdError(f"{run_dir}: holds a run of train.max_iters={before}, not {cfg.train.max_iters}; its "
-                            "schedule cannot be stretched: delete it or train into another folder")
+    if last.exists() and (run_dir / "config.yaml").is_file():  # a run to resume or reuse: the same one?
+        require_same_config(run_dir, cfg)
     if done and last.exists():
         if not is_intact(last):  # a cut, damaged or foreign file would pass as finished
             raise XmkdError(f"{last}: the finished run's last checkpoint is damaged (not an archive written by "
