@@ -222,8 +222,8 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, nargs=3, default=[TEACHER_STEPS, BEV_STEPS, DET_STEPS],
                         metavar=("TEACHER", "BEV", "DET"),
-                        help="iterations (a run of another count resumes under the new schedule: give each count its "
-                             "own XMKD_BENCH_OUT)")
+                        help="iterations (a run folder of another count is refused: give each count its own "
+                             "XMKD_BENCH_OUT)")
     parser.add_argument("--frames", type=int, default=FRAMES,
                         help="synthetic frames per seed (fewer leave every class below 41 valid boxes: a smoke run)")
     args = parser.parse_args()

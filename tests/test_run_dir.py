@@ -38,6 +38,13 @@ def test_a_run_saved_before_a_key_existed_keeps_the_behaviour_it_was_trained_wit
     cfg = run_config(run)[1]
     assert (cfg.model.voxel_feature, cfg.model.teacher.voxel_feature) == ("mean", "mean")
     assert cfg.model.pixel_head_at_image is False  # the release's order became the default after the key existed
+    # FtD++ runs saved before the release's 3D shift and float stylised images existed had neither (today: both on)
+    run = _saved_without(tmp_path, "ftd", "ftd/synthetic_day_night.yaml", [], "model.translate_3d",
+                         "model.style_float", "train.schedule.final_ratio")
+    cfg, today = run_config(run)[1], get_recipe("ftd").schema().model
+    assert (cfg.model.translate_3d, cfg.model.style_float) == (False, False)
+    assert today.translate_3d and today.style_float
+    assert cfg.train.schedule.final_ratio == 1e-4
     # a run that saved the key keeps its own value
     run = _saved_without(tmp_path / "new", "lidar_seg", "lidar_seg/nuscenes_teacher.yaml", [])
     assert run_config(run)[1].model.voxel_feature == "first"
@@ -122,6 +129,11 @@ def test_a_finished_run_is_reused_only_when_its_config_matches(tmp_path, trainer
     with pytest.raises(XmkdError, match="train.val_every: saved 1, requested 3"):  # validation draws random numbers
         train_or_reuse(CONFIG, [*base, "model.lovasz_weight=0.5", "train.val_every=3"], run)
     assert train_or_reuse(CONFIG, [*base, "model.lovasz_weight=0.5", "data.num_workers=3"], run) == {"miou": 0.5}
+    # pasting off on both sides (no database): its other keys do not matter (the cap's default went 4000 -> 5000)
+    assert train_or_reuse(CONFIG, [*base, "model.lovasz_weight=0.5", "model.paste.max_added_points=4000"], run) == {
+        "miou": 0.5}
+    with pytest.raises(XmkdError, match="model.paste.database: saved '', requested 'db'"):
+        train_or_reuse(CONFIG, [*base, "model.lovasz_weight=0.5", "model.paste.database=db"], run)
     assert not trainer  # reused, not trained
 
 
@@ -162,3 +174,19 @@ def test_path_keys_compare_what_they_name(tmp_path, monkeypatch):
     assert config_changes(run, load_config(CONFIG_DIR / CONFIG, [*base, "data.root=d2"], schema=schema)) == []
     assert config_changes(run, load_config(CONFIG_DIR / CONFIG, [*base, "data.root=d3"], schema=schema)) == [
         ("data.root", "d1", "d3")]
+    # pasting on (a database, copied): its cap is compared
+    run, base = _run(tmp_path / "runs2", ["model.paste.database=d1"])
+    cfg = load_config(CONFIG_DIR / CONFIG, [*base, "model.paste.database=d2", "model.paste.max_added_points=4000"],
+                      schema=schema)
+    assert config_changes(run, cfg) == [("model.paste.max_added_points", 5000, 4000)]
+
+
+def test_values_a_recipe_treats_alike_are_the_same_run(tmp_path):
+    # xMUDA-family recipes read a domain's camera as cameras[0], else model.camera: [] and null alike (older UDA runs
+    # saved []); lidar_seg reads [] as no camera and null as every one
+    for recipe, config, same in (("xmuda", "xmuda/synthetic_day_night.yaml", True), ("lidar_seg", CONFIG, False)):
+        schema = get_recipe(recipe).schema
+        base = ["train.max_iters=3", f"output_dir={tmp_path}", f"name={recipe}"]
+        save_config(load_config(CONFIG_DIR / config, [*base, "data.cameras=[]"], schema=schema), tmp_path / recipe)
+        changes = config_changes(tmp_path / recipe, load_config(CONFIG_DIR / config, base, schema=schema))
+        assert changes == ([] if same else [("data.cameras", [], None)])

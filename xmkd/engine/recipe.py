@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ class Recipe:
 
     name = ""
     schema: type = ExperimentConfig
+    # config key -> groups of values this recipe treats alike (a resumed or reused run whose saved value and the
+    # requested one share a group is the same run: `xmkd.runs.config_changes`)
+    same_values: ClassVar[dict[str, list[list[Any]]]] = {}
 
     def __init__(self, cfg: Any, device: torch.device):
         self.cfg = cfg

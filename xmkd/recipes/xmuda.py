@@ -188,6 +188,9 @@ class DualHead(nn.Module):
 
 class XMUDARecipe(Recipe):
     name = "xmuda"
+    # a domain's camera is its cameras[0], else model.camera (`camera_of`): [] and null both mean model.camera (runs
+    # saved before data.cameras: [] came to mean "none" elsewhere hold [])
+    same_values = {"data.cameras": [[[], None]], "target.cameras": [[[], None]]}
     schema = XMUDAConfig
 
     def build(self) -> None:

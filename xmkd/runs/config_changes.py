@@ -37,7 +37,11 @@ IGNORED = {
     "train.ckpt_every": "how often last.pt is written (saving reads the random state, it draws nothing)",
     "train.keep_snapshots": "extra copies of checkpoints for `xmkd eval --all`",
 }
-# train.epochs is not read when train.max_iters > 0 (the Trainer's iteration-based mode): compared only otherwise
+# train.epochs is not read when train.max_iters > 0 (the Trainer's iteration-based mode): compared only otherwise.
+# Groups of keys read only while a switch is on: prefix -> (switch key, its "off" value). While both sides have the
+# switch off, the group's other keys are not compared (model.paste.max_added_points went from 4000 to the release's
+# 5000 while every synthetic run had pasting off: those runs are the same runs under either value).
+INERT_UNLESS = {"model.paste.": ("model.paste.database", "")}  # no database: nothing is pasted (InstancePaste)
 
 # Keys (by their last name) that hold a file or folder: the same when they name the same thing, also as another
 # path (relative / absolute, a moved, copied or hard-linked folder): see `same_target`
@@ -114,19 +118,25 @@ def config_changes(run_dir: str | Path, cfg: DictConfig, ignore: dict[str, str] 
                    ) -> list[tuple[str, Any, Any]]:
     """(dotted key, saved value, requested value) of every key whose value in the run directory's saved config
     (`run_config`, with `ADDED_KEYS` applied) differs from the resolved config `cfg`, sorted by key; a key that only
-    one side has shows `ABSENT` on the other (another recipe). Keys of `ignore` (default `IGNORED`; pass {} for
-    every difference) are left out, and so is train.epochs while both sides train by iterations (max_iters > 0).
-    Path keys (`PATH_KEYS`) differ only when they name different things (`same_target`).
+    one side has shows `ABSENT` on the other (another recipe). Not listed: keys of `ignore` (default `IGNORED`; {}
+    lists them too), train.epochs while both sides train by iterations (max_iters > 0), a group of `INERT_UNLESS`
+    while its switch is off on both sides, two values the run's recipe treats alike (`Recipe.same_values`), and
+    path keys (`PATH_KEYS`) that name the same thing (`same_target`).
 
     Raises XmkdError when `run_dir` has no config.yaml, XmkdConfigError when it does not load (`run_config`)."""
     ignore = IGNORED if ignore is None else ignore
-    saved, wanted = _flat(run_config(run_dir)[1]), _flat(cfg)
+    recipe_cls, saved_cfg = run_config(run_dir)
+    saved, wanted = _flat(saved_cfg), _flat(cfg)
     if saved.get("train.max_iters", 0) > 0 and wanted.get("train.max_iters", 0) > 0:
         ignore = {**ignore, "train.epochs": "not read when training by iterations"}
+    off = [prefix for prefix, (switch, value) in INERT_UNLESS.items()
+           if saved.get(switch, value) == value and wanted.get(switch, value) == value]
     changes = []
     for key in sorted(saved.keys() | wanted.keys()):
         a, b = saved.get(key, ABSENT), wanted.get(key, ABSENT)
-        if key in ignore or a == b:
+        if key in ignore or a == b or any(key.startswith(p) and key != INERT_UNLESS[p][0] for p in off):
+            continue
+        if any(a in group and b in group for group in recipe_cls.same_values.get(key, [])):
             continue
         if key.rsplit(".", 1)[-1] in PATH_KEYS and isinstance(a, str) and isinstance(b, str) and same_target(a, b):
             continue
@@ -148,11 +158,12 @@ def require_same_config(run_dir: str | Path, cfg: DictConfig, escape: str = "") 
     if not changes:
         return
     keep = " ".join(f"{k}={_override(a)}" for k, a, _ in changes if a is not ABSENT)
+    keep = f", or pass the saved value(s) as overrides ({keep})" if keep else ""
     also = f", or {escape}" if escape else ""
     raise XmkdError(f"{run_dir}: holds a run trained with another config than the one requested:\n"
                     f"{describe(changes)}\n"
-                    f"delete {run_dir} to train it again, train into another folder (output_dir=... / name=...), "
-                    f"or pass the saved value(s) as overrides ({keep}){also}")
+                    f"delete {run_dir} to train it again, train into another folder (output_dir=... / name=...)"
+                    f"{keep}{also}")
 
 
 def _override(value: Any) -> str:

@@ -16,7 +16,16 @@ from xmkd.recipes import get_recipe
 # was trained (a config.yaml is the whole resolved config of its day; a new key's default may be another behaviour)
 ADDED_KEYS = {"model.voxel_feature": "mean",  # before it: every voxel's input was its points' mean
               "model.teacher.voxel_feature": "mean",
-              "model.pixel_head_at_image": "false"}  # before it: the head at the decoder's resolution
+              "model.pixel_head_at_image": "false",  # before it: the head at the decoder's resolution
+              "model.translate_3d": "false",  # xmuda / ftd / bftd: no random 3D shift before it (7527317)
+              "model.style_float": "false",  # ftd: stylised / mixed images rounded to uint8 before it (8b0656f)
+              # keys whose default is still the behaviour before them; listed so that a later default cannot
+              # change how an older run reads
+              "train.schedule.final_ratio": "0.0001",  # onecycle's fixed end before it (c468419)
+              "train.schedule.release_warmup": "false",  # (413d906)
+              "train.schedule.momentum": "[]",  # the optimizer's fixed momentum before it (013e02b)
+              "model.augment.translate": "0.0",  # no translation before it (413d906)
+              "model.teacher.augment.translate": "0.0"}
 _ABSENT = object()
 
 
