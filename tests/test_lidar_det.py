@@ -151,10 +151,12 @@ def test_hsrdn_trains_on_unlabelled_raw_frames_next_to_labelled_ones(kitti, teac
     raw = [f"unlabelled.root={kitti}", f"unlabelled.index={kitti / 'xmkd_raw_index'}",
            "unlabelled.train_split=raw_unlabelled"]
     ckpt = f"model.teacher_checkpoint={teacher_run / 'checkpoints' / 'last.pt'}"
-    recipe = hsrdn(kitti, tmp_path, ckpt, "model.weights.gt=1", *raw)
+    recipe = hsrdn(kitti, tmp_path, ckpt, "model.weights.gt=1", "model.redraw_empty=true", *raw)
     ds = recipe.train_dataset()
     n = len((kitti / "ImageSets" / "train.txt").read_text().split())
     assert len(ds) == n + 2
+    # a boxless labelled scene is replaced from labelled and raw frames together, as in the release's one dataset
+    assert ds.redraw is not None and ds.parts[0].redraw is None and ds.parts[1].redraw is None
     labelled, unlabelled = ds[(0, 0)], ds[(0, n + 1)]
     assert labelled["labelled"] and not unlabelled["labelled"] and len(unlabelled["boxes"]) == 0
     assert unlabelled["image"].shape == labelled["image"].shape and (unlabelled["depth"] > 0).sum() > 20
@@ -303,3 +305,73 @@ def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(ki
     err = capsys.readouterr().err
     assert "validation and `xmkd infer` write KITTI prediction files" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_training_scene_left_without_boxes_is_drawn_again_as_released(kitti, tmp_path):
+    import torch
+
+    from xmkd.data.dataset import ConcatSamples, FrameSamples
+    from xmkd.errors import XmkdDataError
+    from xmkd.recipes.lidar_det import left_without_boxes
+
+    def make(frame, rng):
+        boxes = np.zeros((0 if frame in ("empty", "raw") else 1, 7))
+        draw = None if rng is None else rng.random()
+        return {"frame": frame, "labelled": frame != "raw", "boxes": boxes, "draw": draw}
+
+    frames = ["a", "empty", "b"]
+    ds = FrameSamples(frames, make, 0, train=True, redraw=left_without_boxes)
+    drawn = [ds[(e, 1)] for e in range(30)]
+    assert {s["frame"] for s in drawn} == {"a", "b"}  # a random other frame, as OpenPCDet's prepare_data
+    assert ds[(5, 1)]["draw"] == drawn[5]["draw"]  # fixed by the seed, epoch and index
+    assert drawn[5]["draw"] != ds[(5, frames.index(drawn[5]["frame"]))]["draw"]  # with augmentation of its own
+    assert ds[(0, 0)]["draw"] == FrameSamples(frames, make, 0, train=True)[(0, 0)]["draw"]  # others: unchanged
+    assert FrameSamples(frames, make, 0, train=True)[(0, 1)]["frame"] == "empty"  # model.redraw_empty=false
+    assert FrameSamples(frames, make, 0, train=False, redraw=left_without_boxes)[1]["frame"] == "empty"  # validation
+    # labelled and raw frames in one set (CMKD's setting): the replacement comes from all of them, and a raw frame
+    # (no labels, no boxes) is never replaced
+    mixed = ConcatSamples([FrameSamples(["empty"], make, 0, True), FrameSamples(["raw"], make, 1, True)],
+                          left_without_boxes, 0)
+    assert mixed[(0, 0)]["frame"] == "raw" and mixed[(0, 1)]["frame"] == "raw"
+    with pytest.raises(XmkdDataError, match="redraw_empty=false"):
+        FrameSamples(["empty"], make, 0, train=True, redraw=left_without_boxes)[(0, 0)]
+    # the teacher recipe: a range behind the car holds no box, so every scene is left without boxes
+    recipe_cls = get_recipe("lidar_det")
+
+    def teacher(*extra):
+        cfg = load_config(REPO / "configs" / "lidar_det" / "synthetic.yaml", [
+            f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0",
+            "data.point_range=[-3.2,-0.8,-3,-1.6,0.8,1]", "model.augment.gt_sampling.enabled=false", *extra],
+            schema=recipe_cls.schema)
+        made = recipe_cls(cfg, torch.device("cpu"))
+        made.build()
+        return made.train_dataset()
+
+    kept = teacher("model.redraw_empty=false")
+    assert kept.redraw is None and len(kept[(0, 0)]["boxes"]) == 0
+    assert teacher().redraw is left_without_boxes and left_without_boxes(kept[(0, 0)])
+
+
+def test_the_students_teacher_voxels_are_capped_as_the_distillation_configs_cap_them(kitti, tmp_path):
+    import torch
+
+    from xmkd.recipes.lidar_det import LidarDetRecipe
+
+    recipe_cls = get_recipe("hsrdn")
+    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic_bev.yaml", [
+        f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0", "model.max_voxels=[50,60]",
+        "model.image_flip=false"], schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    frame = recipe.frames("train", training=True)[0]
+    lo, size = np.asarray(cfg.data.point_range[:3]), np.asarray(recipe.voxel)
+
+    def voxels(sample) -> int:
+        return len(np.unique(np.floor((sample["xyz"] - lo) / size).astype(np.int64), axis=0))
+
+    train, val = recipe.make_sample(frame, np.random.default_rng(0)), recipe.make_sample(frame, None)
+    assert voxels(train) == 50 and voxels(val) == 60  # model.max_voxels [training, evaluation]
+    # as released, the points are not shuffled before the cap (no shuffle_points in the distillation configs)
+    assert np.array_equal(train["xyz"], LidarDetRecipe.make_sample(recipe, frame, None, max_voxels=50)["xyz"])
+    # the defaults: the distillation configs' 16,000 / 40,000, the teacher's own 20,000 / 40,000
+    assert list(recipe_cls.schema().model.max_voxels) == [16000, 40000]
+    assert list(get_recipe("lidar_det").schema().model.max_voxels) == [20000, 40000]

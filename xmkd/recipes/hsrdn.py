@@ -71,6 +71,9 @@ class DistillWeights:
 @dataclass
 class HSRDNModel(LidarDetModel):
     teacher_checkpoint: str = ""  # a lidar_det run's checkpoint; its `second` config must be this one's
+    # the teacher's voxels per sample in training / evaluation: the releases' distillation configs cap the teacher
+    # at 16,000 / 40,000 (cmkd_kitti_R50_scd_{bev,V2}.yaml MAX_NUMBER_OF_VOXELS), not the teacher's own 20,000
+    max_voxels: list[int] = field(default_factory=lambda: [16000, 40000])
     student: MonoConfig = field(default_factory=MonoConfig)
     stage: str = "det"  # bev | det
     reset_head: bool = True  # with student.init: BEV backbone + head re-copied from the teacher (as released)
@@ -198,7 +201,10 @@ class HSRDNRecipe(LidarDetRecipe):
         m, d = self.cfg.model, self.cfg.data
         if rng is not None and m.image_flip and rng.random() < 0.5:
             frame = flip_frame(frame, m.camera)
-        sample = super().make_sample(frame, None)  # the teacher's 3D augmentation would leave the image behind
+        # the teacher's 3D augmentation would leave the image behind; as released, the points are not shuffled and
+        # the teacher's voxels are capped at the distillation config's MAX_NUMBER_OF_VOXELS (train / test)
+        cap = m.max_voxels[0 if rng is not None else 1]
+        sample = super().make_sample(frame, None, max_voxels=cap)
         cam = frame.cameras[m.camera]
         size = tuple(d.image_size) if d.image_size else cam.image_size
         image, K = resize_camera(cam.image, cam.K, size)
@@ -213,8 +219,9 @@ class HSRDNRecipe(LidarDetRecipe):
         u = self.cfg.unlabelled
         if not u.root:
             return labelled
+        labelled.redraw = None  # drawn again from the whole set: the release keeps labelled and raw frames in one
         unlabelled = FrameSamples(self.frames_of(u, u.train_split), self.make_sample, self.cfg.seed + 1, train=True)
-        return ConcatSamples([labelled, unlabelled])
+        return ConcatSamples([labelled, unlabelled], self.redraw(), self.cfg.seed)
 
     def collate(self, samples: list[dict]) -> dict:
         batch = super().collate(samples)
