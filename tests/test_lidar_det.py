@@ -375,3 +375,52 @@ def test_the_students_teacher_voxels_are_capped_as_the_distillation_configs_cap_
     # the defaults: the distillation configs' 16,000 / 40,000, the teacher's own 20,000 / 40,000
     assert list(recipe_cls.schema().model.max_voxels) == [16000, 40000]
     assert list(get_recipe("lidar_det").schema().model.max_voxels) == [20000, 40000]
+
+
+def test_depth_targets_from_depth_2_maps_are_the_releases_sparse_average_pooling(kitti, tmp_path):
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    from xmkd.data.readers.kitti_object import read_kitti_object_frame
+    from xmkd.errors import XmkdDataError
+    from xmkd.models.det.mono import output_stride
+
+    root, fid = tmp_path / "kitti", (kitti / "ImageSets" / "train.txt").read_text().split()[0]
+    for sub, ext in (("velodyne", "bin"), ("image_2", "png"), ("calib", "txt"), ("label_2", "txt")):
+        (root / "training" / sub).mkdir(parents=True)
+        shutil.copy(kitti / "training" / sub / f"{fid}.{ext}", root / "training" / sub / f"{fid}.{ext}")
+    plain = read_kitti_object_frame(root, fid, cameras=["image_2"])
+    w, h = plain.cameras["image_2"].image_size
+    g = np.random.default_rng(0)
+    raw = np.where(g.random((h, w)) < 0.3, g.integers(3 * 256, 60 * 256, (h, w)), 0).astype(np.uint16)
+    (root / "training" / "depth_2").mkdir()
+    Image.fromarray(raw).save(root / "training" / "depth_2" / f"{fid}.png")  # 16-bit, metres x 256 (KITTI's format)
+    frame = read_kitti_object_frame(root, fid, cameras=["image_2"])
+    metres = raw.astype(np.float32) / 256
+    assert plain.cameras["image_2"].depth is None and np.array_equal(frame.cameras["image_2"].depth, metres)
+    recipe_cls = get_recipe("hsrdn")
+    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic_bev.yaml", [
+        f"data.root={root}", f"output_dir={tmp_path}", "data.image_size=[]", "model.depth_maps=depth_2"],
+        schema=recipe_cls.schema)
+    recipe, stride = recipe_cls(cfg, torch.device("cpu")), output_stride(cfg.model.student)
+
+    def pooled(depth: np.ndarray) -> np.ndarray:  # data_processor_cmkd.py sparse_avg_pooling (skimage, zero padding)
+        ph, pw = -(-h // stride) * stride, -(-w // stride) * stride
+        blocks = np.pad(depth, ((0, ph - h), (0, pw - w))).reshape(ph // stride, stride, pw // stride, stride)
+        return blocks.sum((1, 3)) / ((blocks != 0).sum((1, 3)) + 1e-10)
+
+    assert np.allclose(recipe.make_sample(frame, None)["depth"], pooled(metres), rtol=1e-6)
+    flip = next(np.random.default_rng(s) for s in range(10) if np.random.default_rng(s).random() < 0.5)
+    assert np.allclose(recipe.make_sample(frame, flip)["depth"], pooled(metres[:, ::-1]), rtol=1e-6)  # np.fliplr
+    # a training frame without its map is an error; evaluation reads no targets
+    with pytest.raises(XmkdDataError, match=r"depth_maps=depth_2, but camera 'image_2' of frame .* no depth map"):
+        recipe.make_sample(plain, np.random.default_rng(0))
+    assert not recipe.make_sample(plain, None)["depth"].any()
+    (root / "training" / "depth_2" / f"{fid}.png").write_bytes(b"")
+    with pytest.raises(XmkdDataError, match="depth_2"):
+        read_kitti_object_frame(root, fid, cameras=["image_2"])
+    Image.fromarray(raw[:, :-8]).save(root / "training" / "depth_2" / f"{fid}.png")
+    with pytest.raises(XmkdDataError, match=rf"a {w - 8}x{h} depth map for a {w}x{h} image"):
+        read_kitti_object_frame(root, fid, cameras=["image_2"])
