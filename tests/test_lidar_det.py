@@ -136,6 +136,11 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev", "model.relation_score=0")
     batch = bev_stage.collate([bev_stage.train_dataset()[(0, 0)]])
     assert set(bev_stage.training_step(batch, 0)) == {"bev", "distance", "angle", "depth"}
+    # the released cross-sample form (one node per sample, whole BEV maps): non-zero from a batch of 3
+    cross = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_nodes=cross")
+    three = cross.collate([ds[(0, 0)], ds[(0, 1)], cross.val_dataset()[0]])
+    losses = cross.training_step(three, 0)
+    assert losses["distance"] > 0 and losses["angle"] > 0 and torch.isfinite(sum(losses.values()))
     cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", config="cmkd/synthetic.yaml")
     assert not {"distance", "angle"} & set(cmkd.training_step(batch, 0))
     with pytest.raises(XmkdConfigError, match="no relation losses"):
@@ -218,8 +223,16 @@ def test_bev_stage_leaves_the_head_alone_and_the_det_stage_starts_from_it(kitti,
     # the release's AdamW (betas 0.9 / 0.999) under OneCycleLR, whose beta1 starts at MAX_MOM 0.95
     assert all(g["betas"] == (0.95, 0.999) for o in trainer.optimizers.values() for g in o.param_groups)
     before = {k: v.clone() for k, v in student.state_dict().items()}
+
+    def head_in_eval_mode_after_train() -> bool:  # MonoDetector.train keeps the frozen head in eval mode
+        student.train()
+        rest = [m for name, m in student.named_modules() if name and not name.startswith("bev")]
+        return all(m.training for m in rest) and not any(m.training for m in student.bev.modules())
+
+    assert head_in_eval_mode_after_train()
     metrics = trainer.fit()
     assert "car_3d_r40_moderate" in metrics  # the BEV stage validates the teacher's head on the student's features
+    assert head_in_eval_mode_after_train()
     bev_run = tmp_path / "bev" / "checkpoints" / "last.pt"
     after = load(bev_run)["models"]["net"]
     head = [k for k in before if k.startswith("bev.")]
@@ -241,6 +254,7 @@ def test_bev_stage_leaves_the_head_alone_and_the_det_stage_starts_from_it(kitti,
     teacher_head = det.nets["teacher"].bev.state_dict()
     assert all(torch.equal(v, teacher_head[k]) for k, v in det.nets["net"].bev.state_dict().items())
     assert det.nets["net"].bev.head.cls.weight.requires_grad and not bev.nets["net"].bev.head.cls.weight.requires_grad
+    assert det.nets["net"].train().bev.head.training and not bev.nets["net"].train().bev.head.training
     batch = det.collate([det.val_dataset()[(0, i)] for i in range(2)])
 
     def imitation(recipe) -> torch.Tensor:
