@@ -277,6 +277,13 @@ def test_the_image_flip_moves_points_and_boxes_with_the_image():
     T2 = np.array([[0, -1.0, 0, 0], [0, 0, -1.0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])
     assert np.allclose(image_flip_transform(K2, T2, W), np.diag([1.0, -1, 1, 1]), atol=1e-12)
     assert np.allclose(transform_points(np.diag([1.0, -1, 1, 1]), frame.points)[:, 1], -frame.points[:, 1])
+    # the release's heading (model.flip_heading=negate): yaw -> -yaw, the same centres
+    negated = flip_frame(frame, "image_2", heading="negate").boxes.boxes
+    assert np.allclose(negated[:, 6], -frame.boxes.boxes[:, 6])
+    assert np.allclose(negated[:, :6], flipped.boxes.boxes[:, :6])
+    assert not np.allclose(negated[:, 6], flipped.boxes.boxes[:, 6], atol=1e-3)  # principal point off W / 2 here
+    with pytest.raises(ValueError, match="flip heading"):
+        flip_frame(frame, "image_2", heading="mirror")
 
 
 def test_response_weights_vanish_where_the_teacher_scores_sum_to_at_most_0_1():

@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 from xmkd.config import DataConfig
 from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.image_flip import flip_frame
+from xmkd.data.image_flip import HEADINGS, flip_frame
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
 from xmkd.engine.checkpoint import load, load_weights
 from xmkd.errors import XmkdConfigError, XmkdDataError
@@ -89,6 +89,7 @@ class HSRDNModel(LidarDetModel):
     # files, LiDAR + depth completion, which the releases read; the KITTI configs use them)
     depth_maps: str = "lidar"
     image_flip: bool = True  # the release's random_image_pc_flip (horizontal, p 0.5), training only
+    flip_heading: str = "image"  # image (a box's axis follows the flipped image) | negate (as released: yaw -> -yaw)
     relation_nodes: str = "within"  # within | cross
     max_nodes: int = 64
     relation_score: float = 0.1  # a within-sample node's teacher foreground score must reach this
@@ -151,7 +152,7 @@ class HSRDNRecipe(LidarDetRecipe):
         super().build()  # the grid checks and a Second in nets["net"], which becomes the teacher
         m = self.cfg.model
         choices = {"stage": ("bev", "det"), "relation_nodes": ("within", "cross"), "depth_cells": ("all", "lidar"),
-                   "depth_target": ("mean", "nearest"), "depth_maps": ("lidar", "depth_2")}
+                   "depth_target": ("mean", "nearest"), "depth_maps": ("lidar", "depth_2"), "flip_heading": HEADINGS}
         for key, allowed in choices.items():
             if getattr(m, key) not in allowed:
                 raise XmkdConfigError(f"model.{key}: expected one of {allowed}, got {getattr(m, key)!r}")
@@ -223,7 +224,7 @@ class HSRDNRecipe(LidarDetRecipe):
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         m, d = self.cfg.model, self.cfg.data
         if rng is not None and m.image_flip and rng.random() < 0.5:
-            frame = flip_frame(frame, m.camera)
+            frame = flip_frame(frame, m.camera, m.flip_heading)
         # the teacher's 3D augmentation would leave the image behind; as released, the points are not shuffled and
         # the teacher's voxels are capped at the distillation config's MAX_NUMBER_OF_VOXELS (train / test)
         cap = m.max_voxels[0 if rng is not None else 1]
