@@ -103,6 +103,14 @@ def test_relation_losses_train_the_student_not_the_teacher_at_batch_1_and_2():
     assert all(v.abs() < 1e-8 for v in relation_losses(x.clone().requires_grad_(), x).values())
     s2 = torch.randn(2, 4, 3, 3, requires_grad=True)
     assert all(v == 0 for v in cross_sample_nodes(s2, torch.randn(2, 4, 3, 3)).values())
+    # from a batch of 3 on it has pairs and triplets: both terms non-zero, the gradient to the student only
+    for batch in (3, 4):
+        s, t = torch.randn(batch, 4, 3, 3, requires_grad=True), torch.randn(batch, 4, 3, 3, requires_grad=True)
+        losses = cross_sample_nodes(s, t)
+        assert losses["distance"] > 0 and losses["angle"] > 0
+        assert all(torch.equal(v, relation_losses(s.flatten(1), t.flatten(1))[k]) for k, v in losses.items())
+        sum(losses.values()).backward()
+        assert s.grad.abs().sum() > 0 and t.grad is None
 
 
 def test_relation_gradient_stays_bounded_when_the_student_collapses():

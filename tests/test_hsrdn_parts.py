@@ -42,6 +42,46 @@ def test_scnet_has_the_released_parameter_counts():
     assert n_params(SCNet(64, 4, "sc")) == 4 * 45_696 and n_params(SCNet(64, 4, "se")) == 4 * (45_696 + 162)
 
 
+def test_kitti_configs_and_models_pin_the_released_values():
+    from pathlib import Path
+
+    from xmkd.config import load_config, peek_recipe
+    from xmkd.io import architecture_only
+    from xmkd.models.det.scnet import SCConv
+    from xmkd.recipes import get_recipe
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+
+    def config(name: str):
+        recipe = get_recipe(peek_recipe(configs / name))
+        return recipe, load_config(configs / name, [], schema=recipe.schema)
+
+    _, teacher = config("lidar_det/kitti.yaml")
+    assert (teacher.data.voxel_size, teacher.data.voxel_z) == (0.04, 0.1)  # second_teacher.yaml VOXEL_SIZE
+    assert teacher.model.max_detections == 500 and list(teacher.model.max_voxels) == [20000, 40000]
+    assert teacher.model.redraw_empty
+    for method in ("hsrdn", "cmkd"):
+        (_, bev), (recipe, det) = config(f"{method}/kitti_bev.yaml"), config(f"{method}/kitti.yaml")
+        for c in (bev, det):  # cmkd_kitti_R50_scd_{bev,V2}.yaml
+            assert (c.data.voxel_size, c.data.voxel_z) == (0.04, 0.1)
+            assert list(c.data.point_range) == [2.0, -30.08, -3.0, 46.8, 30.08, 1.0]
+            assert list(c.model.max_voxels) == [16000, 40000] and c.model.max_detections == 500
+            assert c.model.depth_alpha == 0.25 and c.model.depth_gamma == 2.0 and c.model.depth_cells == "all"
+            assert c.model.depth_maps == "depth_2" and c.model.image_flip and c.model.redraw_empty
+        assert (bev.model.stage, bev.train.epochs, bev.train.optimizer.lr) == ("bev", 60, 0.002)
+        assert (det.model.stage, det.train.epochs, det.train.optimizer.lr) == ("det", 20, 1e-4)
+        assert det.model.reset_head and det.model.student.init == f"runs/{method}_kitti_bev/checkpoints/last.pt"
+        r = recipe(det, torch.device("cpu"))
+        with architecture_only():  # no teacher, stage-1 or DeepLabV3 file is read
+            r.build()
+        student, gate = r.nets["net"], {"hsrdn": "se", "cmkd": "sc"}[method]
+        assert r.grid == [1120, 1504, 40] and student.grid == (10, 188, 140)  # 0.04 m voxels, 140 x 188 BEV cells
+        assert {m.gate for m in student.modules() if isinstance(m, SCConv)} == {gate}  # HSRDN: SE, CMKD: SC
+        assert n_params(student.scnet) == {"se": 728_336, "sc": 726_016}[gate]
+        assert n_params(r.nets["teacher"]) == 5_684_840  # docs/hsrdn.md: the whole KITTI teacher
+        assert student.cfg.depth == "resnet50" and student.cfg.depth_bins == 120 and student.stride == 8
+
+
 def test_scnet_gates_behave_as_released():
     torch.manual_seed(0)
     net = SCNet(64, 1, "se").eval()
@@ -118,6 +158,31 @@ def test_deeplabv3_resnet50_weights_load_into_the_student():
     broken = {k: v for k, v in state.items() if not k.startswith("backbone.layer4")}
     with pytest.raises(XmkdError, match=r"deeplab.pth: .*missing backbone.layer4"):
         image_weights(broken, backbone, head, "deeplab.pth")
+
+
+def test_a_deeplabv3_file_named_by_the_kitti_config_loads_into_the_students_recipe(tmp_path):
+    from pathlib import Path
+
+    from xmkd.config import load_config
+    from xmkd.recipes import get_recipe
+
+    state = torchvision_deeplabv3_resnet50_state()
+    path = tmp_path / "deeplabv3_resnet50_coco-cd0a2569.pth"
+    torch.save(state, path)
+    recipe_cls = get_recipe("hsrdn")
+    no_teacher = [f"model.weights.{k}=0" for k in ("bev", "response_cls", "response_box", "response_dir", "distance",
+                                                    "angle")]
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "hsrdn" / "kitti_bev.yaml", [
+        f"model.student.image_pretrained={path}", "model.teacher_checkpoint=''", "model.weights.gt=1", *no_teacher],
+        schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    student = recipe.nets["net"]
+    assert torch.equal(student.backbone.layer3[5].conv2.weight, state["backbone.layer3.5.conv2.weight"])
+    assert torch.equal(student.backbone.bn1.running_mean, state["backbone.bn1.running_mean"])
+    assert torch.equal(student.depth_head[0].convs[2][0].weight, state["classifier.0.convs.2.0.weight"])
+    assert torch.equal(student.depth_head[1].weight, state["classifier.1.weight"])
+    assert student.depth_head[4].weight.shape == (121, 256, 1, 1)  # the depth bins' conv: not the 21 classes'
 
 
 def test_a_point_lands_on_the_cell_and_bin_its_depth_target_names():
@@ -212,6 +277,13 @@ def test_the_image_flip_moves_points_and_boxes_with_the_image():
     T2 = np.array([[0, -1.0, 0, 0], [0, 0, -1.0, 0], [1.0, 0, 0, 0], [0, 0, 0, 1]])
     assert np.allclose(image_flip_transform(K2, T2, W), np.diag([1.0, -1, 1, 1]), atol=1e-12)
     assert np.allclose(transform_points(np.diag([1.0, -1, 1, 1]), frame.points)[:, 1], -frame.points[:, 1])
+    # the release's heading (model.flip_heading=negate): yaw -> -yaw, the same centres
+    negated = flip_frame(frame, "image_2", heading="negate").boxes.boxes
+    assert np.allclose(negated[:, 6], -frame.boxes.boxes[:, 6])
+    assert np.allclose(negated[:, :6], flipped.boxes.boxes[:, :6])
+    assert not np.allclose(negated[:, 6], flipped.boxes.boxes[:, 6], atol=1e-3)  # principal point off W / 2 here
+    with pytest.raises(ValueError, match="flip heading"):
+        flip_frame(frame, "image_2", heading="mirror")
 
 
 def test_response_weights_vanish_where_the_teacher_scores_sum_to_at_most_0_1():

@@ -136,6 +136,11 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev", "model.relation_score=0")
     batch = bev_stage.collate([bev_stage.train_dataset()[(0, 0)]])
     assert set(bev_stage.training_step(batch, 0)) == {"bev", "distance", "angle", "depth"}
+    # the released cross-sample form (one node per sample, whole BEV maps): non-zero from a batch of 3
+    cross = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_nodes=cross")
+    three = cross.collate([ds[(0, 0)], ds[(0, 1)], cross.val_dataset()[0]])
+    losses = cross.training_step(three, 0)
+    assert losses["distance"] > 0 and losses["angle"] > 0 and torch.isfinite(sum(losses.values()))
     cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", config="cmkd/synthetic.yaml")
     assert not {"distance", "angle"} & set(cmkd.training_step(batch, 0))
     with pytest.raises(XmkdConfigError, match="no relation losses"):
@@ -151,10 +156,12 @@ def test_hsrdn_trains_on_unlabelled_raw_frames_next_to_labelled_ones(kitti, teac
     raw = [f"unlabelled.root={kitti}", f"unlabelled.index={kitti / 'xmkd_raw_index'}",
            "unlabelled.train_split=raw_unlabelled"]
     ckpt = f"model.teacher_checkpoint={teacher_run / 'checkpoints' / 'last.pt'}"
-    recipe = hsrdn(kitti, tmp_path, ckpt, "model.weights.gt=1", *raw)
+    recipe = hsrdn(kitti, tmp_path, ckpt, "model.weights.gt=1", "model.redraw_empty=true", *raw)
     ds = recipe.train_dataset()
     n = len((kitti / "ImageSets" / "train.txt").read_text().split())
     assert len(ds) == n + 2
+    # a boxless labelled scene is replaced from labelled and raw frames together, as in the release's one dataset
+    assert ds.redraw is not None and ds.parts[0].redraw is None and ds.parts[1].redraw is None
     labelled, unlabelled = ds[(0, 0)], ds[(0, n + 1)]
     assert labelled["labelled"] and not unlabelled["labelled"] and len(unlabelled["boxes"]) == 0
     assert unlabelled["image"].shape == labelled["image"].shape and (unlabelled["depth"] > 0).sum() > 20
@@ -216,8 +223,16 @@ def test_bev_stage_leaves_the_head_alone_and_the_det_stage_starts_from_it(kitti,
     # the release's AdamW (betas 0.9 / 0.999) under OneCycleLR, whose beta1 starts at MAX_MOM 0.95
     assert all(g["betas"] == (0.95, 0.999) for o in trainer.optimizers.values() for g in o.param_groups)
     before = {k: v.clone() for k, v in student.state_dict().items()}
+
+    def head_in_eval_mode_after_train() -> bool:  # MonoDetector.train keeps the frozen head in eval mode
+        student.train()
+        rest = [m for name, m in student.named_modules() if name and not name.startswith("bev")]
+        return all(m.training for m in rest) and not any(m.training for m in student.bev.modules())
+
+    assert head_in_eval_mode_after_train()
     metrics = trainer.fit()
     assert "car_3d_r40_moderate" in metrics  # the BEV stage validates the teacher's head on the student's features
+    assert head_in_eval_mode_after_train()
     bev_run = tmp_path / "bev" / "checkpoints" / "last.pt"
     after = load(bev_run)["models"]["net"]
     head = [k for k in before if k.startswith("bev.")]
@@ -239,6 +254,7 @@ def test_bev_stage_leaves_the_head_alone_and_the_det_stage_starts_from_it(kitti,
     teacher_head = det.nets["teacher"].bev.state_dict()
     assert all(torch.equal(v, teacher_head[k]) for k, v in det.nets["net"].bev.state_dict().items())
     assert det.nets["net"].bev.head.cls.weight.requires_grad and not bev.nets["net"].bev.head.cls.weight.requires_grad
+    assert det.nets["net"].train().bev.head.training and not bev.nets["net"].train().bev.head.training
     batch = det.collate([det.val_dataset()[(0, i)] for i in range(2)])
 
     def imitation(recipe) -> torch.Tensor:
@@ -303,3 +319,122 @@ def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(ki
     err = capsys.readouterr().err
     assert "validation and `xmkd infer` write KITTI prediction files" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_training_scene_left_without_boxes_is_drawn_again_as_released(kitti, tmp_path):
+    import torch
+
+    from xmkd.data.dataset import ConcatSamples, FrameSamples
+    from xmkd.errors import XmkdDataError
+    from xmkd.recipes.lidar_det import left_without_boxes
+
+    def make(frame, rng):
+        boxes = np.zeros((0 if frame in ("empty", "raw") else 1, 7))
+        draw = None if rng is None else rng.random()
+        return {"frame": frame, "labelled": frame != "raw", "boxes": boxes, "draw": draw}
+
+    frames = ["a", "empty", "b"]
+    ds = FrameSamples(frames, make, 0, train=True, redraw=left_without_boxes)
+    drawn = [ds[(e, 1)] for e in range(30)]
+    assert {s["frame"] for s in drawn} == {"a", "b"}  # a random other frame, as OpenPCDet's prepare_data
+    assert ds[(5, 1)]["draw"] == drawn[5]["draw"]  # fixed by the seed, epoch and index
+    assert drawn[5]["draw"] != ds[(5, frames.index(drawn[5]["frame"]))]["draw"]  # with augmentation of its own
+    assert ds[(0, 0)]["draw"] == FrameSamples(frames, make, 0, train=True)[(0, 0)]["draw"]  # others: unchanged
+    assert FrameSamples(frames, make, 0, train=True)[(0, 1)]["frame"] == "empty"  # model.redraw_empty=false
+    assert FrameSamples(frames, make, 0, train=False, redraw=left_without_boxes)[1]["frame"] == "empty"  # validation
+    # labelled and raw frames in one set (CMKD's setting): the replacement comes from all of them, and a raw frame
+    # (no labels, no boxes) is never replaced
+    mixed = ConcatSamples([FrameSamples(["empty"], make, 0, True), FrameSamples(["raw"], make, 1, True)],
+                          left_without_boxes, 0)
+    assert mixed[(0, 0)]["frame"] == "raw" and mixed[(0, 1)]["frame"] == "raw"
+    with pytest.raises(XmkdDataError, match="redraw_empty=false"):
+        FrameSamples(["empty"], make, 0, train=True, redraw=left_without_boxes)[(0, 0)]
+    # the teacher recipe: a range behind the car holds no box, so every scene is left without boxes
+    recipe_cls = get_recipe("lidar_det")
+
+    def teacher(*extra):
+        cfg = load_config(REPO / "configs" / "lidar_det" / "synthetic.yaml", [
+            f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0",
+            "data.point_range=[-3.2,-0.8,-3,-1.6,0.8,1]", "model.augment.gt_sampling.enabled=false", *extra],
+            schema=recipe_cls.schema)
+        made = recipe_cls(cfg, torch.device("cpu"))
+        made.build()
+        return made.train_dataset()
+
+    kept = teacher("model.redraw_empty=false")
+    assert kept.redraw is None and len(kept[(0, 0)]["boxes"]) == 0
+    assert teacher().redraw is left_without_boxes and left_without_boxes(kept[(0, 0)])
+
+
+def test_the_students_teacher_voxels_are_capped_as_the_distillation_configs_cap_them(kitti, tmp_path):
+    import torch
+
+    from xmkd.recipes.lidar_det import LidarDetRecipe
+
+    recipe_cls = get_recipe("hsrdn")
+    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic_bev.yaml", [
+        f"data.root={kitti}", f"output_dir={tmp_path}", "data.num_workers=0", "model.max_voxels=[50,60]",
+        "model.image_flip=false"], schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    frame = recipe.frames("train", training=True)[0]
+    lo, size = np.asarray(cfg.data.point_range[:3]), np.asarray(recipe.voxel)
+
+    def voxels(sample) -> int:
+        return len(np.unique(np.floor((sample["xyz"] - lo) / size).astype(np.int64), axis=0))
+
+    train, val = recipe.make_sample(frame, np.random.default_rng(0)), recipe.make_sample(frame, None)
+    assert voxels(train) == 50 and voxels(val) == 60  # model.max_voxels [training, evaluation]
+    # as released, the points are not shuffled before the cap (no shuffle_points in the distillation configs)
+    assert np.array_equal(train["xyz"], LidarDetRecipe.make_sample(recipe, frame, None, max_voxels=50)["xyz"])
+    # the defaults: the distillation configs' 16,000 / 40,000, the teacher's own 20,000 / 40,000
+    assert list(recipe_cls.schema().model.max_voxels) == [16000, 40000]
+    assert list(get_recipe("lidar_det").schema().model.max_voxels) == [20000, 40000]
+
+
+def test_depth_targets_from_depth_2_maps_are_the_releases_sparse_average_pooling(kitti, tmp_path):
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    from xmkd.data.readers.kitti_object import read_kitti_object_frame
+    from xmkd.errors import XmkdDataError
+    from xmkd.models.det.mono import output_stride
+
+    root, fid = tmp_path / "kitti", (kitti / "ImageSets" / "train.txt").read_text().split()[0]
+    for sub, ext in (("velodyne", "bin"), ("image_2", "png"), ("calib", "txt"), ("label_2", "txt")):
+        (root / "training" / sub).mkdir(parents=True)
+        shutil.copy(kitti / "training" / sub / f"{fid}.{ext}", root / "training" / sub / f"{fid}.{ext}")
+    plain = read_kitti_object_frame(root, fid, cameras=["image_2"])
+    w, h = plain.cameras["image_2"].image_size
+    g = np.random.default_rng(0)
+    raw = np.where(g.random((h, w)) < 0.3, g.integers(3 * 256, 60 * 256, (h, w)), 0).astype(np.uint16)
+    (root / "training" / "depth_2").mkdir()
+    Image.fromarray(raw).save(root / "training" / "depth_2" / f"{fid}.png")  # 16-bit, metres x 256 (KITTI's format)
+    frame = read_kitti_object_frame(root, fid, cameras=["image_2"])
+    metres = raw.astype(np.float32) / 256
+    assert plain.cameras["image_2"].depth is None and np.array_equal(frame.cameras["image_2"].depth, metres)
+    recipe_cls = get_recipe("hsrdn")
+    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic_bev.yaml", [
+        f"data.root={root}", f"output_dir={tmp_path}", "data.image_size=[]", "model.depth_maps=depth_2"],
+        schema=recipe_cls.schema)
+    recipe, stride = recipe_cls(cfg, torch.device("cpu")), output_stride(cfg.model.student)
+
+    def pooled(depth: np.ndarray) -> np.ndarray:  # data_processor_cmkd.py sparse_avg_pooling (skimage, zero padding)
+        ph, pw = -(-h // stride) * stride, -(-w // stride) * stride
+        blocks = np.pad(depth, ((0, ph - h), (0, pw - w))).reshape(ph // stride, stride, pw // stride, stride)
+        return blocks.sum((1, 3)) / ((blocks != 0).sum((1, 3)) + 1e-10)
+
+    assert np.allclose(recipe.make_sample(frame, None)["depth"], pooled(metres), rtol=1e-6)
+    flip = next(np.random.default_rng(s) for s in range(10) if np.random.default_rng(s).random() < 0.5)
+    assert np.allclose(recipe.make_sample(frame, flip)["depth"], pooled(metres[:, ::-1]), rtol=1e-6)  # np.fliplr
+    # a training frame without its map is an error; evaluation reads no targets
+    with pytest.raises(XmkdDataError, match=r"depth_maps=depth_2, but camera 'image_2' of frame .* no depth map"):
+        recipe.make_sample(plain, np.random.default_rng(0))
+    assert not recipe.make_sample(plain, None)["depth"].any()
+    (root / "training" / "depth_2" / f"{fid}.png").write_bytes(b"")
+    with pytest.raises(XmkdDataError, match="depth_2"):
+        read_kitti_object_frame(root, fid, cameras=["image_2"])
+    Image.fromarray(raw[:, :-8]).save(root / "training" / "depth_2" / f"{fid}.png")
+    with pytest.raises(XmkdDataError, match=rf"a {w - 8}x{h} depth map for a {w}x{h} image"):
+        read_kitti_object_frame(root, fid, cameras=["image_2"])

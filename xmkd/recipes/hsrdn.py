@@ -16,8 +16,10 @@ Losses (each weight in `model.weights`, 0 switches a term off):
   smooth-L1 of the box codes (angle through sin) and direction CE against the teacher's bin, only on anchors whose
   teacher scores sum to > 0.1, each weighted by that sum / the sample's count of such anchors; weights 2 / 2 / 0.4.
   Unlabelled frames therefore train too: the `unlabelled` data section (e.g. KITTI raw frames) adds its split;
-- `depth`: focal loss (alpha 0.25, gamma 2) of the LID depth bins against the per-cell LiDAR depth, over every
-  feature cell (cells without a point target the out-of-range bin), as released;
+- `depth`: focal loss (alpha 0.25, gamma 2) of the LID depth bins against the per-cell depth, over every feature
+  cell (cells without a depth target the out-of-range bin), as released; the depth is the mean over the cell's
+  pixels of a depth image: the projected LiDAR points' or (`model.depth_maps: depth_2`, the KITTI configs, as
+  released) the dataset's depth maps, CaDDN's LiDAR + depth-completion `depth_2` images;
 - `distance` / `angle` (HSRDN): relation losses between BEV nodes, teacher detached, nodes = the teacher's top
   foreground cells inside each sample (score >= `relation_score`) or, with `relation_nodes: cross`, the released
   cross-sample form;
@@ -40,10 +42,10 @@ from omegaconf import OmegaConf
 from xmkd.config import DataConfig
 from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
-from xmkd.data.image_flip import flip_frame
+from xmkd.data.image_flip import HEADINGS, flip_frame
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
 from xmkd.engine.checkpoint import load, load_weights
-from xmkd.errors import XmkdConfigError
+from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.geometry.camera import project_points
 from xmkd.io import is_architecture_only
 from xmkd.models.det.frustum import cell_depths, depth_bin_targets
@@ -71,6 +73,9 @@ class DistillWeights:
 @dataclass
 class HSRDNModel(LidarDetModel):
     teacher_checkpoint: str = ""  # a lidar_det run's checkpoint; its `second` config must be this one's
+    # the teacher's voxels per sample in training / evaluation: the releases' distillation configs cap the teacher
+    # at 16,000 / 40,000 (cmkd_kitti_R50_scd_{bev,V2}.yaml MAX_NUMBER_OF_VOXELS), not the teacher's own 20,000
+    max_voxels: list[int] = field(default_factory=lambda: [16000, 40000])
     student: MonoConfig = field(default_factory=MonoConfig)
     stage: str = "det"  # bev | det
     reset_head: bool = True  # with student.init: BEV backbone + head re-copied from the teacher (as released)
@@ -80,7 +85,11 @@ class HSRDNModel(LidarDetModel):
     depth_gamma: float = 2.0
     depth_cells: str = "all"  # all (as released: cells without LiDAR target the out-of-range bin) | lidar
     depth_target: str = "mean"  # mean (the release's sparse average pooling) | nearest (the nearest point)
+    # lidar: the projected LiDAR points' depth image | depth_2: the dataset's depth maps (KITTI: CaDDN's `depth_2`
+    # files, LiDAR + depth completion, which the releases read; the KITTI configs use them)
+    depth_maps: str = "lidar"
     image_flip: bool = True  # the release's random_image_pc_flip (horizontal, p 0.5), training only
+    flip_heading: str = "image"  # image (a box's axis follows the flipped image) | negate (as released: yaw -> -yaw)
     relation_nodes: str = "within"  # within | cross
     max_nodes: int = 64
     relation_score: float = 0.1  # a within-sample node's teacher foreground score must reach this
@@ -116,6 +125,24 @@ def response_weights(teacher_prob: torch.Tensor, threshold: float = 0.1) -> torc
     return positive / positive.sum(1, keepdim=True).clamp(min=1.0) * total
 
 
+def depth_map_pixels(frame: Frame, camera: str, size: tuple[int, int], required: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The valid pixels of the camera's depth map as points of an image resized to `size` (W, H): their centres
+    scaled, (N, 2), and depths (N,) metres, for `cell_depths` (at the native size each pixel stays itself, so the
+    "mean" targets are the release's `sparse_avg_pooling` of the map). A frame without a map: no pixels, or
+    XmkdDataError when `required` (training samples; evaluation reads no depth targets but the oracle's)."""
+    cam = frame.cameras[camera]
+    if cam.depth is None:
+        if not required:
+            return np.zeros((0, 2)), np.zeros(0, np.float32)
+        raise XmkdDataError(f"model.depth_maps=depth_2, but camera {camera!r} of frame {frame.frame_id} has no depth "
+                            "map (KITTI: <root>/training/depth_2/<id>.png, CaDDN's maps); model.depth_maps=lidar "
+                            "computes the targets from the LiDAR points", source=frame.source)
+    rows, cols = np.nonzero(cam.depth > 0)
+    scale = np.array([size[0] / cam.image_size[0], size[1] / cam.image_size[1]])
+    return (np.column_stack([cols, rows]) + 0.5) * scale, cam.depth[rows, cols]
+
+
 class HSRDNRecipe(LidarDetRecipe):
     name = "hsrdn"
     schema = HSRDNConfig
@@ -125,7 +152,7 @@ class HSRDNRecipe(LidarDetRecipe):
         super().build()  # the grid checks and a Second in nets["net"], which becomes the teacher
         m = self.cfg.model
         choices = {"stage": ("bev", "det"), "relation_nodes": ("within", "cross"), "depth_cells": ("all", "lidar"),
-                   "depth_target": ("mean", "nearest")}
+                   "depth_target": ("mean", "nearest"), "depth_maps": ("lidar", "depth_2"), "flip_heading": HEADINGS}
         for key, allowed in choices.items():
             if getattr(m, key) not in allowed:
                 raise XmkdConfigError(f"model.{key}: expected one of {allowed}, got {getattr(m, key)!r}")
@@ -197,14 +224,20 @@ class HSRDNRecipe(LidarDetRecipe):
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         m, d = self.cfg.model, self.cfg.data
         if rng is not None and m.image_flip and rng.random() < 0.5:
-            frame = flip_frame(frame, m.camera)
-        sample = super().make_sample(frame, None)  # the teacher's 3D augmentation would leave the image behind
+            frame = flip_frame(frame, m.camera, m.flip_heading)
+        # the teacher's 3D augmentation would leave the image behind; as released, the points are not shuffled and
+        # the teacher's voxels are capped at the distillation config's MAX_NUMBER_OF_VOXELS (train / test)
+        cap = m.max_voxels[0 if rng is not None else 1]
+        sample = super().make_sample(frame, None, max_voxels=cap)
         cam = frame.cameras[m.camera]
         size = tuple(d.image_size) if d.image_size else cam.image_size
         image, K = resize_camera(cam.image, cam.K, size)
-        proj = project_points(frame.points[:, :3], K, cam.T_cam_lidar, size)
-        depth = cell_depths(proj.uv[proj.visible], proj.depth[proj.visible], size, output_stride(m.student),
-                            m.depth_target)
+        if m.depth_maps == "depth_2":
+            uv, z = depth_map_pixels(frame, m.camera, size, rng is not None or m.student.oracle_depth)
+        else:
+            proj = project_points(frame.points[:, :3], K, cam.T_cam_lidar, size)
+            uv, z = proj.uv[proj.visible], proj.depth[proj.visible]
+        depth = cell_depths(uv, z, size, output_stride(m.student), m.depth_target)
         sample.update(image=image, lidar_to_image=(K @ cam.T_cam_lidar[:3]).astype(np.float32), depth=depth)
         return sample
 
@@ -213,8 +246,9 @@ class HSRDNRecipe(LidarDetRecipe):
         u = self.cfg.unlabelled
         if not u.root:
             return labelled
+        labelled.redraw = None  # drawn again from the whole set: the release keeps labelled and raw frames in one
         unlabelled = FrameSamples(self.frames_of(u, u.train_split), self.make_sample, self.cfg.seed + 1, train=True)
-        return ConcatSamples([labelled, unlabelled])
+        return ConcatSamples([labelled, unlabelled], self.redraw(), self.cfg.seed)
 
     def collate(self, samples: list[dict]) -> dict:
         batch = super().collate(samples)

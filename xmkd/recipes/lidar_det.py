@@ -4,7 +4,8 @@ Input: the points inside the front camera's view (KITTI convention), x, y, z, re
 `data.voxel_size` x `data.voxel_size` x `data.voxel_z` over `data.point_range` (voxel feature = mean of its first
 `max_points_per_voxel` points, at most `max_voxels` voxels, as OpenPCDet's voxel generator). Training augmentation,
 in the release's order: gt-sampling from a box database (`xmkd.data.gt_database`), y-flip, rotation about z, global
-scale; boxes with no corner inside the point range are dropped. Loss: CMKD's IoU-aware quality focal loss on all
+scale; boxes with no corner inside the point range are dropped, and a scene left without boxes is replaced by a
+random other one (`model.redraw_empty`, as released). Loss: CMKD's IoU-aware quality focal loss on all
 anchors' class logits (weight 8), smooth-L1 box codes (angle through sin), direction bins. Validation writes KITTI
 prediction files (in the run folder) and scores them with xmkd's KITTI evaluator against the dataset's label
 files; `xmkd infer` writes them for any split. Settings: CMKD's tools/cfgs/kitti_models/CMKD/CMKD-scd/
@@ -14,7 +15,7 @@ second_teacher.yaml and tools/cfgs/dataset_configs/kitti_dataset.yaml (docs/hsrd
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class LidarDetModel:
     max_points_per_voxel: int = 5  # the voxel feature averages a voxel's first points only (0 = all)
     max_voxels: list[int] = field(default_factory=lambda: [20000, 40000])  # training, evaluation (0 = no limit)
     augment: DetAugment = field(default_factory=DetAugment)
+    redraw_empty: bool = True  # a training scene left without boxes is replaced by a random other one (as released)
     assign_iou: str = "nearest_bev"  # nearest_bev (released: nearest-axis BEV IoU) | rotated
     cls_weight: float = 8.0
     box_weight: float = 2.0
@@ -131,6 +133,12 @@ def cap_voxels(xyz: np.ndarray, voxel: list[float], point_range: list[float], ma
         position[by_voxel] = np.arange(len(order)) - starts
         keep &= position < max_per_voxel
     return order[keep]
+
+
+def left_without_boxes(sample: dict) -> bool:
+    """A labelled sample with no box left (none of the model's classes inside the point range, after augmentation):
+    the scene OpenPCDet's training `prepare_data` replaces by a random other one (`model.redraw_empty`)."""
+    return bool(sample["labelled"]) and len(sample["boxes"]) == 0
 
 
 def load_second_checkpoint(model: Second, path: str | Path) -> str:
@@ -233,8 +241,12 @@ class LidarDetRecipe(Recipe):
                     "filter the KITTI benchmark scores) come from its projection")
         return ""
 
-    def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
+    def make_sample(self, frame: Frame, rng: np.random.Generator | None, *, max_voxels: int | None = None) -> dict:
+        """The teacher's sample of a frame: augmented (gt-sampling, flip, rotation, scale) and its points shuffled
+        when `rng` is given; at most `max_voxels` voxels (None: model.max_voxels[0] with `rng`, [1] without)."""
         m, d = self.cfg.model, self.cfg.data
+        if max_voxels is None:
+            max_voxels = m.max_voxels[0 if rng is not None else 1]
         cam = frame.cameras.get(m.camera)
         if cam is None and (m.fov_only or rng is None):  # frames_of asked for it then; a frame without it is bad
             raise XmkdDataError(f"lidar_det needs camera {m.camera!r}: {self.camera_use(rng is not None)}",
@@ -259,8 +271,7 @@ class LidarDetRecipe(Recipe):
         if rng is not None:
             xyz, boxes = augment_scene(xyz, boxes, rng, m.augment)
         keep = np.nonzero(in_range(xyz, d.point_range))[0]
-        keep = keep[cap_voxels(xyz[keep], self.voxel, d.point_range, m.max_points_per_voxel,
-                               m.max_voxels[0 if rng is not None else 1], rng)]
+        keep = keep[cap_voxels(xyz[keep], self.voxel, d.point_range, m.max_points_per_voxel, max_voxels, rng)]
         if rng is not None and m.max_points:
             keep = keep[subsample(np.ones(len(keep), bool), m.max_points, rng)]
         inside = boxes_in_range(boxes, d.point_range)
@@ -279,7 +290,12 @@ class LidarDetRecipe(Recipe):
 
     def train_dataset(self) -> FrameSamples:
         return FrameSamples(self.frames(self.cfg.data.train_split, training=True).require_labels(self.name, "boxes"),
-                            self.make_sample, self.cfg.seed, train=True)
+                            self.make_sample, self.cfg.seed, train=True, redraw=self.redraw())
+
+    def redraw(self) -> Callable[[dict], bool] | None:
+        """Which training samples are drawn again (`xmkd.data.dataset.redrawn`): scenes left without boxes, unless
+        model.redraw_empty is off."""
+        return left_without_boxes if self.cfg.model.redraw_empty else None
 
     def val_dataset(self) -> FrameSamples:
         return FrameSamples(self.frames(self.cfg.data.val_split).require_labels(self.name, "boxes"),

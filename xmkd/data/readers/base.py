@@ -192,6 +192,27 @@ def read_image(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
+def read_depth_png(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W) float32 metres of a 16-bit depth PNG in KITTI's encoding (value = depth x 256, 0 = no depth: KITTI's
+    depth benchmark, CaDDN's `depth_2` maps) [CMKD: pcdet/datasets/kitti/kitti_dataset_cmkd.py get_depth_map].
+    XmkdDataError naming the file when it is missing, undecodable, not 16-bit, or not `size` (W, H)."""
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise XmkdDataError("depth map file is missing", source=str(path)) from None
+    except OSError as err:
+        raise lfs_error(path) or XmkdDataError(f"unreadable depth map: {err}", source=str(path)) from None
+    with img:
+        if img.mode not in ("I;16", "I;16B", "I"):
+            raise XmkdDataError(f"a {img.mode} image; expected a 16-bit depth PNG (metres x 256, 0 = no depth)",
+                                source=str(path))
+        if size is not None and img.size != tuple(size):
+            raise XmkdDataError(f"a {img.size[0]}x{img.size[1]} depth map for a {size[0]}x{size[1]} image",
+                                source=str(path))
+        return (np.asarray(img).astype(np.float32) / 256.0).astype(np.float32)
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(W, H) from the header; checks that the file decodes."""
     with _open_image(path) as img:

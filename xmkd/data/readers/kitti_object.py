@@ -10,10 +10,13 @@ Every `training/` frame needs its `label_2` file (a frame without labels belongs
 (`cameras=[]`) no `image_2` file is needed, and `calib/` only where a frame has labels (every training frame): its
 boxes are in the rectified camera frame, so `R0_rect` and `Tr_velo_to_cam` are needed to place them (`P2` is not).
 `testing/` frames need neither labels nor, without cameras, calibration.
+Optional beside them: `planes/<id>.txt` (road planes, for gt-sampling) and `depth_2/<id>.png` (CaDDN's dense depth
+maps for image_2, 16-bit PNG, metres x 256: the CMKD / HSRDN students' depth targets), read when present.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from xmkd.data.readers.base import (
     FrameRecord,
     image_size,
     matrix_list,
+    read_depth_png,
     read_finite_points,
     read_points,
     read_text,
@@ -151,6 +155,10 @@ class KittiObjectReader(DatasetReader):
         plane = self.path(record["lidar"].replace("/velodyne/", "/planes/").replace(".bin", ".txt"))
         if plane.is_file():  # the optional road planes (gt-sampling puts its boxes on them)
             frame.meta["road_plane"] = read_road_plane(plane)
+        cam = frame.cameras.get("image_2")
+        depth = self.path(record["lidar"].replace("/velodyne/", "/depth_2/").replace(".bin", ".png"))
+        if cam is not None and depth.is_file():  # the optional depth maps (CMKD / HSRDN's depth targets)
+            frame.cameras["image_2"] = dataclasses.replace(cam, depth=read_depth_png(depth, cam.image_size))
         return frame
 
 

@@ -13,7 +13,8 @@ other, then a 1x1 conv back to the input width and a residual add. The gate is w
 
 Parameter counts for C input channels, g = C / 2 (every 3x3 conv has a bias, the 1x1 ones do not):
 block = 2 C g + 4 g [1x1 + BN] + 4 (9 g^2 + g + 2 g) [k1..k4 + BN] + 2 g C + 2 C [conv3 + BN],
-plus 2 g (g / 16) + g / 16 + g for the SE gate (tests/test_det_parts.py checks these against the module).
+plus 2 g (g / 16) + g / 16 + g for the SE gate (checked against the module by
+tests/test_hsrdn_parts.py::test_scnet_has_the_released_parameter_counts).
 """
 
 from __future__ import annotations
