@@ -19,13 +19,16 @@ ADDED_KEYS = {"model.voxel_feature": "mean",  # before it: every voxel's input w
               "model.pixel_head_at_image": "false",  # before it: the head at the decoder's resolution
               "model.translate_3d": "false",  # xmuda / ftd / bftd: no random 3D shift before it (7527317)
               "model.style_float": "false",  # ftd: stylised / mixed images rounded to uint8 before it (8b0656f)
+              "model.redraw_empty": "false",  # lidar_det / hsrdn: a boxless training scene trained as it was (e72f424)
               # keys whose default is still the behaviour before them; listed so that a later default cannot
               # change how an older run reads
               "train.schedule.final_ratio": "0.0001",  # onecycle's fixed end before it (c468419)
               "train.schedule.release_warmup": "false",  # (413d906)
               "train.schedule.momentum": "[]",  # the optimizer's fixed momentum before it (013e02b)
               "model.augment.translate": "0.0",  # no translation before it (413d906)
-              "model.teacher.augment.translate": "0.0"}
+              "model.teacher.augment.translate": "0.0",
+              "model.depth_maps": "lidar",  # hsrdn / cmkd: depth targets from the projected LiDAR (7b5c65c)
+              "model.flip_heading": "image"}  # (b9b455a)
 _ABSENT = object()
 
 
