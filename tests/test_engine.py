@@ -408,6 +408,12 @@ def test_a_run_that_fails_at_its_first_iteration_leaves_nothing_but_a_checkpoint
     with pytest.raises(XmkdError, match="bad sample"):
         Trainer(config(6), Failing, resume=True, progress=False).fit()
     assert (tmp_path / "f" / "checkpoints" / "last.pt").exists() and (tmp_path / "f" / "config.yaml").exists()
+    # ... and so does its record: a resumed run writes config.yaml with its first checkpoint, not at its start
+    saved = OmegaConf.load(tmp_path / "f" / "config.yaml")
+    assert saved.train.max_iters == 4 and checkpoint.load(tmp_path / "f" / "checkpoints" / "last.pt")["step"] == 4
+    Failing.fail = False
+    Trainer(config(6), Failing, resume=True, progress=False).fit()
+    assert OmegaConf.load(tmp_path / "f" / "config.yaml").train.max_iters == 6
 
 
 def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
@@ -421,7 +427,11 @@ def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
     args = ("lidar_seg/synthetic.yaml", ["train.max_iters=3", f"output_dir={tmp_path}", "name=run"], run)
     with pytest.raises(XmkdError, match=r"last.pt: the finished run's last checkpoint is damaged"):
         train_or_reuse(*args)
-    torch.save({"step": 3, "w": torch.arange(4096.0)}, run / "checkpoints" / "last.pt")
+    from xmkd.config import load_config, save_config, to_yaml
+    from xmkd.recipes import get_recipe
+
+    stored = to_yaml(load_config(args[0], args[1], schema=get_recipe("lidar_seg").schema))  # no config.yaml: the
+    torch.save({"step": 3, "w": torch.arange(4096.0), "config": stored}, run / "checkpoints" / "last.pt")  # stored
     whole = (run / "checkpoints" / "last.pt").read_bytes()
     damaged = bytearray(whole)
     damaged[whole.index(torch.arange(4096.0).numpy().tobytes()) + 8000] ^= 0xFF  # inside the tensor's record
@@ -439,9 +449,6 @@ def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
     (run / "checkpoints" / "last.pt").write_bytes(whole)
     assert train_or_reuse(*args) == {"miou": 0.5}
     # a run of another length is neither reused nor stretched
-    from xmkd.config import load_config, save_config
-    from xmkd.recipes import get_recipe
-
     save_config(load_config(args[0], args[1], schema=get_recipe("lidar_seg").schema), run)
     with pytest.raises(XmkdError, match=r"train.max_iters: saved 3, requested 5 \(an annealed schedule cannot be "
                                         r"stretched\)"):

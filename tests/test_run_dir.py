@@ -77,7 +77,9 @@ def _run(tmp_path, overrides=(), without=(), finished=False, config=CONFIG):
     run.rename(tmp_path / "run")
     run = tmp_path / "run"
     (run / "checkpoints").mkdir()
-    torch.save({"step": 3 if finished else 1}, run / "checkpoints" / "last.pt")
+    # the config the Trainer stores in a checkpoint: the saved side when config.yaml is missing
+    torch.save({"step": 3 if finished else 1, "config": (run / "config.yaml").read_text()},
+               run / "checkpoints" / "last.pt")
     if finished:
         (run / "metrics.jsonl").write_text(json.dumps({"kind": "val", "step": 3, "miou": 0.5}) + "\n")
     return run, base
@@ -179,6 +181,13 @@ def test_path_keys_compare_what_they_name(tmp_path, monkeypatch):
     cfg = load_config(CONFIG_DIR / CONFIG, [*base, "model.paste.database=d2", "model.paste.max_added_points=4000"],
                       schema=schema)
     assert config_changes(run, cfg) == [("model.paste.max_added_points", 5000, 4000)]
+    # a moved dataset (the saved path names nothing now) cannot be compared: said so, and not offered as an override
+    (tmp_path / "d1").rename(tmp_path / "moved")
+    with pytest.raises(XmkdError) as err:
+        train_or_reuse(CONFIG, [*base, "model.paste.database=moved"], run)
+    assert "model.paste.database: saved 'd1', requested 'moved' (the saved path does not exist from here" in \
+        str(err.value)
+    assert "model.paste.database=d1" not in str(err.value)
 
 
 def test_values_a_recipe_treats_alike_are_the_same_run(tmp_path):
@@ -190,3 +199,77 @@ def test_values_a_recipe_treats_alike_are_the_same_run(tmp_path):
         save_config(load_config(CONFIG_DIR / config, [*base, "data.cameras=[]"], schema=schema), tmp_path / recipe)
         changes = config_changes(tmp_path / recipe, load_config(CONFIG_DIR / config, base, schema=schema))
         assert changes == ([] if same else [("data.cameras", [], None)])
+
+
+def test_settings_the_resumed_state_holds_cannot_change_even_when_allowed(tmp_path, trainer, capsys):
+    from xmkd.cli import main
+
+    run, base = _run(tmp_path)
+    cmd = ["train", str(CONFIG_DIR / CONFIG), *base]
+    flags = ["--resume", "--quiet", "--allow-config-change"]
+    # last.pt's optimizer / schedule state_dicts hold lr, weight_decay, betas, base_lrs: a change would not apply
+    for change in ("train.optimizer.lr=0.5", "train.optimizer.weight_decay=0.5", "train.schedule.name=step",
+                   "train.max_iters=5"):
+        assert main([*cmd, change, *flags]) == 1 and not trainer
+        err = capsys.readouterr().err
+        assert f"{change.split('=')[0]}: saved" in err and "cannot change on resume, even with --allow-config-change" \
+            in err
+    assert main([*cmd, "train.optimizer.lr=0.5", *flags]) == 1
+    assert "the optimizer's state in last.pt holds its settings (lr, " in capsys.readouterr().err
+    assert main([*cmd, "train.grad_clip=5", *flags]) == 0 and trainer  # read from the config at every step: applied
+    assert main(["train", str(CONFIG_DIR / CONFIG), *base, "--allow-config-change"]) == 1  # only with --resume
+    assert "--allow-config-change only applies with --resume" in capsys.readouterr().err
+
+
+def test_a_run_without_config_yaml_is_compared_with_the_config_its_checkpoint_stores(tmp_path, trainer, capsys):
+    from xmkd.cli import main
+
+    run, base = _run(tmp_path)
+    (run / "config.yaml").unlink()
+    with pytest.raises(XmkdError, match=r"last.pt \(the config it stores; .*config.yaml is missing\)(.|\n)*"
+                                        r"model.lovasz_weight: saved 1.0, requested 0.5"):
+        train_or_reuse(CONFIG, [*base, "model.lovasz_weight=0.5"], run)
+    assert not trainer and train_or_reuse(CONFIG, base, run) == {"miou": 0.25} and trainer[-1][1] is True
+    cmd = ["train", str(CONFIG_DIR / CONFIG), *base, "model.lovasz_weight=0.5", "--resume", "--quiet"]
+    assert main(cmd) == 1 and "model.lovasz_weight: saved 1.0, requested 0.5" in capsys.readouterr().err
+    assert main([*cmd, "--allow-config-change"]) == 0 and "model.lovasz_weight" in capsys.readouterr().err
+    import torch  # a checkpoint that stores no config: nothing to compare with
+
+    torch.save({"step": 1}, run / "checkpoints" / "last.pt")
+    with pytest.raises(XmkdError, match=r"last.pt: the checkpoint stores no config"):
+        train_or_reuse(CONFIG, base, run)
+
+
+@pytest.mark.parametrize("saved", ["a key since removed", "not yaml", "empty"])
+def test_a_saved_config_that_cannot_be_read_is_refused_unless_allowed(tmp_path, trainer, capsys, saved):
+    from xmkd.cli import main
+
+    run, base = _run(tmp_path)
+    text = {"a key since removed": (run / "config.yaml").read_text().replace("train:\n", "train:\n  gone_key: 1\n"),
+            "not yaml": "recipe: [lidar_seg\n", "empty": ""}[saved]
+    (run / "config.yaml").write_text(text)
+    cmd = ["train", str(CONFIG_DIR / CONFIG), *base, "--resume", "--quiet"]
+    assert main(cmd) == 1 and not trainer
+    err = capsys.readouterr().err
+    assert f"{run / 'config.yaml'}: the run's saved config cannot be read" in err and "--allow-config-change" in err
+    assert main([*cmd, "--allow-config-change"]) == 0 and trainer[-1][1] is True  # resumes (as before the check)
+    err = capsys.readouterr().err
+    assert f"{run / 'config.yaml'}: the run's saved config cannot be read" in err and "resuming without" in err
+    with pytest.raises(XmkdError, match=f"{run / 'config.yaml'}: the run's saved config cannot be read"):
+        train_or_reuse(CONFIG, base, run)
+
+
+def test_amp_runs_compare_the_device_and_messages_are_shell_ready(tmp_path, trainer):
+    # train.amp acts on CUDA only: a CPU run with amp on resumed on a GPU would switch to float16 midway
+    run, base = _run(tmp_path, ["train.amp=true", "device=cpu"])
+    with pytest.raises(XmkdError, match=r"device: saved 'cpu', requested 'cuda' \(compared while train.amp is on"):
+        train_or_reuse(CONFIG, [*base, "train.amp=true", "device=cuda"], run)
+    run, base = _run(tmp_path / "b", ["device=cpu"])
+    assert train_or_reuse(CONFIG, [*base, "device=cuda"], run) == {"miou": 0.25}  # no AMP: the same steps
+    # saved values as overrides that a shell passes through unchanged; another recipe's run in one line
+    run, base = _run(tmp_path / "c", ["data.cameras=[]"])
+    with pytest.raises(XmkdError, match=r"overrides \('data.cameras=\[\]'\)"):
+        train_or_reuse(CONFIG, base, run)
+    xmuda = "xmuda/synthetic_day_night.yaml"
+    with pytest.raises(XmkdError, match=r"^\S*c/run: holds a run of recipe 'lidar_seg', not 'xmuda' \(read from "):
+        train_or_reuse(xmuda, ["train.max_iters=3"], run)

@@ -152,6 +152,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise XmkdError(f"{args.config}: no `recipe:` given")
     recipe = get_recipe(name)
     cfg = load_config(args.config, args.overrides, schema=recipe.schema)
+    if args.allow_config_change and not args.resume:
+        raise XmkdError("--allow-config-change only applies with --resume")
     if args.resume:
         _check_resumed_config(cfg, args.allow_config_change)
     try:
@@ -162,22 +164,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _check_resumed_config(cfg, allow: bool) -> None:
-    """`xmkd train --resume`: refuse a config that differs from the run's saved one on a key that changes what is
-    trained (XmkdError naming each key with both values) unless `allow` (`--allow-config-change`); print every
+    """`xmkd train --resume`: refuse a config that differs from the run's saved one (config.yaml, else the config
+    its last.pt stores) on a key that changes what is trained, a saved config that cannot be read, or another
+    recipe (XmkdError naming the file and each key with both values); `allow` (`--allow-config-change`) lets such
+    changes through except on keys whose value the resumed state holds (`config_changes.FIXED`). Prints every
     difference that goes ahead, ignored keys included (rank 0 only under torchrun)."""
     from pathlib import Path
 
-    from xmkd.runs.config_changes import config_changes, describe, require_same_config
+    from xmkd.runs.config_changes import resume_check
 
     run_dir = Path(cfg.output_dir) / cfg.name
-    if not ((run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.pt").exists()):
-        return  # nothing to compare with: the Trainer says what is missing
-    if not allow:
-        require_same_config(run_dir, cfg, escape="pass --allow-config-change to resume with the requested values")
-    changes = config_changes(run_dir, cfg, ignore={})
-    if changes and os.environ.get("RANK", "0") == "0":
-        print(f"xmkd train: resuming {run_dir} with a config that differs from its saved one (config.yaml will hold "
-              f"the new values):\n{describe(changes)}", file=sys.stderr, flush=True)
+    if not (run_dir / "checkpoints" / "last.pt").exists():
+        return  # nothing to resume: the Trainer says what is missing
+    note = resume_check(run_dir, cfg, allow, "--allow-config-change")
+    if note and os.environ.get("RANK", "0") == "0":
+        print(f"xmkd train: {note}", file=sys.stderr, flush=True)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -468,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in the config's run directory (refused "
                    "when the config differs from the run's saved one on a key that changes what is trained)")
     p.add_argument("--allow-config-change", action="store_true", help="with --resume: continue even with such "
-                   "differences (each is printed)")
+                   "differences (each is printed), or with a saved config that cannot be read; not for "
+                   "train.optimizer.*, train.schedule.*, train.max_iters / epochs, whose values the checkpoint's "
+                   "state holds")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_train)
 

@@ -130,11 +130,15 @@ class Trainer:
         self.best: dict[str, Any] = {"value": None, "step": None}
         self.data_wait = 0.0
         self.step_time = 0.0
+        # a fresh run records its config at once; a resumed one with its first checkpoint (`save`), so that a
+        # resumed start that fails leaves the record of the run's checkpoints as it was
+        self.config_pending = resume
         if resume:
             self._resume()
         if self.main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir)
+            if not self.config_pending:
+                save_config(cfg, self.run_dir)
         distributed.barrier()
         self.logger = RunLogger(self.run_dir, enabled=self.main)
 
@@ -154,6 +158,9 @@ class Trainer:
             return
         state = self.state()
         checkpoint.save(self.ckpt_dir / "last.pt", state)
+        if self.config_pending:  # the first checkpoint of a resumed run: from now on it is this config's run
+            save_config(self.cfg, self.run_dir)
+            self.config_pending = False
         if self.cfg.train.keep_snapshots:
             shutil.copyfile(self.ckpt_dir / "last.pt", self.ckpt_dir / f"step_{self.step:07d}.pt")
         if best:
@@ -168,7 +175,9 @@ class Trainer:
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedules.items():
             s.load_state_dict(state["schedules"][k])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])  # (a disabled scaler ignores a saved one)
+        # else: saved without AMP (train.amp off, or on but the run was on a CPU, where AMP is off): a fresh scaler
         for k, e in self.emas.items():
             e.load_state_dict(state["emas"][k])
         set_rng_state(state["rng"])

@@ -2,9 +2,11 @@
 interrupted run does not continue, and a finished run is not reused, under other settings than it started with
 (a default that changed between versions, an override given differently).
 
-The saved side is `run_config(run_dir)`: the run's config.yaml, with the value it was trained with for a key added
-since (`ADDED_KEYS`). Keys in `IGNORED` do not change what a run learns and are not compared; path-valued keys
-(`PATH_KEYS`) are compared by what they point at, not by spelling.
+The saved side is `saved_config(run_dir)`: the run's config.yaml (`run_config`, with the value it was trained with
+for a key added since, `ADDED_KEYS`), else the config its last checkpoint stores. Keys in `IGNORED` do not change
+what a run learns and are not compared; path-valued keys (`PATH_KEYS`) are compared by what they point at, not by
+spelling, as seen from the current directory. `resume_check` is the gate of `xmkd train --resume` and
+`xmkd.runs.train.train_or_reuse`; keys in `FIXED` cannot change on resume at all.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import shlex
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from xmkd.engine.recipe import Recipe
 from xmkd.errors import XmkdError
-from xmkd.runs.run_dir import run_config
+from xmkd.runs.run_dir import config_file, run_config
 
 # Keys that do not change what is trained (weights, optimizer state, random draws, the metric that picks best.pt),
 # with why. Not here on purpose: train.val_every (each validation's DataLoader draws its worker base seed from the
@@ -29,7 +34,8 @@ from xmkd.runs.run_dir import run_config
 IGNORED = {
     "name": "the run folder's name (a moved or copied run is the same run)",
     "output_dir": "where the run folder lives (a moved or copied run is the same run)",
-    "device": "which processor computes the same steps (auto, cpu, cuda:N)",
+    "device": "which processor computes the same steps (auto, cpu, cuda:N); compared while train.amp is on (AMP "
+              "acts on CUDA only, so the device decides whether a step runs in float16)",
     "data.num_workers": "how many processes load the data; each sample and its augmentation come from (seed, epoch, "
                         "index), not from the worker (xmkd/engine/data.py)",
     "data.test_split": "read by neither training nor validation",
@@ -37,6 +43,17 @@ IGNORED = {
     "train.ckpt_every": "how often last.pt is written (saving reads the random state, it draws nothing)",
     "train.keep_snapshots": "extra copies of checkpoints for `xmkd eval --all`",
 }
+# Keys whose value a resumed run takes from its last checkpoint, not from the config (the optimizers' and LR
+# schedules' state_dicts hold lr, weight_decay, betas, eps, momentum, base_lrs; the step count is the position on
+# the schedule): a change would not be applied while config.yaml recorded it, so it is refused even with
+# --allow-config-change. Architecture keys are not listed: the weights would not load (an error naming each tensor).
+FIXED = {"recipe": "another recipe trains other nets",
+         "train.optimizer": "the optimizer's state in last.pt holds its settings (lr, weight_decay, betas, eps, "
+                            "momentum), which resuming restores",
+         "train.schedule": "the schedule's state in last.pt (base_lrs, its step) is restored, and a curve cannot "
+                           "change midway",
+         "train.max_iters": "the run's length fixes its schedule (an annealed schedule cannot be stretched)",
+         "train.epochs": "the run's length fixes its schedule (an annealed schedule cannot be stretched)"}
 # train.epochs is not read when train.max_iters > 0 (the Trainer's iteration-based mode): compared only otherwise.
 # Groups of keys read only while a switch is on: prefix -> (switch key, its "off" value). While both sides have the
 # switch off, the group's other keys are not compared (model.paste.max_added_points went from 4000 to the release's
@@ -114,21 +131,75 @@ def same_target(a: str, b: str) -> bool:
     return False
 
 
-def config_changes(run_dir: str | Path, cfg: DictConfig, ignore: dict[str, str] | None = None
-                   ) -> list[tuple[str, Any, Any]]:
-    """(dotted key, saved value, requested value) of every key whose value in the run directory's saved config
-    (`run_config`, with `ADDED_KEYS` applied) differs from the resolved config `cfg`, sorted by key; a key that only
-    one side has shows `ABSENT` on the other (another recipe). Not listed: keys of `ignore` (default `IGNORED`; {}
-    lists them too), train.epochs while both sides train by iterations (max_iters > 0), a group of `INERT_UNLESS`
-    while its switch is off on both sides, two values the run's recipe treats alike (`Recipe.same_values`), and
-    path keys (`PATH_KEYS`) that name the same thing (`same_target`).
+def checkpoint_config(last: str | Path) -> str:
+    """The config a training checkpoint stores (`Trainer.state()["config"]`, YAML text). Cheap: the archive is
+    memory-mapped, its tensors are not read. XmkdError naming the file when it does not load or stores none."""
+    import torch  # here: reading a run's config.yaml needs no torch
 
-    Raises XmkdError when `run_dir` has no config.yaml, XmkdConfigError when it does not load (`run_config`)."""
+    try:
+        state = torch.load(last, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as err:  # a truncated or foreign file: say which (as xmkd.models.weights.load)
+        raise XmkdError(f"{last}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    text = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise XmkdError(f"{last}: the checkpoint stores no config")
+    return text
+
+
+def saved_config(run_dir: str | Path) -> tuple[type[Recipe], DictConfig, str]:
+    """(recipe, config, where it was read) of the run in `run_dir`: its config.yaml (`run_config`, with
+    `ADDED_KEYS`), else, when only checkpoints/last.pt is there, the config that checkpoint stores. Raises
+    `UnreadableConfig` (naming the file and the error) when the one that is there does not load, XmkdError when
+    neither is there."""
+    run_dir = Path(run_dir)
+    yaml_file, last = run_dir / "config.yaml", run_dir / "checkpoints" / "last.pt"
+    if yaml_file.is_file():
+        try:
+            return (*run_config(run_dir), str(yaml_file))
+        except XmkdError as err:
+            raise UnreadableConfig(str(yaml_file), err) from None
+    if not last.is_file():
+        raise XmkdError(f"{run_dir}: holds no config.yaml and no checkpoints/last.pt")
+    where = f"{last} (the config it stores; {yaml_file} is missing)"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            (Path(tmp) / "config.yaml").write_text(checkpoint_config(last))
+            recipe_cls, cfg = config_file(Path(tmp) / "config.yaml")
+        except XmkdError as err:
+            raise UnreadableConfig(where, XmkdError(str(err).replace(str(Path(tmp) / "config.yaml"), str(last)))
+                                   ) from None
+    return recipe_cls, cfg, where
+
+
+class UnreadableConfig(XmkdError):
+    """A run's saved config (config.yaml, or the one its last checkpoint stores) that does not load: written by
+    another version (a key since removed or renamed), damaged, empty."""
+
+    def __init__(self, where: str, err: Exception):
+        super().__init__(f"{where}: the run's saved config cannot be read ({err})")
+        self.where, self.err = where, err
+
+
+def config_changes(run_dir: str | Path, cfg: DictConfig, ignore: dict[str, str] | None = None,
+                   saved: tuple[type[Recipe], DictConfig, str] | None = None) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, requested value) of every key whose value in the run directory's saved config
+    (`saved_config`, or `saved` when given) differs from the resolved config `cfg`, sorted by key; a key that only
+    one side has shows `ABSENT` on the other. Runs of two recipes differ in `recipe` only (their schemas differ
+    in everything). Not listed: keys of `ignore` (default `IGNORED`; {} lists them too; `device` is compared while
+    train.amp is on, see `IGNORED`), train.epochs while both sides train by iterations (max_iters > 0), a group of
+    `INERT_UNLESS` while its switch is off on both sides, two values the run's recipe treats alike
+    (`Recipe.same_values`), and path keys (`PATH_KEYS`) that name the same thing (`same_target`).
+
+    Raises what `saved_config` raises."""
     ignore = IGNORED if ignore is None else ignore
-    recipe_cls, saved_cfg = run_config(run_dir)
+    recipe_cls, saved_cfg, _ = saved if saved is not None else saved_config(run_dir)
+    if saved_cfg.get("recipe") != cfg.get("recipe"):
+        return [("recipe", saved_cfg.get("recipe"), cfg.get("recipe"))]
     saved, wanted = _flat(saved_cfg), _flat(cfg)
     if saved.get("train.max_iters", 0) > 0 and wanted.get("train.max_iters", 0) > 0:
         ignore = {**ignore, "train.epochs": "not read when training by iterations"}
+    if saved.get("train.amp") or wanted.get("train.amp"):  # AMP acts on CUDA only: the device changes the numbers
+        ignore = {k: v for k, v in ignore.items() if k != "device"}
     off = [prefix for prefix, (switch, value) in INERT_UNLESS.items()
            if saved.get(switch, value) == value and wanted.get(switch, value) == value]
     changes = []
@@ -138,36 +209,82 @@ def config_changes(run_dir: str | Path, cfg: DictConfig, ignore: dict[str, str] 
             continue
         if any(a in group and b in group for group in recipe_cls.same_values.get(key, [])):
             continue
-        if key.rsplit(".", 1)[-1] in PATH_KEYS and isinstance(a, str) and isinstance(b, str) and same_target(a, b):
+        if _is_path(key, a, b) and same_target(a, b):
             continue
         changes.append((key, a, b))
     return changes
 
 
+def _is_path(key: str, a: Any, b: Any) -> bool:
+    return key.rsplit(".", 1)[-1] in PATH_KEYS and isinstance(a, str) and isinstance(b, str)
+
+
+def _gone(key: str, a: Any, b: Any) -> bool:
+    """A path key whose saved value names nothing from here (moved, renamed, or relative to another directory)."""
+    return _is_path(key, a, b) and bool(a) and not Path(a).exists()
+
+
+def fixed(key: str) -> str:
+    """Why `key` cannot change when a run resumes, even with --allow-config-change ("" when it can)."""
+    return next((why for prefix, why in FIXED.items() if key == prefix or key.startswith(f"{prefix}.")), "")
+
+
 def describe(changes: list[tuple[str, Any, Any]]) -> str:
-    """One line per change: `  key: saved X, requested Y`."""
-    notes = {"train.max_iters": " (an annealed schedule cannot be stretched)"}
-    return "\n".join(f"  {k}: saved {a!r}, requested {b!r}{notes.get(k, '')}" for k, a, b in changes)
+    """One line per change: `  key: saved X, requested Y`, with a note where one helps."""
+    notes = {"train.max_iters": " (an annealed schedule cannot be stretched)",
+             "device": " (compared while train.amp is on: AMP acts on CUDA only)"}
+
+    def note(k: str, a: Any, b: Any) -> str:
+        if _gone(k, a, b):
+            return (" (the saved path does not exist from here, relative paths being read from the current "
+                    "directory: a moved dataset or file cannot be compared)")
+        return notes.get(k, "")
+    return "\n".join(f"  {k}: saved {a!r}, requested {b!r}{note(k, a, b)}" for k, a, b in changes)
 
 
-def require_same_config(run_dir: str | Path, cfg: DictConfig, escape: str = "") -> None:
-    """Raise XmkdError when the run in `run_dir` was trained with another config than `cfg` (`config_changes`),
-    naming the folder and each key with both values, and what to do: delete the folder, train into another, pass
-    the saved values as overrides, or `escape` (e.g. a command-line flag that allows the change) when given."""
-    changes = config_changes(run_dir, cfg)
-    if not changes:
-        return
-    keep = " ".join(f"{k}={_override(a)}" for k, a, _ in changes if a is not ABSENT)
-    keep = f", or pass the saved value(s) as overrides ({keep})" if keep else ""
-    also = f", or {escape}" if escape else ""
-    raise XmkdError(f"{run_dir}: holds a run trained with another config than the one requested:\n"
-                    f"{describe(changes)}\n"
-                    f"delete {run_dir} to train it again, train into another folder (output_dir=... / name=...)"
-                    f"{keep}{also}")
+def resume_check(run_dir: str | Path, cfg: DictConfig, allow: bool = False, flag: str = "") -> str:
+    """Whether the run in `run_dir` (its config.yaml, else the config its last.pt stores: `saved_config`) may go
+    on under `cfg`: raises XmkdError when it was trained with another recipe, when it differs on a key that changes
+    what is trained (`config_changes`), or when its saved config cannot be read (`UnreadableConfig`), naming the
+    file, each key with both values, and what to do. `allow` (the `flag`, e.g. `--allow-config-change`) lets the
+    changes and an unreadable saved config through, except the keys whose value the resumed state holds (`FIXED`).
+    Returns what to tell the user when it goes ahead ("" when nothing): every difference, ignored keys included, or
+    that the saved config could not be read."""
+    run_dir = Path(run_dir)
+    escape = f", or pass {flag} to resume with the requested values" if flag else ""
+    try:
+        saved = saved_config(run_dir)
+    except UnreadableConfig as err:
+        if allow:
+            return f"{err}; resuming without comparing the configs ({flag})"
+        raise XmkdError(f"{err}: cannot tell whether it was trained with the requested config; delete {run_dir} "
+                        f"to train it again, or train into another folder (output_dir=... / name=...){escape}"
+                        ) from None
+    changes = config_changes(run_dir, cfg, saved=saved)
+    if changes and changes[0][0] == "recipe":
+        raise XmkdError(f"{run_dir}: holds a run of recipe {changes[0][1]!r}, not {changes[0][2]!r} (read from "
+                        f"{saved[2]}): delete it or train into another folder (output_dir=... / name=...)")
+    stuck = [c for c in changes if fixed(c[0])]
+    if changes and (not allow or stuck):
+        keep = " ".join(shlex.quote(f"{k}={_override(a)}") for k, a, b in changes
+                        if a is not ABSENT and not _gone(k, a, b))
+        keep = f", or pass the saved value(s) as overrides ({keep})" if keep else ""
+        why = sorted({fixed(k) for k, _, _ in stuck})
+        also = (f"; {', '.join(k for k, _, _ in stuck)} cannot change on resume, even with {flag}: "
+                f"{'; '.join(why)}") if stuck and flag else escape
+        raise XmkdError(f"{run_dir}: holds a run trained with another config than the one requested (saved: "
+                        f"{saved[2]}):\n{describe(changes)}\n"
+                        f"delete {run_dir} to train it again, train into another folder (output_dir=... / name=...)"
+                        f"{keep}{also}")
+    shown = config_changes(run_dir, cfg, ignore={}, saved=saved)
+    if not shown:
+        return ""
+    return (f"resuming {run_dir} with a config that differs from its saved one ({saved[2]}; it will hold the "
+            f"requested values from the first checkpoint on):\n{describe(shown)}")
 
 
 def _override(value: Any) -> str:
-    """A value as a command-line override spells it."""
+    """A value as a command-line override spells it (before shell quoting)."""
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:

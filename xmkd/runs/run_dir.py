@@ -38,6 +38,10 @@ def run_recipe(run_dir: str | Path) -> type[Recipe]:
     config = Path(run_dir) / "config.yaml"
     if not config.is_file():
         raise XmkdError(f"{run_dir}: not a run directory (no config.yaml)")
+    return _recipe_of(config)
+
+
+def _recipe_of(config: Path) -> type[Recipe]:
     try:
         return get_recipe(peek_recipe(config))
     except XmkdConfigError as err:  # name the file unless the message does
@@ -47,8 +51,15 @@ def run_recipe(run_dir: str | Path) -> type[Recipe]:
 def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[type[Recipe], DictConfig]:
     """(`run_recipe(run_dir)`, the run's config with `overrides` applied, validated by that recipe's schema). A key
     of `ADDED_KEYS` that the saved file lacks gets the value it was trained with, not today's default."""
-    recipe_cls = run_recipe(run_dir)
-    config = Path(run_dir) / "config.yaml"
+    run_recipe(run_dir)  # a run directory, whose config names a recipe
+    return config_file(Path(run_dir) / "config.yaml", overrides)
+
+
+def config_file(config: str | Path, overrides: Sequence[str] = ()) -> tuple[type[Recipe], DictConfig]:
+    """`run_config` of a saved config file at any path (e.g. a checkpoint's stored config written out). Raises
+    XmkdConfigError naming the file when it names no known recipe or does not load."""
+    config = Path(config)
+    recipe_cls = _recipe_of(config)
     saved, schema = OmegaConf.load(config), OmegaConf.structured(recipe_cls.schema)
     then = [f"{k}={v}" for k, v in ADDED_KEYS.items() if OmegaConf.select(saved, k, default=_ABSENT) is _ABSENT
             and OmegaConf.select(schema, k, default=_ABSENT) is not _ABSENT]
