@@ -411,9 +411,10 @@ def test_depth_targets_from_depth_2_maps_are_the_releases_sparse_average_pooling
     raw = np.where(g.random((h, w)) < 0.3, g.integers(3 * 256, 60 * 256, (h, w)), 0).astype(np.uint16)
     (root / "training" / "depth_2").mkdir()
     Image.fromarray(raw).save(root / "training" / "depth_2" / f"{fid}.png")  # 16-bit, metres x 256 (KITTI's format)
-    frame = read_kitti_object_frame(root, fid, cameras=["image_2"])
+    frame = read_kitti_object_frame(root, fid, cameras=["image_2"], depth_maps=True)
     metres = raw.astype(np.float32) / 256
     assert plain.cameras["image_2"].depth is None and np.array_equal(frame.cameras["image_2"].depth, metres)
+    assert read_kitti_object_frame(root, fid, cameras=["image_2"]).cameras["image_2"].depth is None  # not asked
     recipe_cls = get_recipe("hsrdn")
     cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic_bev.yaml", [
         f"data.root={root}", f"output_dir={tmp_path}", "data.image_size=[]", "model.depth_maps=depth_2"],
@@ -432,9 +433,50 @@ def test_depth_targets_from_depth_2_maps_are_the_releases_sparse_average_pooling
     with pytest.raises(XmkdDataError, match=r"depth_maps=depth_2, but camera 'image_2' of frame .* no depth map"):
         recipe.make_sample(plain, np.random.default_rng(0))
     assert not recipe.make_sample(plain, None)["depth"].any()
-    (root / "training" / "depth_2" / f"{fid}.png").write_bytes(b"")
+    path = root / "training" / "depth_2" / f"{fid}.png"
+    path.write_bytes(b"")
     with pytest.raises(XmkdDataError, match="depth_2"):
-        read_kitti_object_frame(root, fid, cameras=["image_2"])
-    Image.fromarray(raw[:, :-8]).save(root / "training" / "depth_2" / f"{fid}.png")
+        read_kitti_object_frame(root, fid, cameras=["image_2"], depth_maps=True)
+    Image.fromarray(raw[:, :-8]).save(path)
     with pytest.raises(XmkdDataError, match=rf"a {w - 8}x{h} depth map for a {w}x{h} image"):
-        read_kitti_object_frame(root, fid, cameras=["image_2"])
+        read_kitti_object_frame(root, fid, cameras=["image_2"], depth_maps=True)
+    # 16-bit grayscale PNG only: a 32-bit image (a TIFF named .png) would give depths of kilometres
+    Image.fromarray(raw.astype(np.int32) * 60).save(path, format="TIFF")
+    with pytest.raises(XmkdDataError, match=r"a TIFF image of mode I; expected a 16-bit grayscale PNG"):
+        read_kitti_object_frame(root, fid, cameras=["image_2"], depth_maps=True)
+
+
+def test_depth_2_maps_are_read_only_where_a_recipe_reads_them(kitti, tmp_path):
+    import shutil
+
+    import torch
+    from PIL import Image
+
+    from xmkd.errors import XmkdDataError
+
+    root, fid = tmp_path / "kitti", (kitti / "ImageSets" / "train.txt").read_text().split()[0]
+    for sub, ext in (("velodyne", "bin"), ("image_2", "png"), ("calib", "txt"), ("label_2", "txt")):
+        (root / "training" / sub).mkdir(parents=True)
+        shutil.copy(kitti / "training" / sub / f"{fid}.{ext}", root / "training" / sub / f"{fid}.{ext}")
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "train.txt").write_text(f"{fid}\n")
+    prepare("kitti_object", root, root / "xmkd_index", progress=False)
+    (root / "training" / "depth_2").mkdir()
+    Image.new("L", (8, 8)).save(root / "training" / "depth_2" / f"{fid}.png")  # a bad map (8-bit, wrong size)
+
+    def first_frame(recipe_name, config, *overrides, training=True):
+        recipe_cls = get_recipe(recipe_name)
+        cfg = load_config(REPO / "configs" / config, [f"data.root={root}", f"output_dir={tmp_path}",
+                                                      "data.image_size=[]", *overrides], schema=recipe_cls.schema)
+        return recipe_cls(cfg, torch.device("cpu")).frames_of(cfg.data, "train", training)[0]
+
+    # recipes that never read the maps neither fail on a bad one nor read it
+    assert first_frame("lidar_det", "lidar_det/synthetic.yaml").cameras["image_2"].depth is None
+    assert first_frame("hsrdn", "hsrdn/synthetic_bev.yaml", "model.depth_maps=lidar").cameras["image_2"].depth is None
+    assert first_frame("hsrdn", "hsrdn/synthetic_bev.yaml", "model.depth_maps=depth_2", training=False
+                       ).cameras["image_2"].depth is None  # evaluation reads no depth targets
+    with pytest.raises(XmkdDataError, match=r"depth_2/\d+.png.*expected a 16-bit grayscale PNG"):
+        first_frame("hsrdn", "hsrdn/synthetic_bev.yaml", "model.depth_maps=depth_2")
+    (root / "training" / "depth_2" / f"{fid}.png").unlink()  # a missing map: the error names the file expected
+    with pytest.raises(XmkdDataError, match=rf"{root / 'training' / 'depth_2' / fid}.png.*depth map file is missing"):
+        first_frame("hsrdn", "hsrdn/synthetic_bev.yaml", "model.depth_maps=depth_2")

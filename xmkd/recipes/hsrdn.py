@@ -43,6 +43,7 @@ from xmkd.config import DataConfig
 from xmkd.data.dataset import ConcatSamples, FrameSamples
 from xmkd.data.frame import Frame
 from xmkd.data.image_flip import HEADINGS, flip_frame
+from xmkd.data.index import IndexedFrames
 from xmkd.distill.relations import cross_sample_nodes, within_sample_relations
 from xmkd.engine.checkpoint import load, load_weights
 from xmkd.errors import XmkdConfigError, XmkdDataError
@@ -136,8 +137,9 @@ def depth_map_pixels(frame: Frame, camera: str, size: tuple[int, int], required:
         if not required:
             return np.zeros((0, 2)), np.zeros(0, np.float32)
         raise XmkdDataError(f"model.depth_maps=depth_2, but camera {camera!r} of frame {frame.frame_id} has no depth "
-                            "map (KITTI: <root>/training/depth_2/<id>.png, CaDDN's maps); model.depth_maps=lidar "
-                            "computes the targets from the LiDAR points", source=frame.source)
+                            "map: only the kitti_object reader provides them (training/depth_2/<id>.png, CaDDN's "
+                            "maps); model.depth_maps=lidar computes the targets from the LiDAR points",
+                            source=frame.source)
     rows, cols = np.nonzero(cam.depth > 0)
     scale = np.array([size[0] / cam.image_size[0], size[1] / cam.image_size[1]])
     return (np.column_stack([cols, rows]) + 0.5) * scale, cam.depth[rows, cols]
@@ -221,6 +223,17 @@ class HSRDNRecipe(LidarDetRecipe):
     def camera_use(self, training: bool) -> str:
         return "the student is monocular: it reads the image"
 
+    def frames_of(self, d: DataConfig, split: str, training: bool = False) -> IndexedFrames:
+        """`LidarDetRecipe.frames_of`, with the dataset's depth maps (a reader with `depth_maps`: kitti_object's
+        depth_2) where `model.depth_maps: depth_2` reads them: training samples, and every sample of an
+        oracle-depth student. Elsewhere they are not read (nor paid for, nor checked)."""
+        frames = super().frames_of(d, split, training)
+        m = self.cfg.model
+        if m.depth_maps == "depth_2" and (training or m.student.oracle_depth) and hasattr(frames.reader,
+                                                                                           "depth_maps"):
+            frames.reader.depth_maps = True
+        return frames
+
     def make_sample(self, frame: Frame, rng: np.random.Generator | None) -> dict:
         m, d = self.cfg.model, self.cfg.data
         if rng is not None and m.image_flip and rng.random() < 0.5:
@@ -247,7 +260,8 @@ class HSRDNRecipe(LidarDetRecipe):
         if not u.root:
             return labelled
         labelled.redraw = None  # drawn again from the whole set: the release keeps labelled and raw frames in one
-        unlabelled = FrameSamples(self.frames_of(u, u.train_split), self.make_sample, self.cfg.seed + 1, train=True)
+        unlabelled = FrameSamples(self.frames_of(u, u.train_split, training=True), self.make_sample,
+                                  self.cfg.seed + 1, train=True)
         return ConcatSamples([labelled, unlabelled], self.redraw(), self.cfg.seed)
 
     def collate(self, samples: list[dict]) -> dict:

@@ -195,7 +195,9 @@ def read_image(path: Path) -> np.ndarray:
 def read_depth_png(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """(H, W) float32 metres of a 16-bit depth PNG in KITTI's encoding (value = depth x 256, 0 = no depth: KITTI's
     depth benchmark, CaDDN's `depth_2` maps) [CMKD: pcdet/datasets/kitti/kitti_dataset_cmkd.py get_depth_map].
-    XmkdDataError naming the file when it is missing, undecodable, not 16-bit, or not `size` (W, H)."""
+    XmkdDataError naming the file when it is missing, undecodable, not a 16-bit grayscale PNG (a 32-bit image, e.g. a
+    TIFF under a .png name, would give depths of kilometres; an 8-bit one, depths under a metre), or not `size` (W, H).
+    PIL opens a 16-bit PNG as I;16 (mode I in Pillow before 10, whose values still fit 16 bits)."""
     try:
         img = Image.open(path)
         img.load()
@@ -204,9 +206,9 @@ def read_depth_png(path: Path, size: tuple[int, int] | None = None) -> np.ndarra
     except OSError as err:
         raise lfs_error(path) or XmkdDataError(f"unreadable depth map: {err}", source=str(path)) from None
     with img:
-        if img.mode not in ("I;16", "I;16B", "I"):
-            raise XmkdDataError(f"a {img.mode} image; expected a 16-bit depth PNG (metres x 256, 0 = no depth)",
-                                source=str(path))
+        if img.format != "PNG" or img.mode not in ("I;16", "I;16B", "I"):
+            raise XmkdDataError(f"a {img.format} image of mode {img.mode}; expected a 16-bit grayscale PNG (metres x "
+                                "256, 0 = no depth)", source=str(path))
         if size is not None and img.size != tuple(size):
             raise XmkdDataError(f"a {img.size[0]}x{img.size[1]} depth map for a {size[0]}x{size[1]} image",
                                 source=str(path))
