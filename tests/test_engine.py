@@ -453,3 +453,29 @@ def test_a_finished_run_with_a_damaged_last_checkpoint_is_not_reused(tmp_path):
     with pytest.raises(XmkdError, match=r"train.max_iters: saved 3, requested 5 \(an annealed schedule cannot be "
                                         r"stretched\)"):
         train_or_reuse(args[0], [*args[1][1:], "train.max_iters=5"], run)
+
+
+def test_a_run_saved_without_amp_resumes_with_it(tmp_path, monkeypatch):
+    # train.amp acts on CUDA only: a CPU run with it on saved a disabled scaler's empty state; resumed where AMP is
+    # on (a GPU; here a CPU scaler stands in for the CUDA one), the scaler starts fresh instead of failing to load it
+    from xmkd.config import ExperimentConfig, load_config
+    from xmkd.engine import trainer as trainer_module
+    from xmkd.engine.trainer import Trainer
+
+    class Recipe(TwoOptimizerRecipe):
+        def train_dataset(self):
+            return _ListDataset(super().train_dataset())
+
+        def val_dataset(self):
+            return _ListDataset(super().val_dataset())
+
+    def config(iters):
+        return load_config(None, [f"output_dir={tmp_path}", "name=amp", "data.batch_size=4", "data.num_workers=0",
+                                  f"train.max_iters={iters}", "train.amp=true"], schema=ExperimentConfig)
+
+    Trainer(config(2), Recipe, progress=False).fit()
+    assert checkpoint.load(tmp_path / "amp" / "checkpoints" / "last.pt")["scaler"] == {}  # CPU: AMP off
+    scaler = torch.amp.GradScaler
+    monkeypatch.setattr(trainer_module.torch.amp, "GradScaler", lambda device, enabled: scaler("cpu", enabled=True))
+    resumed = Trainer(config(3), Recipe, resume=True, progress=False)
+    assert resumed.step == 2 and resumed.scaler.is_enabled() and resumed.scaler.get_scale() == 2.0 ** 16
