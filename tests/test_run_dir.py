@@ -262,7 +262,7 @@ def test_a_saved_config_that_cannot_be_read_is_refused_unless_allowed(tmp_path, 
 def test_amp_runs_compare_the_device_and_messages_are_shell_ready(tmp_path, trainer):
     # train.amp acts on CUDA only: a CPU run with amp on resumed on a GPU would switch to float16 midway
     run, base = _run(tmp_path, ["train.amp=true", "device=cpu"])
-    with pytest.raises(XmkdError, match=r"device: saved 'cpu', requested 'cuda' \(compared while train.amp is on"):
+    with pytest.raises(XmkdError, match=r"device: saved 'cpu', requested 'cuda' \(AMP acts on CUDA only"):
         train_or_reuse(CONFIG, [*base, "train.amp=true", "device=cuda"], run)
     run, base = _run(tmp_path / "b", ["device=cpu"])
     assert train_or_reuse(CONFIG, [*base, "device=cuda"], run) == {"miou": 0.25}  # no AMP: the same steps

@@ -232,7 +232,7 @@ def fixed(key: str) -> str:
 def describe(changes: list[tuple[str, Any, Any]]) -> str:
     """One line per change: `  key: saved X, requested Y`, with a note where one helps."""
     notes = {"train.max_iters": " (an annealed schedule cannot be stretched)",
-             "device": " (compared while train.amp is on: AMP acts on CUDA only)"}
+             "device": " (AMP acts on CUDA only: with train.amp on, the device decides whether steps run in float16)"}
 
     def note(k: str, a: Any, b: Any) -> str:
         if _gone(k, a, b):
@@ -256,7 +256,8 @@ def resume_check(run_dir: str | Path, cfg: DictConfig, allow: bool = False, flag
         saved = saved_config(run_dir)
     except UnreadableConfig as err:
         if allow:
-            return f"{err}; resuming without comparing the configs ({flag})"
+            return (f"{err}; resuming without comparing the configs ({flag}); the optimizer and schedule settings "
+                    "and the run's length come from last.pt's state, whatever the config requests")
         raise XmkdError(f"{err}: cannot tell whether it was trained with the requested config; delete {run_dir} "
                         f"to train it again, or train into another folder (output_dir=... / name=...){escape}"
                         ) from None
