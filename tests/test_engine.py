@@ -185,7 +185,8 @@ def test_resume_after_kill_matches_uninterrupted_run(dataset, tmp_path):
     assert again.returncode == 1 and "--resume" in again.stderr
 
 
-def test_ctrl_c_inside_an_iteration_checkpoints_after_it_and_the_resumed_run_matches(dataset, tmp_path, monkeypatch):
+def test_ctrl_c_inside_an_iteration_checkpoints_after_it_and_the_resumed_run_matches(dataset, tmp_path, monkeypatch,
+                                                                                    request):
     """A Ctrl-C that arrives inside an iteration (here: right after its optimizer update) lets it finish and
     checkpoints it; the resumed run ends with the uninterrupted run's weights. (Checkpointing at the interrupt
     instead saved the updated weights under the previous iteration number, and the resumed run repeated it.)"""
@@ -193,6 +194,10 @@ def test_ctrl_c_inside_an_iteration_checkpoints_after_it_and_the_resumed_run_mat
     from xmkd.engine.trainer import Trainer
     from xmkd.recipes import get_recipe
 
+    # a shell's background job starts with SIGINT ignored, and the Trainer then leaves Ctrl-C alone: give this
+    # process Python's own handler, as an interactive one has
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     recipe = get_recipe("point_mlp")
 
     def cfg(out):
