@@ -7,6 +7,7 @@ CMKD - GT-only with mean, std and a 95 % t-interval.
 
     python -m benchmarks hsrdn                        # resumable: finished runs are reused
     python -m benchmarks.bench_hsrdn --seeds 0        # some seeds only (the table covers the seeds given)
+    python -m benchmarks.bench_hsrdn --report         # trains nothing: the table of the runs finished so far
     XMKD_BENCH_OUT=outputs/bench_hsrdn_smoke python -m benchmarks.bench_hsrdn --seeds 0 --frames 12 --steps 2 2 2
                                                       # the whole pipeline in a few minutes (numbers meaningless)
 
@@ -147,6 +148,27 @@ def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES) -> di
     return result
 
 
+def finished(run: Path, steps: int) -> dict[str, float] | None:
+    """The validation metrics a run logged at its last iteration `steps`, or None when it has not got there."""
+    done = [r for r in read_metrics(run) if r.get("kind") == "val" and r.get("step") == steps]
+    return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")} if done else None
+
+
+def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:
+    """What `run_seed` returns, from the runs of seed `seed` that have finished (trains nothing; a row still
+    training or not started is left out); None when the seed's data part is not there yet."""
+    folder = OUT / f"seed{seed}"
+    if not (folder / "data.json").is_file():
+        return None
+    runs, (teacher_steps, bev_steps, det_steps) = folder / "runs", steps
+    rows = {TEACHER: finished(runs / "teacher", teacher_steps)}
+    stage1 = {name: finished(runs / f"{slug}_bev", bev_steps) for name, slug, *_ in STUDENTS}
+    rows.update({name: finished(runs / slug, det_steps) for name, slug, *_ in STUDENTS})
+    return {**json.loads((folder / "data.json").read_text()), "steps": list(steps),
+            "rows": {k: v for k, v in rows.items() if v is not None},
+            "stage1": {k: v for k, v in stage1.items() if v is not None}}
+
+
 def last_losses(run: Path, window: int = 5) -> dict[str, float]:
     """Mean of the last `window` logged training losses of a run."""
     logs = [r for r in read_metrics(run) if r.get("kind") == "train"][-window:]
@@ -157,7 +179,10 @@ def last_losses(run: Path, window: int = 5) -> dict[str, float]:
 def paired(a: list[float], b: list[float]) -> str:
     """Per-seed differences a - b, their mean +- std and a 95 % t-interval of the mean."""
     d = np.asarray(a) - np.asarray(b)
-    per = " / ".join(f"{v:+.1f}" for v in d)
+    per = " / ".join("n/a" if np.isnan(v) else f"{v:+.1f}" for v in d)
+    d = d[~np.isnan(d)]  # a seed where either row has not finished (`--report`)
+    if len(d) == 0:
+        return f"{per} (not measured)"
     if len(d) < 2:
         return f"{per} (one seed)"
     sd = float(d.std(ddof=1))
@@ -186,27 +211,40 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
         for row in ROWS:
             cells = []
             for _, k in keys:
-                v = [r["rows"][row].get(k, float("nan")) for r in per_seed]
-                cells.append(f"{np.mean(v):.2f} ± {np.std(v):.2f}")
-            seeds_3d = " / ".join(f"{r['rows'][row].get(keys[2][1], float('nan')):.1f}" for r in per_seed)
+                v = [v for v in (r["rows"].get(row, {}).get(k, float("nan")) for r in per_seed) if not np.isnan(v)]
+                cells.append(f"{np.mean(v):.2f} ± {np.std(v):.2f}" + (f" ({len(v)} of {len(per_seed)} seeds)"
+                                                                      if len(v) < len(per_seed) else "")
+                             if v else "not measured")
+            seeds_3d = " / ".join(f"{r['rows'].get(row, {}).get(keys[2][1], float('nan')):.1f}" for r in per_seed)
             lines.append(f"| {row} | " + " | ".join(cells) + f" | {seeds_3d} |")
         lines.append("")
         for title, key in keys:
-            h = [r["rows"]["HSRDN"][key] for r in per_seed]
-            c = [r["rows"]["CMKD"][key] for r in per_seed]
-            g = [r["rows"]["student, GT only"][key] for r in per_seed]
+            h, c, g = ([r["rows"].get(row, {}).get(key, float("nan")) for r in per_seed]
+                       for row in ("HSRDN", "CMKD", "student, GT only"))
             lines.append(f"- {title}: HSRDN − CMKD {paired(h, c)}; CMKD − GT only {paired(c, g)}")
         lines.append("")
     lines += ["After stage 1 (the teacher's frozen head on each student's BEV map), Car 3D / BEV loose, per seed:", ""]
     for name, *_ in STUDENTS:
-        vals = " / ".join(f"{r['stage1'][name].get('car_3d_r40_moderate_loose', float('nan')):.1f}, "
-                          f"{r['stage1'][name].get('car_bev_r40_moderate_loose', float('nan')):.1f}" for r in per_seed)
+        vals = " / ".join(f"{r['stage1'].get(name, {}).get('car_3d_r40_moderate_loose', float('nan')):.1f}, "
+                          f"{r['stage1'].get(name, {}).get('car_bev_r40_moderate_loose', float('nan')):.1f}"
+                          for r in per_seed)
         lines.append(f"- {name}: {vals}")
     return "\n".join(lines)
 
 
 def main(seeds: tuple[int, ...] = (0, 1, 2), steps: tuple[int, int, int] = (TEACHER_STEPS, BEV_STEPS, DET_STEPS),
-         frames: int = FRAMES) -> None:
+         frames: int = FRAMES, report: bool = False) -> None:
+    if report:  # the runs finished so far; a seed without its data part is left out
+        found = {s: report_seed(s, steps) for s in seeds}
+        seeds = tuple(s for s, r in found.items() if r is not None)
+        if not seeds:
+            raise SystemExit(f"{OUT}: no seed of {sorted(found)} has its data part yet (seed<S>/data.json)")
+        per_seed = [found[s] for s in seeds]
+        missing = sorted({f"seed {s}: {row}" for s in seeds for row in ROWS if row not in found[s]["rows"]})
+        text = table(per_seed, seeds) + (f"\n\nNot finished: {'; '.join(missing)}" if missing else "")
+        print(f"HSRDN synthetic benchmark, runs finished so far under {OUT} (nothing trained)")
+        print(text)
+        return
     per_seed = [run_seed(s, steps, frames) for s in seeds]
     text = table(per_seed, seeds)
     atomic_write_text(OUT / "table.md", text + "\n")
@@ -226,5 +264,8 @@ if __name__ == "__main__":
                              "XMKD_BENCH_OUT)")
     parser.add_argument("--frames", type=int, default=FRAMES,
                         help="synthetic frames per seed (fewer leave every class below 41 valid boxes: a smoke run)")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: print the table of the runs that have finished (rows still training "
+                             "are marked 'not measured' and listed)")
     args = parser.parse_args()
-    main(tuple(args.seeds), tuple(args.steps), args.frames)
+    main(tuple(args.seeds), tuple(args.steps), args.frames, args.report)

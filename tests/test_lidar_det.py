@@ -285,6 +285,42 @@ def test_hsrdn_benchmark_counts_valid_boxes_as_the_evaluator_and_pairs_seeds(kit
     for cls, n in counts.items():  # below 41 valid boxes the 41-point sampling caps R40 at (n - 1) / 40
         assert ceiling[f"{cls}/R40"] <= 100 * max(n - 1, 0) / 40 + 1e-6
     assert paired([3.0, 5.0, 4.0], [1.0, 2.0, 3.0]) == "+2.0 / +3.0 / +1.0; +2.00 ± 1.00, 95 % CI [-0.5, +4.5]"
+    nan = float("nan")  # `--report`: a seed whose row has not finished drops out of the pairs
+    assert paired([3.0, nan, 4.0], [1.0, 2.0, 3.0]) == "+2.0 / n/a / +1.0; +1.50 ± 0.71, 95 % CI [-4.9, +7.9]"
+    assert paired([nan], [1.0]) == "n/a (not measured)"
+
+
+def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monkeypatch, capsys):
+    import json
+
+    import benchmarks.bench_hsrdn as bench
+
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    steps = (4, 2, 3)
+    data = {"valid_moderate": {"Car": 50, "Pedestrian": 41, "Cyclist": 12},
+            "ceiling": {f"{c}/{r}": 100.0 for c in ("Car", "Pedestrian", "Cyclist") for r in ("R40", "R11")},
+            "positive_anchors": {"Car": 3.0}}
+
+    def logged(run, step, kind="val", ap=0.0):
+        (tmp_path / "seed0" / "runs" / run).mkdir(parents=True, exist_ok=True)
+        with open(tmp_path / "seed0" / "runs" / run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "kind": kind, "car_3d_r40_moderate_loose": ap}) + "\n")
+
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "data.json").write_text(json.dumps(data))
+    logged("teacher", 4, ap=90.0)
+    logged("mono_gt_bev", 2)
+    logged("mono_gt", 3, ap=12.5)
+    logged("cmkd_bev", 2)
+    logged("cmkd", 2, kind="train")  # still training: not a finished row
+    logged("cmkd", 1, ap=50.0)  # an earlier validation is not the result
+    bench.main(seeds=(0, 1), steps=steps, report=True)  # seed 1 has no data part yet: left out
+    out = capsys.readouterr().out
+    assert "mean ± std over seeds 0 (" in out and "| student, GT only | " in out
+    assert "12.5" in out and "50.0" not in out and "| CMKD | not measured |" in out
+    assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student" in out
+    assert "Pedestrian" in out and "**Cyclist**" not in out  # 12 valid boxes: not reported
+    assert not (tmp_path / "seed0" / "runs" / "hsrdn").exists()  # nothing trained
 
 
 def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(kitti, tmp_path, capsys):
