@@ -10,6 +10,7 @@ BENCHMARKS = {
     "prepare": "benchmarks.bench_prepare",
     "engine": "benchmarks.bench_engine",
     "kitti_eval": "benchmarks.bench_kitti_eval",
+    "nms": "benchmarks.bench_nms",
     "u2mkd": "benchmarks.bench_u2mkd",
     "hsrdn": "benchmarks.bench_hsrdn",
     "uda": "benchmarks.bench_uda",

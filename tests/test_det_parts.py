@@ -64,20 +64,30 @@ def test_direction_bin_resolves_the_half_turn():
     assert (err[~on_edge] < 1e-4).all() and on_edge.sum() < 10
 
 
-def test_rotated_nms_matches_a_brute_force_greedy_pass():
-    g = torch.Generator().manual_seed(1)
-    n = 120
-    boxes = torch.cat([torch.rand(n, 2, generator=g) * 20, torch.zeros(n, 1), 1 + 3 * torch.rand(n, 3, generator=g),
-                       torch.rand(n, 1, generator=g) * 6], 1)
+@pytest.mark.parametrize("n, extent, threshold, post_max", [(120, 20.0, 0.3, 500), (600, 8.0, 0.01, 500),
+                                                            (600, 8.0, 0.01, 7), (300, 60.0, 0.5, 40)])
+def test_rotated_nms_matches_a_brute_force_greedy_pass(n, extent, threshold, post_max):
+    """The lazy pass (overlaps only of kept boxes against live candidates) keeps exactly what the full-matrix greedy
+    pass keeps: sparse and dense (an untrained detector's pile of overlapping boxes at the release's 0.01) sets,
+    with the post-NMS cap binding or not."""
+    g = torch.Generator().manual_seed(n + post_max)
+    boxes = torch.cat([torch.rand(n, 2, generator=g) * extent, torch.zeros(n, 1),
+                       1 + 3 * torch.rand(n, 3, generator=g), torch.rand(n, 1, generator=g) * 6], 1)
     scores = torch.rand(n, generator=g)
-    keep = rotated_nms(boxes, scores, 0.3)
+    keep = rotated_nms(boxes, scores, threshold, post_max=post_max)
     iou = bev_iou(boxes.double().numpy(), boxes.double().numpy())
     ref = []
     for i in np.argsort(-scores.numpy(), kind="stable"):
-        if all(iou[i, j] <= 0.3 for j in ref):
+        if len(ref) < post_max and all(iou[i, j] <= threshold for j in ref):
             ref.append(int(i))
     assert keep.tolist() == ref
-    assert rotated_nms(boxes[:0], scores[:0], 0.3).numel() == 0
+    assert 1 < len(ref) <= post_max
+    assert rotated_nms(boxes[:0], scores[:0], threshold).numel() == 0
+
+
+def test_rotated_nms_pre_max_keeps_only_the_best_candidates():
+    boxes = torch.tensor([[0.0, 0, 0, 4, 2, 1.5, 0], [10, 0, 0, 4, 2, 1.5, 0], [20, 0, 0, 4, 2, 1.5, 0]])
+    assert rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, pre_max=2).tolist() == [1, 2]
 
 
 def test_quality_focal_loss_vanishes_at_the_target():
