@@ -317,10 +317,12 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     bench.main(seeds=(0, 1), steps=steps, report=True)  # seed 1 has no data part yet: left out
     out = capsys.readouterr().out
     assert "mean ± std over seeds 0 (" in out and "| student, GT only | " in out
-    assert "12.5" in out and "50.0" not in out and "| CMKD | not measured |" in out
+    tables, curves = out.split("Detection stage, Car 3D loose at each validation")
+    assert "12.5" in tables and "50.0" not in tables and "| CMKD | not measured |" in tables
     assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student" in out
     assert "Pedestrian" in out and "**Cyclist**" not in out  # 12 valid boxes: not reported
     assert not (tmp_path / "seed0" / "runs" / "hsrdn").exists()  # nothing trained
+    assert "- student, GT only: 3: 12.5\n" in curves and "- CMKD: 1: 50.0\n" in curves  # so far
 
 
 def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(kitti, tmp_path, capsys):
