@@ -18,8 +18,9 @@ of the ground-truth boxes inside the point range written and scored like a detec
 teacher voxels over [2, -16, -3, 34, 16, 1] (a 64 x 64 BEV map of 0.5 m cells, near KITTI's 0.32-0.4 m: cars get
 ~3 positive anchors each, measured and printed; 1.6 m cells gave them one). Teacher
 `configs/lidar_det/synthetic.yaml` for `TEACHER_STEPS` iterations; students `configs/{hsrdn,cmkd}/*synthetic_bev.yaml`
-for `BEV_STEPS` then `*synthetic.yaml` for `DET_STEPS` (validated at 1/3, 2/3 and the end: the learning
-curve). Outputs in outputs/bench_hsrdn/seed<S>/; the table is printed and written to outputs/bench_hsrdn/table.md.
+for `BEV_STEPS` then `*synthetic.yaml` for `DET_STEPS` (validated every ceil(DET_STEPS / 3) iterations and at the
+end: the learning curve). Outputs in outputs/bench_hsrdn/seed<S>/; the table is printed and written to
+outputs/bench_hsrdn/table.md.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from benchmarks.teacher_grid import positive_counts
 from xmkd.data.collate import in_range
@@ -61,7 +63,9 @@ FRAMES, VAL_FRACTION, MIN_VALID = 400, 0.5, 41
 # 300 detection iterations left every student at 0-16 Car AP3D loose, on its training frames too (underfit, not
 # overfit: GT-only seed 0 scored 12.4 on them, 12.5 on validation); 1500 is where they learn (docs/benchmarks.md)
 TEACHER_STEPS, BEV_STEPS, DET_STEPS = 1200, 600, 1500
-CURVE_POINTS = 3  # detection-stage validations (at 1/3, 2/3, the end): the students' learning curves
+# detection-stage validations (every ceil(DET_STEPS / 3) iterations and at the end): the students' learning curves.
+# A validation draws from the random streams training uses, so a run validated only at its end ends elsewhere
+CURVE_POINTS = 3
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95 % t quantiles by degrees of freedom
 
 
@@ -142,11 +146,11 @@ def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES) -> di
         stage1[name] = train(bev_config, [*common, f"name={slug}_bev", f"train.max_iters={bev_steps}",
                                           f"train.val_every={bev_steps}"], runs / f"{slug}_bev")
         rows[name] = train(det_config, [*common, f"name={slug}", f"train.max_iters={det_steps}",
-                                        f"train.val_every={max(det_steps // CURVE_POINTS, 1)}",
+                                        f"train.val_every={math.ceil(det_steps / CURVE_POINTS)}",
                                         f"model.student.init={runs / f'{slug}_bev' / 'checkpoints' / 'last.pt'}"],
                            runs / slug)
     result = {**info, "rows": rows, "stage1": stage1, "steps": list(steps),
-              "curves": {name: curve(runs / slug) for name, slug, *_ in STUDENTS},
+              "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in STUDENTS},
               "final_losses": {s[1]: last_losses(runs / s[1]) for s in STUDENTS}}
     atomic_write_text(folder / "results.json", json.dumps(result, indent=1))
     return result
@@ -171,11 +175,15 @@ def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:
     return {**json.loads((folder / "data.json").read_text()), "steps": list(steps),
             "rows": {k: v for k, v in rows.items() if v is not None},
             "stage1": {k: v for k, v in stage1.items() if v is not None},
-            "curves": {name: curve(runs / slug) for name, slug, *_ in STUDENTS}}
+            "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in STUDENTS}}
 
 
-def curve(run: Path) -> list[tuple[int, float]]:
-    """(step, Car AP3D R40 moderate loose) of each validation a run logged, in order."""
+def curve(run: Path, steps: int) -> list[tuple[int, float]]:
+    """(step, Car AP3D R40 moderate loose) of each validation a run logged, in order; [] for a run trained for
+    another number of iterations than `steps` (its saved config.yaml says so)."""
+    config = run / "config.yaml"
+    if config.is_file() and OmegaConf.load(config).train.max_iters != steps:
+        return []
     return [(r["step"], r["car_3d_r40_moderate_loose"]) for r in read_metrics(run)
             if r.get("kind") == "val" and "car_3d_r40_moderate_loose" in r]
 

@@ -85,9 +85,29 @@ def test_rotated_nms_matches_a_brute_force_greedy_pass(n, extent, threshold, pos
     assert rotated_nms(boxes[:0], scores[:0], threshold).numel() == 0
 
 
-def test_rotated_nms_pre_max_keeps_only_the_best_candidates():
+def test_rotated_nms_pre_max_corners_and_threshold():
     boxes = torch.tensor([[0.0, 0, 0, 4, 2, 1.5, 0], [10, 0, 0, 4, 2, 1.5, 0], [20, 0, 0, 4, 2, 1.5, 0]])
     assert rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, pre_max=2).tolist() == [1, 2]
+    # squares overlapping only at their corners (IoU 0.032): the circle prefilter must not skip the pair
+    corners = torch.tensor([[0.0, 0, 0, 4, 4, 1.5, 0], [3, 3, 0, 4, 4, 1.5, 0]])
+    assert rotated_nms(corners, torch.tensor([0.9, 0.5]), 0.01).tolist() == [0]
+    assert rotated_nms(corners, torch.tensor([0.9, 0.5]), 0.05).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="iou_threshold must lie in"):
+        rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), -0.1)
+
+
+def test_bev_iou_prefilter_keeps_touching_pairs_in_float32_far_from_the_origin():
+    """Squares overlapping corner to corner by 2e-5 m at 40-50 m: torch.cdist's default matrix-product mode (above
+    25 rows) rounded such pairs out of the circle prefilter in float32, so bev_iou scored them 0."""
+    from xmkd.geometry.iou import _pair_indices
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.cat([40 + 10 * torch.rand(200, 2, generator=g), torch.zeros(200, 1), torch.full((200, 3), 2.0),
+                   torch.zeros(200, 1)], 1)
+    b = a.clone()
+    b[:, :2] += 2.0 - 2e-5
+    ia, ib = _pair_indices(a, b)
+    assert set(zip(range(200), range(200))) <= set(zip(ia.tolist(), ib.tolist()))
 
 
 def test_quality_focal_loss_vanishes_at_the_target():

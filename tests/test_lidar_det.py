@@ -314,6 +314,8 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     logged("cmkd_bev", 2)
     logged("cmkd", 2, kind="train")  # still training: not a finished row
     logged("cmkd", 1, ap=50.0)  # an earlier validation is not the result
+    logged("hsrdn", 300, ap=7.0)  # a run of another length (its config says so): neither its row nor its curve
+    (tmp_path / "seed0" / "runs" / "hsrdn" / "config.yaml").write_text("train: {max_iters: 300}\n")
     bench.main(seeds=(0, 1), steps=steps, report=True)  # seed 1 has no data part yet: left out
     out = capsys.readouterr().out
     assert "mean ± std over seeds 0 (" in out and "| student, GT only | " in out
@@ -321,7 +323,8 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     assert "12.5" in tables and "50.0" not in tables and "| CMKD | not measured |" in tables
     assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student" in out
     assert "Pedestrian" in out and "**Cyclist**" not in out  # 12 valid boxes: not reported
-    assert not (tmp_path / "seed0" / "runs" / "hsrdn").exists()  # nothing trained
+    assert "7.0" not in out and "- HSRDN: n/a\n" in curves
+    assert not (tmp_path / "seed0" / "runs" / "oracle").exists() and not (tmp_path / "seed1").exists()  # no training
     assert "- student, GT only: 3: 12.5\n" in curves and "- CMKD: 1: 50.0\n" in curves  # so far
 
 
