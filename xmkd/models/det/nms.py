@@ -26,8 +26,6 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True)[:pre_max]
     cand = boxes[order]
-    centre = cand[:, :2].detach().cpu().double().numpy()
-    radius = 0.5 * np.hypot(*cand[:, 3:5].detach().cpu().double().numpy().T)
     alive = np.ones(len(order), dtype=bool)
     keep: list[int] = []
     for i in range(len(order)):
@@ -37,9 +35,7 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
         if len(keep) >= post_max:
             break
         rest = np.flatnonzero(alive[i + 1:]) + i + 1
-        near = rest[np.hypot(*(centre[rest] - centre[i]).T) <= radius[rest] + radius[i] + 1e-6]
-        if len(near):
-            idx = torch.from_numpy(near).to(cand.device)
-            over = (bev_iou(cand[i:i + 1], cand[idx])[0] > iou_threshold).cpu().numpy()
-            alive[near[over]] = False
+        if len(rest):  # bev_iou computes exact overlaps only of the pairs whose circles meet
+            over = bev_iou(cand[i:i + 1], cand[torch.from_numpy(rest).to(cand.device)])[0] > iou_threshold
+            alive[rest[over.cpu().numpy()]] = False
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
