@@ -32,7 +32,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from benchmarks.teacher_grid import positive_counts
 from xmkd.data.collate import in_range
@@ -43,6 +42,7 @@ from xmkd.engine.logging import read_metrics
 from xmkd.eval.kitti import CLASSES, MAX_OCCLUSION, MAX_TRUNCATION, MIN_HEIGHT, evaluate_folders, read_annotations
 from xmkd.io import atomic_write_text
 from xmkd.recipes.lidar_det import kitti_lines
+from xmkd.runs.run_dir import run_config
 from xmkd.runs.train import train_or_reuse
 
 OUT = Path(os.environ.get("XMKD_BENCH_OUT", "outputs/bench_hsrdn"))
@@ -181,8 +181,7 @@ def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:
 def curve(run: Path, steps: int) -> list[tuple[int, float]]:
     """(step, Car AP3D R40 moderate loose) of each validation a run logged, in order; [] for a run trained for
     another number of iterations than `steps` (its saved config.yaml says so)."""
-    config = run / "config.yaml"
-    if config.is_file() and OmegaConf.load(config).train.max_iters != steps:
+    if (run / "config.yaml").is_file() and run_config(run)[1].train.max_iters != steps:
         return []
     return [(r["step"], r["car_3d_r40_moderate_loose"]) for r in read_metrics(run)
             if r.get("kind") == "val" and "car_3d_r40_moderate_loose" in r]

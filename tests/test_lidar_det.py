@@ -315,7 +315,7 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     logged("cmkd", 2, kind="train")  # still training: not a finished row
     logged("cmkd", 1, ap=50.0)  # an earlier validation is not the result
     logged("hsrdn", 300, ap=7.0)  # a run of another length (its config says so): neither its row nor its curve
-    (tmp_path / "seed0" / "runs" / "hsrdn" / "config.yaml").write_text("train: {max_iters: 300}\n")
+    (tmp_path / "seed0" / "runs" / "hsrdn" / "config.yaml").write_text("recipe: hsrdn\ntrain: {max_iters: 300}\n")
     bench.main(seeds=(0, 1), steps=steps, report=True)  # seed 1 has no data part yet: left out
     out = capsys.readouterr().out
     assert "mean ± std over seeds 0 (" in out and "| student, GT only | " in out
