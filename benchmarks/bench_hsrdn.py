@@ -8,6 +8,8 @@ CMKD - GT-only with mean, std and a 95 % t-interval.
     python -m benchmarks hsrdn                        # resumable: finished runs are reused
     python -m benchmarks.bench_hsrdn --seeds 0        # some seeds only (the table covers the seeds given)
     python -m benchmarks.bench_hsrdn --report         # trains nothing: the table of the runs finished so far
+    python -m benchmarks.bench_hsrdn --rows oracle hsrdn_rel1   # some rows only; hsrdn_rel0 / hsrdn_rel1:
+                                                      # HSRDN at relation weights 0 / 1 (not in the default rows)
     XMKD_BENCH_OUT=outputs/bench_hsrdn_smoke python -m benchmarks.bench_hsrdn --seeds 0 --frames 12 --steps 2 2 2
                                                       # the whole pipeline in a few minutes (numbers meaningless)
 
@@ -51,14 +53,19 @@ POINT_RANGE = [2.0, -16.0, -3.0, 34.0, 16.0, 1.0]
 VOXEL = 0.0625  # teacher voxels, metres (BEV cells: 8 voxels)
 GRID = [f"data.voxel_size={VOXEL}", f"data.point_range=[{','.join(str(v) for v in POINT_RANGE)}]"]
 STUDENT = ["model.student.depth_max=34.0", "model.student.grid_z=10"]  # LID bins over the range, 0.4 m z-cells
-# (name, slug, stage-1 config, stage-2 config, needs the teacher)
-STUDENTS = [("student, GT only", "mono_gt", "hsrdn/mono_gt_synthetic_bev.yaml", "hsrdn/mono_gt_synthetic.yaml", False),
-            ("CMKD", "cmkd", "cmkd/synthetic_bev.yaml", "cmkd/synthetic.yaml", True),
-            ("HSRDN", "hsrdn", "hsrdn/synthetic_bev.yaml", "hsrdn/synthetic.yaml", True),
+# (name, slug, stage-1 config, stage-2 config, needs the teacher, overrides of both stages)
+STUDENTS = [("student, GT only", "mono_gt", "hsrdn/mono_gt_synthetic_bev.yaml", "hsrdn/mono_gt_synthetic.yaml", False,
+             []),
+            ("CMKD", "cmkd", "cmkd/synthetic_bev.yaml", "cmkd/synthetic.yaml", True, []),
+            ("HSRDN", "hsrdn", "hsrdn/synthetic_bev.yaml", "hsrdn/synthetic.yaml", True, []),
             ("oracle-depth student", "oracle", "cmkd/oracle_depth_synthetic_bev.yaml",
-             "cmkd/oracle_depth_synthetic.yaml", True)]
+             "cmkd/oracle_depth_synthetic.yaml", True, [])]
+# rows trained only when asked for (--rows): HSRDN's relation weights, which the release never lets act (its
+# terms are identically 0: docs/hsrdn.md), at 0 (the release's training) and at 1 instead of its 32
+VARIANTS = [(f"HSRDN, relation weights {w:g}", f"hsrdn_rel{w:g}", "hsrdn/synthetic_bev.yaml", "hsrdn/synthetic.yaml",
+             True, [f"model.weights.distance={w}", f"model.weights.angle={w}"]) for w in (0.0, 1.0)]
+SLUGS = {s[1]: s for s in STUDENTS + VARIANTS}
 TEACHER = "teacher (SECOND)"
-ROWS = [TEACHER] + [s[0] for s in STUDENTS]
 FRAMES, VAL_FRACTION, MIN_VALID = 400, 0.5, 41
 # 300 detection iterations left every student at 0-16 Car AP3D loose, on its training frames too (underfit, not
 # overfit: GT-only seed 0 scored 12.4 on them, 12.5 on validation); 1500 is where they learn (docs/benchmarks.md)
@@ -114,7 +121,10 @@ def train(config: str, overrides: list[str], run: Path) -> dict[str, float]:
     return train_or_reuse(CONFIGS / config, overrides, run, progress=False)
 
 
-def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES) -> dict:
+def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES,
+             students: tuple[str, ...] = tuple(s[1] for s in STUDENTS)) -> dict:
+    """Train (or reuse) seed `seed`'s data, teacher and the students named by slug in `students`; returns
+    `report_seed`'s dict (every row of the seed that has finished, asked for now or before) with the final losses."""
     teacher_steps, bev_steps, det_steps = steps
     folder = OUT / f"seed{seed}"
     data = folder / "kitti"
@@ -135,23 +145,21 @@ def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES) -> di
     runs = folder / "runs"
     base = [f"data.root={data}", f"output_dir={runs}", f"seed={seed}", "data.num_workers=0", "train.log_every=20",
             *GRID]
-    rows: dict[str, dict[str, float]] = {}
-    rows[TEACHER] = train("lidar_det/synthetic.yaml", [*base, "name=teacher", f"train.max_iters={teacher_steps}",
+    train("lidar_det/synthetic.yaml", [*base, "name=teacher", f"train.max_iters={teacher_steps}",
                                                        f"train.val_every={teacher_steps}", "train.ckpt_every=200"],
                           runs / "teacher")
     ckpt = runs / "teacher" / "checkpoints" / "last.pt"
-    stage1: dict[str, dict[str, float]] = {}
-    for name, slug, bev_config, det_config, distils in STUDENTS:
-        common = [*base, *STUDENT, "train.ckpt_every=100", *([f"model.teacher_checkpoint={ckpt}"] if distils else [])]
-        stage1[name] = train(bev_config, [*common, f"name={slug}_bev", f"train.max_iters={bev_steps}",
-                                          f"train.val_every={bev_steps}"], runs / f"{slug}_bev")
-        rows[name] = train(det_config, [*common, f"name={slug}", f"train.max_iters={det_steps}",
-                                        f"train.val_every={math.ceil(det_steps / CURVE_POINTS)}",
-                                        f"model.student.init={runs / f'{slug}_bev' / 'checkpoints' / 'last.pt'}"],
-                           runs / slug)
-    result = {**info, "rows": rows, "stage1": stage1, "steps": list(steps),
-              "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in STUDENTS},
-              "final_losses": {s[1]: last_losses(runs / s[1]) for s in STUDENTS}}
+    for _, slug, bev_config, det_config, distils, extra in (SLUGS[s] for s in students):
+        common = [*base, *STUDENT, "train.ckpt_every=100", *([f"model.teacher_checkpoint={ckpt}"] if distils else []),
+                  *extra]
+        train(bev_config, [*common, f"name={slug}_bev", f"train.max_iters={bev_steps}", f"train.val_every={bev_steps}"],
+              runs / f"{slug}_bev")
+        train(det_config, [*common, f"name={slug}", f"train.max_iters={det_steps}",
+                           f"train.val_every={math.ceil(det_steps / CURVE_POINTS)}",
+                           f"model.student.init={runs / f'{slug}_bev' / 'checkpoints' / 'last.pt'}"], runs / slug)
+    result = report_seed(seed, steps)
+    result["final_losses"] = {s[1]: last_losses(runs / s[1]) for s in STUDENTS + VARIANTS
+                              if s[0] in result["rows"]}
     atomic_write_text(folder / "results.json", json.dumps(result, indent=1))
     return result
 
@@ -170,12 +178,12 @@ def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:
         return None
     runs, (teacher_steps, bev_steps, det_steps) = folder / "runs", steps
     rows = {TEACHER: finished(runs / "teacher", teacher_steps)}
-    stage1 = {name: finished(runs / f"{slug}_bev", bev_steps) for name, slug, *_ in STUDENTS}
-    rows.update({name: finished(runs / slug, det_steps) for name, slug, *_ in STUDENTS})
+    stage1 = {name: finished(runs / f"{slug}_bev", bev_steps) for name, slug, *_ in STUDENTS + VARIANTS}
+    rows.update({name: finished(runs / slug, det_steps) for name, slug, *_ in STUDENTS + VARIANTS})
     return {**json.loads((folder / "data.json").read_text()), "steps": list(steps),
             "rows": {k: v for k, v in rows.items() if v is not None},
             "stage1": {k: v for k, v in stage1.items() if v is not None},
-            "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in STUDENTS}}
+            "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in STUDENTS + VARIANTS}}
 
 
 def curve(run: Path, steps: int) -> list[tuple[int, float]]:
@@ -218,6 +226,7 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
         pos = ", ".join(f"{k} {v:.1f}" for k, v in r["positive_anchors"].items())
         lines.append(f"- seed {s}: {'; '.join(parts)}; positive anchors per training box: {pos}")
     skipped = [c for c in CLASSES if c not in reported]
+    shown = STUDENTS + [v for v in VARIANTS if any(v[0] in r["rows"] for r in per_seed)]
     lines += ["", f"Reported classes: {', '.join(reported) or 'none'}"
               + (f" ({', '.join(skipped)}: fewer than {MIN_VALID} valid boxes in some seed)" if skipped else ""), ""]
     for cls in reported:
@@ -226,7 +235,7 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
         lines += [f"**{cls}**, AP_R40 moderate, mean ± std over seeds {', '.join(map(str, seeds))} (ceiling per "
                   f"seed {ceil}):", "", "| row | " + " | ".join(t for t, _ in keys) + " | per seed (3D loose) |",
                   "|---|" + "---|" * (len(keys) + 1)]
-        for row in ROWS:
+        for row in [TEACHER] + [st[0] for st in shown]:
             cells = []
             for _, k in keys:
                 v = [v for v in (r["rows"].get(row, {}).get(k, float("nan")) for r in per_seed) if not np.isnan(v)]
@@ -239,16 +248,19 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
         for title, key in keys:
             h, c, g = ([r["rows"].get(row, {}).get(key, float("nan")) for r in per_seed]
                        for row in ("HSRDN", "CMKD", "student, GT only"))
-            lines.append(f"- {title}: HSRDN − CMKD {paired(h, c)}; CMKD − GT only {paired(c, g)}")
+            more = "".join(f"; {v[0]} − CMKD "
+                           f"{paired([r['rows'].get(v[0], {}).get(key, float('nan')) for r in per_seed], c)}"
+                           for v in shown[len(STUDENTS):])
+            lines.append(f"- {title}: HSRDN − CMKD {paired(h, c)}; CMKD − GT only {paired(c, g)}{more}")
         lines.append("")
     lines += ["After stage 1 (the teacher's frozen head on each student's BEV map), Car 3D / BEV loose, per seed:", ""]
-    for name, *_ in STUDENTS:
+    for name, *_ in shown:
         vals = " / ".join(f"{r['stage1'].get(name, {}).get('car_3d_r40_moderate_loose', float('nan')):.1f}, "
                           f"{r['stage1'].get(name, {}).get('car_bev_r40_moderate_loose', float('nan')):.1f}"
                           for r in per_seed)
         lines.append(f"- {name}: {vals}")
     lines += ["", "Detection stage, Car 3D loose at each validation (step: AP), per seed:", ""]
-    for name, *_ in STUDENTS:
+    for name, *_ in shown:
         vals = " / ".join(", ".join(f"{step}: {ap:.1f}" for step, ap in r.get("curves", {}).get(name, [])) or "n/a"
                           for r in per_seed)
         lines.append(f"- {name}: {vals}")
@@ -256,19 +268,23 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
 
 
 def main(seeds: tuple[int, ...] = (0, 1, 2), steps: tuple[int, int, int] = (TEACHER_STEPS, BEV_STEPS, DET_STEPS),
-         frames: int = FRAMES, report: bool = False) -> None:
+         frames: int = FRAMES, report: bool = False, rows: tuple[str, ...] = tuple(s[1] for s in STUDENTS)) -> None:
+    unknown = sorted(set(rows) - set(SLUGS))
+    if unknown:
+        raise SystemExit(f"--rows: unknown {', '.join(unknown)} (choose from {', '.join(SLUGS)})")
     if report:  # the runs finished so far; a seed without its data part is left out
         found = {s: report_seed(s, steps) for s in seeds}
         seeds = tuple(s for s, r in found.items() if r is not None)
         if not seeds:
             raise SystemExit(f"{OUT}: no seed of {sorted(found)} has its data part yet (seed<S>/data.json)")
         per_seed = [found[s] for s in seeds]
-        missing = sorted({f"seed {s}: {row}" for s in seeds for row in ROWS if row not in found[s]["rows"]})
+        asked = [TEACHER] + [SLUGS[slug][0] for slug in rows]
+        missing = sorted({f"seed {s}: {row}" for s in seeds for row in asked if row not in found[s]["rows"]})
         text = table(per_seed, seeds) + (f"\n\nNot finished: {'; '.join(missing)}" if missing else "")
         print(f"HSRDN synthetic benchmark, runs finished so far under {OUT} (nothing trained)")
         print(text)
         return
-    per_seed = [run_seed(s, steps, frames) for s in seeds]
+    per_seed = [run_seed(s, steps, frames, rows) for s in seeds]
     text = table(per_seed, seeds)
     atomic_write_text(OUT / "table.md", text + "\n")
     print(f"HSRDN synthetic benchmark ({len(seeds)} seeds; teacher {steps[0]}, students {steps[1]} + {steps[2]} "
@@ -290,5 +306,8 @@ if __name__ == "__main__":
     parser.add_argument("--report", action="store_true",
                         help="train nothing: print the table of the runs that have finished (rows still training "
                              "are marked 'not measured' and listed)")
+    parser.add_argument("--rows", nargs="+", default=[s[1] for s in STUDENTS], metavar="SLUG",
+                        help=f"the students to train (the teacher always is): {', '.join(SLUGS)}; default the "
+                             f"table's rows {', '.join(s[1] for s in STUDENTS)} (the table shows every row finished)")
     args = parser.parse_args()
-    main(tuple(args.seeds), tuple(args.steps), args.frames, args.report)
+    main(tuple(args.seeds), tuple(args.steps), args.frames, args.report, tuple(args.rows))

@@ -326,6 +326,16 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     assert "7.0" not in out and "- HSRDN: n/a\n" in curves
     assert not (tmp_path / "seed0" / "runs" / "oracle").exists() and not (tmp_path / "seed1").exists()  # no training
     assert "- student, GT only: 3: 12.5\n" in curves and "- CMKD: 1: 50.0\n" in curves  # so far
+    assert "relation weights" not in out  # a variant row shows only once one of its runs has finished
+    logged("cmkd", 3, ap=20.0)
+    logged("hsrdn_rel1", 3, ap=26.5)
+    bench.main(seeds=(0,), steps=steps, report=True, rows=("cmkd", "hsrdn_rel1"))
+    out = capsys.readouterr().out
+    assert "| HSRDN, relation weights 1 | " in out and "| HSRDN, relation weights 0 |" not in out
+    assert "HSRDN, relation weights 1 − CMKD +6.5 (one seed)" in out
+    assert "Not finished:" not in out  # only the rows asked for count as missing
+    with pytest.raises(SystemExit, match="unknown hsrdn_rel2"):
+        bench.main(seeds=(0,), steps=steps, report=True, rows=("hsrdn_rel2",))
 
 
 def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(kitti, tmp_path, capsys):
