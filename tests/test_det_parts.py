@@ -94,6 +94,11 @@ def test_rotated_nms_pre_max_corners_and_threshold():
     assert rotated_nms(corners, torch.tensor([0.9, 0.5]), 0.05).tolist() == [0, 1]
     with pytest.raises(ValueError, match="iou_threshold must lie in"):
         rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), -0.1)
+    assert rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, post_max=0).tolist() == []  # OpenPCDet: none
+    assert rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, pre_max=0).tolist() == []
+    for bad in ({"pre_max": -1}, {"post_max": -1}):  # a slice [:-1] would silently drop the last candidate
+        with pytest.raises(ValueError, match="pre_max and post_max must be >= 0"):
+            rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, **bad)
 
 
 def test_bev_iou_prefilter_keeps_touching_pairs_in_float32_far_from_the_origin():
