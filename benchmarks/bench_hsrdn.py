@@ -122,8 +122,8 @@ def train(config: str, overrides: list[str], run: Path) -> dict[str, float]:
 
 
 def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES,
-             students: tuple[str, ...] = tuple(s[1] for s in STUDENTS)) -> dict:
-    """Train (or reuse) seed `seed`'s data, teacher and the students named by slug in `students`; returns
+             rows: tuple[str, ...] = tuple(s[1] for s in STUDENTS)) -> dict:
+    """Train (or reuse) seed `seed`'s data, teacher and the students named by slug in `rows`; returns
     `report_seed`'s dict (every row of the seed that has finished, asked for now or before) with the final losses."""
     teacher_steps, bev_steps, det_steps = steps
     folder = OUT / f"seed{seed}"
@@ -149,7 +149,7 @@ def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES,
                                                        f"train.val_every={teacher_steps}", "train.ckpt_every=200"],
                           runs / "teacher")
     ckpt = runs / "teacher" / "checkpoints" / "last.pt"
-    for _, slug, bev_config, det_config, distils, extra in (SLUGS[s] for s in students):
+    for _, slug, bev_config, det_config, distils, extra in (SLUGS[s] for s in rows):
         common = [*base, *STUDENT, "train.ckpt_every=100", *([f"model.teacher_checkpoint={ckpt}"] if distils else []),
                   *extra]
         train(bev_config, [*common, f"name={slug}_bev", f"train.max_iters={bev_steps}", f"train.val_every={bev_steps}"],
