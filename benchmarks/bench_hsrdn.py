@@ -3,7 +3,8 @@ ground truth only, CMKD, HSRDN and an oracle-depth student (CMKD with LiDAR dept
 lifting); every student through the released two-stage chain (BEV stage, then detection stage from its checkpoint).
 KITTI AP_R40 at the moderate difficulty, 3D and BEV, per class, at the strict (Car 0.7, Ped / Cyc 0.5) and the loose
 (Car 0.5, Ped / Cyc 0.25) overlaps, each beside its ceiling; per-seed paired differences HSRDN - CMKD and
-CMKD - GT-only with mean, std and a 95 % t-interval.
+CMKD - GT-only with mean, std and a 95 % t-interval. Optional rows (`--rows hsrdn_rel0 hsrdn_rel1`: HSRDN at relation
+weights 0 / 1) appear in the table, with their paired difference to CMKD, once a run of theirs has finished.
 
     python -m benchmarks hsrdn                        # resumable: finished runs are reused
     python -m benchmarks.bench_hsrdn --seeds 0        # some seeds only (the table covers the seeds given)
@@ -123,8 +124,11 @@ def train(config: str, overrides: list[str], run: Path) -> dict[str, float]:
 
 def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES,
              rows: tuple[str, ...] = tuple(s[1] for s in STUDENTS)) -> dict:
-    """Train (or reuse) seed `seed`'s data, teacher and the students named by slug in `rows`; returns
-    `report_seed`'s dict (every row of the seed that has finished, asked for now or before) with the final losses."""
+    """Train (or reuse) seed `seed`'s data, teacher and the students named by slug in `rows` (keys of `SLUGS`);
+    returns `report_seed`'s dict (every row of the seed that has finished, asked for now or before) with the final
+    losses. ValueError for an unknown slug, before anything is trained."""
+    if isinstance(rows, str) or not set(rows) <= set(SLUGS):
+        raise ValueError(f"rows: a sequence of {', '.join(SLUGS)}; got {rows!r}")
     teacher_steps, bev_steps, det_steps = steps
     folder = OUT / f"seed{seed}"
     data = folder / "kitti"
@@ -226,7 +230,7 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
         pos = ", ".join(f"{k} {v:.1f}" for k, v in r["positive_anchors"].items())
         lines.append(f"- seed {s}: {'; '.join(parts)}; positive anchors per training box: {pos}")
     skipped = [c for c in CLASSES if c not in reported]
-    shown = STUDENTS + [v for v in VARIANTS if any(v[0] in r["rows"] for r in per_seed)]
+    shown = STUDENTS + [v for v in VARIANTS if any(v[0] in r["rows"] or v[0] in r["stage1"] for r in per_seed)]
     lines += ["", f"Reported classes: {', '.join(reported) or 'none'}"
               + (f" ({', '.join(skipped)}: fewer than {MIN_VALID} valid boxes in some seed)" if skipped else ""), ""]
     for cls in reported:
@@ -304,10 +308,12 @@ if __name__ == "__main__":
     parser.add_argument("--frames", type=int, default=FRAMES,
                         help="synthetic frames per seed (fewer leave every class below 41 valid boxes: a smoke run)")
     parser.add_argument("--report", action="store_true",
-                        help="train nothing: print the table of the runs that have finished (rows still training "
-                             "are marked 'not measured' and listed)")
+                        help="train nothing: print the table of the runs that have finished (a default row still "
+                             "training is marked 'not measured'; the rows asked for by --rows that have not finished "
+                             "are listed)")
     parser.add_argument("--rows", nargs="+", default=[s[1] for s in STUDENTS], metavar="SLUG",
                         help=f"the students to train (the teacher always is): {', '.join(SLUGS)}; default the "
-                             f"table's rows {', '.join(s[1] for s in STUDENTS)} (the table shows every row finished)")
+                             f"table's rows {', '.join(s[1] for s in STUDENTS)}. The table shows every row finished "
+                             "in XMKD_BENCH_OUT; with --report, the rows whose missing runs are listed")
     args = parser.parse_args()
     main(tuple(args.seeds), tuple(args.steps), args.frames, args.report, tuple(args.rows))

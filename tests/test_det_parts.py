@@ -96,7 +96,7 @@ def test_rotated_nms_pre_max_corners_and_threshold():
         rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), -0.1)
     assert rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, post_max=0).tolist() == []  # OpenPCDet: none
     assert rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, pre_max=0).tolist() == []
-    for bad in ({"pre_max": -1}, {"post_max": -1}):  # a slice [:-1] would silently drop the last candidate
+    for bad in ({"pre_max": -1}, {"post_max": -1}):  # were: the last candidate dropped, one box kept
         with pytest.raises(ValueError, match="pre_max and post_max must be >= 0"):
             rotated_nms(boxes, torch.tensor([0.2, 0.9, 0.5]), 0.01, **bad)
 

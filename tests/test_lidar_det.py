@@ -445,6 +445,12 @@ def test_the_students_teacher_voxels_are_capped_as_the_distillation_configs_cap_
     # the defaults: the distillation configs' 16,000 / 40,000, the teacher's own 20,000 / 40,000
     assert list(recipe_cls.schema().model.max_voxels) == [16000, 40000]
     assert list(get_recipe("lidar_det").schema().model.max_voxels) == [20000, 40000]
+    for config in ("lidar_det/synthetic.yaml", "hsrdn/synthetic_bev.yaml"):  # not "no limit", as a voxel cap: no box
+        name = config.split("/")[0]
+        cfg = load_config(REPO / "configs" / config, [f"data.root={kitti}", f"output_dir={tmp_path}",
+                                                      "model.max_detections=0"], schema=get_recipe(name).schema)
+        with pytest.raises(XmkdConfigError, match="model.max_detections: boxes kept per frame, at least 1; got 0"):
+            get_recipe(name)(cfg, torch.device("cpu")).build()
 
 
 def test_depth_targets_from_depth_2_maps_are_the_releases_sparse_average_pooling(kitti, tmp_path):

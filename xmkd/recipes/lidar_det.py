@@ -70,7 +70,7 @@ class LidarDetModel:
     dir_weight: float = 0.2
     score_threshold: float = 0.1
     nms_threshold: float = 0.01
-    max_detections: int = 500
+    max_detections: int = 500  # kept per frame after NMS (OpenPCDet NMS_POST_MAXSIZE); at least 1
 
 
 @dataclass
@@ -202,6 +202,8 @@ class LidarDetRecipe(Recipe):
                                   f"model's classes {self.class_names}")
         if len(m.max_voxels) != 2:
             raise XmkdConfigError(f"model.max_voxels: expected [training, evaluation], got {list(m.max_voxels)}")
+        if m.max_detections < 1:  # unlike the voxel caps, 0 is not "no limit": it would keep no box
+            raise XmkdConfigError(f"model.max_detections: boxes kept per frame, at least 1; got {m.max_detections}")
         self._sampler: GTSampler | None = None
         num_anchors = sum(len(c.rotations) for c in m.classes)
         net = Second(4, num_anchors, len(m.classes), grid[2], m.second)

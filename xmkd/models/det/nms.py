@@ -25,18 +25,18 @@ def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
         raise ValueError(f"rotated_nms: iou_threshold must lie in [0, 1], got {iou_threshold}")
     if pre_max < 0 or post_max < 0:
         raise ValueError(f"rotated_nms: pre_max and post_max must be >= 0, got {pre_max} and {post_max}")
-    if boxes.shape[0] == 0:
+    if boxes.shape[0] == 0 or post_max == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True)[:pre_max]
     cand = boxes[order]
     alive = np.ones(len(order), dtype=bool)
     keep: list[int] = []
     for i in range(len(order)):
-        if len(keep) >= post_max:
-            break
         if not alive[i]:
             continue
         keep.append(i)
+        if len(keep) >= post_max:
+            break
         rest = np.flatnonzero(alive[i + 1:]) + i + 1
         if len(rest):  # bev_iou computes exact overlaps only of the pairs whose circles meet
             over = bev_iou(cand[i:i + 1], cand[torch.from_numpy(rest).to(cand.device)])[0] > iou_threshold
