@@ -336,6 +336,10 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     assert "Not finished:" not in out  # only the rows asked for count as missing
     with pytest.raises(SystemExit, match="unknown hsrdn_rel2"):
         bench.main(seeds=(0,), steps=steps, report=True, rows=("hsrdn_rel2",))
+    for bad in (("cmkd", "teacher"), "cmkd"):  # checked before the world is synthesised
+        with pytest.raises(ValueError, match="rows: a sequence of mono_gt, cmkd"):
+            bench.run_seed(7, steps, rows=bad)
+    assert not (tmp_path / "seed7").exists()
 
 
 def test_lidar_only_training_needs_no_camera_and_the_error_says_which_and_why(kitti, tmp_path, capsys):
