@@ -546,3 +546,21 @@ def test_depth_2_maps_are_read_only_where_a_recipe_reads_them(kitti, tmp_path):
     (root / "training" / "depth_2" / f"{fid}.png").unlink()  # a missing map: the error names the file expected
     with pytest.raises(XmkdDataError, match=rf"{root / 'training' / 'depth_2' / fid}.png.*depth map file is missing"):
         first_frame("hsrdn", "hsrdn/synthetic_bev.yaml", "model.depth_maps=depth_2")
+
+
+def test_oracle_cells_measures_the_lifted_cells_of_the_validation_frames(kitti):
+    from benchmarks.hsrdn_oracle_cells import box_cells, box_corners, oracle_cells
+
+    box = np.array([10.0, 2.0, -1.0, 4.0, 2.0, 1.5, np.pi / 2])  # turned 90°: its length along y
+    corners = box_corners(box)
+    assert np.allclose(corners.min(0), [9.0, 0.0, -1.75]) and np.allclose(corners.max(0), [11.0, 4.0, -0.25])
+    # a camera at the LiDAR origin looking along x (u right = -y, v down = -z), f = 100 px, centre (160, 48)
+    P = np.array([[160.0, -100, 0, 0], [48, 0, -100, 0], [1, 0, 0, 0]])
+    rows, cols, z = box_cells(box, P, 8.0, (12, 40))
+    # u from 160 - 100 * 4 / 9 = 115.6 to 160 - 0 = 160 -> cells 14..20; v from 48 + 100 * 0.25 / 11 = 50.3 to
+    # 48 + 100 * 1.75 / 9 = 67.4 -> cells 6..9; depths 9 to 11 m
+    assert (rows, cols) == (slice(6, 9), slice(14, 20)) and np.allclose([z.min(), z.max()], [9.0, 11.0])
+    assert box_cells(box * [-1, 1, 1, 1, 1, 1, 1], P, 8.0, (12, 40)) is None  # behind the camera
+    r = oracle_cells(str(kitti), every=1)
+    assert r["car_cell_count"] > 0 and 0.5 < r["cells"] <= 1.0 and 0.5 < r["car_cells"] <= 1.0
+    assert 0.0 <= r["car_off_2m"] <= r["car_off"] <= 1.0
