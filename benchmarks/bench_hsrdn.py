@@ -65,7 +65,7 @@ STUDENTS = [("student, GT only", "mono_gt", "hsrdn/mono_gt_synthetic_bev.yaml", 
 # terms are identically 0: docs/hsrdn.md), at 0 (the release's training) and at 1 instead of its 32
 VARIANTS = [(f"HSRDN, relation weights {w:g}", f"hsrdn_rel{w:g}", "hsrdn/synthetic_bev.yaml", "hsrdn/synthetic.yaml",
              True, [f"model.weights.distance={w}", f"model.weights.angle={w}"]) for w in (0.0, 1.0)]
-SLUGS = {s[1]: s for s in STUDENTS + VARIANTS}
+SLUGS = {s[1]: s for s in STUDENTS + VARIANTS}  # every row a student trains, default or optional
 TEACHER = "teacher (SECOND)"
 FRAMES, VAL_FRACTION, MIN_VALID = 400, 0.5, 41
 # 300 detection iterations left every student at 0-16 Car AP3D loose, on its training frames too (underfit, not
@@ -122,13 +122,19 @@ def train(config: str, overrides: list[str], run: Path) -> dict[str, float]:
     return train_or_reuse(CONFIGS / config, overrides, run, progress=False)
 
 
+def check_rows(rows: tuple[str, ...]) -> None:
+    """ValueError unless `rows` is a sequence of keys of `SLUGS` (a bare string is not), naming the unknown ones."""
+    unknown = [repr(rows)] if isinstance(rows, str) else sorted(set(rows) - set(SLUGS))
+    if unknown:
+        raise ValueError(f"rows: a sequence of {', '.join(SLUGS)}; unknown {', '.join(unknown)}")
+
+
 def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES,
              rows: tuple[str, ...] = tuple(s[1] for s in STUDENTS)) -> dict:
     """Train (or reuse) seed `seed`'s data, teacher and the students named by slug in `rows` (keys of `SLUGS`);
     returns `report_seed`'s dict (every row of the seed that has finished, asked for now or before) with the final
     losses. ValueError for an unknown slug, before anything is trained."""
-    if isinstance(rows, str) or not set(rows) <= set(SLUGS):
-        raise ValueError(f"rows: a sequence of {', '.join(SLUGS)}; got {rows!r}")
+    check_rows(rows)
     teacher_steps, bev_steps, det_steps = steps
     folder = OUT / f"seed{seed}"
     data = folder / "kitti"
@@ -162,8 +168,8 @@ def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES,
                            f"train.val_every={math.ceil(det_steps / CURVE_POINTS)}",
                            f"model.student.init={runs / f'{slug}_bev' / 'checkpoints' / 'last.pt'}"], runs / slug)
     result = report_seed(seed, steps)
-    result["final_losses"] = {s[1]: last_losses(runs / s[1]) for s in STUDENTS + VARIANTS
-                              if s[0] in result["rows"]}
+    result["final_losses"] = {slug: last_losses(runs / slug) for name, slug, *_ in SLUGS.values()
+                              if name in result["rows"]}
     atomic_write_text(folder / "results.json", json.dumps(result, indent=1))
     return result
 
@@ -182,12 +188,12 @@ def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:
         return None
     runs, (teacher_steps, bev_steps, det_steps) = folder / "runs", steps
     rows = {TEACHER: finished(runs / "teacher", teacher_steps)}
-    stage1 = {name: finished(runs / f"{slug}_bev", bev_steps) for name, slug, *_ in STUDENTS + VARIANTS}
-    rows.update({name: finished(runs / slug, det_steps) for name, slug, *_ in STUDENTS + VARIANTS})
+    stage1 = {name: finished(runs / f"{slug}_bev", bev_steps) for name, slug, *_ in SLUGS.values()}
+    rows.update({name: finished(runs / slug, det_steps) for name, slug, *_ in SLUGS.values()})
     return {**json.loads((folder / "data.json").read_text()), "steps": list(steps),
             "rows": {k: v for k, v in rows.items() if v is not None},
             "stage1": {k: v for k, v in stage1.items() if v is not None},
-            "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in STUDENTS + VARIANTS}}
+            "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in SLUGS.values()}}
 
 
 def curve(run: Path, steps: int) -> list[tuple[int, float]]:
@@ -273,9 +279,10 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
 
 def main(seeds: tuple[int, ...] = (0, 1, 2), steps: tuple[int, int, int] = (TEACHER_STEPS, BEV_STEPS, DET_STEPS),
          frames: int = FRAMES, report: bool = False, rows: tuple[str, ...] = tuple(s[1] for s in STUDENTS)) -> None:
-    unknown = sorted(set(rows) - set(SLUGS))
-    if unknown:
-        raise SystemExit(f"--rows: unknown {', '.join(unknown)} (choose from {', '.join(SLUGS)})")
+    try:
+        check_rows(rows)
+    except ValueError as err:
+        raise SystemExit(f"--{err}") from None
     if report:  # the runs finished so far; a seed without its data part is left out
         found = {s: report_seed(s, steps) for s in seeds}
         seeds = tuple(s for s, r in found.items() if r is not None)

@@ -19,23 +19,16 @@ import torch
 
 from benchmarks.bench_hsrdn import CONFIGS, GRID, STUDENT
 from xmkd.config import load_config
+from xmkd.geometry.boxes import box_corners
 from xmkd.recipes import get_recipe
-
-
-def box_corners(box: np.ndarray) -> np.ndarray:
-    """(8, 3) corners of a LiDAR box (x, y, z, dx, dy, dz, yaw), metres; z is the box centre."""
-    x, y, z, dx, dy, dz, yaw = box
-    c, s = np.cos(yaw), np.sin(yaw)
-    half = np.array([[sx * dx / 2, sy * dy / 2, sz * dz / 2] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-    return half @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]) + [x, y, z]
 
 
 def box_cells(box: np.ndarray, lidar_to_image: np.ndarray, stride: float, shape: tuple[int, int]
               ) -> tuple[slice, slice, np.ndarray] | None:
     """(rows, cols) of the whole `stride`-pixel cells of a (Hf, Wf) = `shape` grid that the 2D bounding rectangle of
-    the box's 8 projected corners touches, and the corners' camera depths (8,); None when a corner lies behind the
-    camera (depth <= 0.5 m) or the rectangle misses the grid. lidar_to_image (3, 4) = K [R | t]."""
-    uvw = np.c_[box_corners(box), np.ones(8)] @ np.asarray(lidar_to_image).T
+    the 8 projected corners of the LiDAR box (7,) touches, and the corners' camera depths (8,); None when a corner
+    lies behind the camera (depth <= 0.5 m) or the rectangle misses the grid. lidar_to_image (3, 4) = K [R | t]."""
+    uvw = np.c_[box_corners(np.asarray(box, np.float64)[None])[0], np.ones(8)] @ np.asarray(lidar_to_image).T
     if (uvw[:, 2] <= 0.5).any():
         return None
     uv = uvw[:, :2] / uvw[:, 2:]

@@ -549,10 +549,11 @@ def test_depth_2_maps_are_read_only_where_a_recipe_reads_them(kitti, tmp_path):
 
 
 def test_oracle_cells_measures_the_lifted_cells_of_the_validation_frames(kitti):
-    from benchmarks.hsrdn_oracle_cells import box_cells, box_corners, oracle_cells
+    from benchmarks.hsrdn_oracle_cells import box_cells, oracle_cells
+    from xmkd.geometry.boxes import box_corners
 
     box = np.array([10.0, 2.0, -1.0, 4.0, 2.0, 1.5, np.pi / 2])  # turned 90°: its length along y
-    corners = box_corners(box)
+    corners = box_corners(box[None])[0]
     assert np.allclose(corners.min(0), [9.0, 0.0, -1.75]) and np.allclose(corners.max(0), [11.0, 4.0, -0.25])
     # a camera at the LiDAR origin looking along x (u right = -y, v down = -z), f = 100 px, centre (160, 48)
     P = np.array([[160.0, -100, 0, 0], [48, 0, -100, 0], [1, 0, 0, 0]])
