@@ -3,14 +3,16 @@ ground truth only, CMKD, HSRDN and an oracle-depth student (CMKD with LiDAR dept
 lifting); every student through the released two-stage chain (BEV stage, then detection stage from its checkpoint).
 KITTI AP_R40 at the moderate difficulty, 3D and BEV, per class, at the strict (Car 0.7, Ped / Cyc 0.5) and the loose
 (Car 0.5, Ped / Cyc 0.25) overlaps, each beside its ceiling; per-seed paired differences HSRDN - CMKD and
-CMKD - GT-only with mean, std and a 95 % t-interval. Optional rows (`--rows hsrdn_rel0 hsrdn_rel1`: HSRDN at relation
-weights 0 / 1) appear in the table, with their paired difference to CMKD, once a run of theirs has finished.
+CMKD - GT-only with mean, std and a 95 % t-interval. Optional rows (`--rows hsrdn_rel0 hsrdn_grad1 hsrdn_grad32`: HSRDN
+at relation weights 0, and with xmkd's relation gradient at weights 1 / 32) appear in the table, with their paired
+difference to CMKD, once a run of theirs has finished.
 
     python -m benchmarks hsrdn                        # resumable: finished runs are reused
     python -m benchmarks.bench_hsrdn --seeds 0        # some seeds only (the table covers the seeds given)
     python -m benchmarks.bench_hsrdn --report         # trains nothing: the table of the runs finished so far
-    python -m benchmarks.bench_hsrdn --rows oracle hsrdn_rel1   # some rows only; hsrdn_rel0 / hsrdn_rel1:
-                                                      # HSRDN at relation weights 0 / 1 (not in the default rows)
+    python -m benchmarks.bench_hsrdn --rows oracle hsrdn_grad32  # some rows only; hsrdn_rel0: HSRDN at relation
+                                                      # weights 0; hsrdn_grad1 / hsrdn_grad32: with the relation
+                                                      # gradient at weights 1 / 32 (not in the default rows)
     XMKD_BENCH_OUT=outputs/bench_hsrdn_smoke python -m benchmarks.bench_hsrdn --seeds 0 --frames 12 --steps 2 2 2
                                                       # the whole pipeline in a few minutes (numbers meaningless)
 
@@ -61,10 +63,14 @@ STUDENTS = [("student, GT only", "mono_gt", "hsrdn/mono_gt_synthetic_bev.yaml", 
             ("HSRDN", "hsrdn", "hsrdn/synthetic_bev.yaml", "hsrdn/synthetic.yaml", True, []),
             ("oracle-depth student", "oracle", "cmkd/oracle_depth_synthetic_bev.yaml",
              "cmkd/oracle_depth_synthetic.yaml", True, [])]
-# rows trained only when asked for (--rows): HSRDN's relation weights, which the release never lets act (its
-# terms are identically 0: docs/hsrdn.md), at 0 (the release's training) and at 1 instead of its 32
-VARIANTS = [(f"HSRDN, relation weights {w:g}", f"hsrdn_rel{w:g}", "hsrdn/synthetic_bev.yaml", "hsrdn/synthetic.yaml",
-             True, [f"model.weights.distance={w}", f"model.weights.angle={w}"]) for w in (0.0, 1.0)]
+# rows trained only when asked for (--rows): HSRDN at relation weights 0 (no relation term at all; the default
+# `hsrdn` row computes them as released, without gradient: the same training), and xmkd's redesign, in which the
+# relation terms train the student (model.relation_gradient; the default before 2026-12-02), at weights 1 and 32
+VARIANTS = [("HSRDN, relation weights 0", "hsrdn_rel0", "hsrdn/synthetic_bev.yaml", "hsrdn/synthetic.yaml", True,
+             ["model.weights.distance=0.0", "model.weights.angle=0.0"])]
+VARIANTS += [(f"HSRDN, relation gradient, weights {w:g}", f"hsrdn_grad{w:g}", "hsrdn/synthetic_bev.yaml",
+              "hsrdn/synthetic.yaml", True, ["model.relation_gradient=true", f"model.weights.distance={w}",
+                                             f"model.weights.angle={w}"]) for w in (1.0, 32.0)]
 SLUGS = {s[1]: s for s in STUDENTS + VARIANTS}  # every row a student trains, default or optional
 TEACHER = "teacher (SECOND)"
 FRAMES, VAL_FRACTION, MIN_VALID = 400, 0.5, 41

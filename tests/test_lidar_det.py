@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import read_write
 
 from xmkd.cli import main
 from xmkd.config import load_config, peek_recipe
@@ -112,8 +113,10 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     import torch
 
     ckpt = teacher_run / "checkpoints" / "last.pt"
-    # a 2-iteration teacher scores no cell >= 0.1: relation nodes from every cell here
-    recipe = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_score=0")
+    # xmkd's redesign: the relation terms train the student. A 2-iteration teacher scores no cell >= 0.1: relation
+    # nodes from every cell here
+    redesign = ("model.relation_gradient=true", "model.relation_score=0")
+    recipe = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", *redesign)
     teacher, student = recipe.nets["teacher"], recipe.nets["net"]
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -133,14 +136,36 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
         assert student.backbone.conv1.weight.grad.abs().sum() > 0
         sum(v for k, v in losses.items() if k != "distance").backward()
         assert all(p.grad is None for p in teacher.parameters())
-    bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev", "model.relation_score=0")
+    # as released (the default): the same relation values, logged, with no gradient to the student
+    released = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_score=0")
+    assert not released.cfg.model.relation_gradient
+    torch.manual_seed(0)  # the same dropout draws for both calls
+    logged = released.training_step(batch, 0)
+    with read_write(released.cfg):
+        released.cfg.model.relation_gradient = True
+        torch.manual_seed(0)
+        trained = released.training_step(batch, 0)
+        released.cfg.model.relation_gradient = False
+    assert torch.allclose(logged["distance"], trained["distance"].detach()) and trained["distance"].requires_grad
+    assert logged["distance"] > 0 and not logged["distance"].requires_grad and not logged["angle"].requires_grad
+    assert logged["bev"].requires_grad
+    with pytest.raises(XmkdConfigError, match="relation_gradient"), read_write(released.cfg):  # nothing else to
+        released.cfg.model.weights.bev = released.cfg.model.weights.depth = 0.0  # train: a clear error
+        released.cfg.model.stage = "bev"
+        released.training_step(batch, 0)
+    bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev", *redesign)
     batch = bev_stage.collate([bev_stage.train_dataset()[(0, 0)]])
     assert set(bev_stage.training_step(batch, 0)) == {"bev", "distance", "angle", "depth"}
-    # the released cross-sample form (one node per sample, whole BEV maps): non-zero from a batch of 3
-    cross = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_nodes=cross")
+    # the released cross-sample form (one node per sample, whole BEV maps): non-zero from a batch of 3, and with
+    # the redesign's gradient it reaches the image backbone
+    cross = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.relation_nodes=cross",
+                  "model.relation_gradient=true")
     three = cross.collate([ds[(0, 0)], ds[(0, 1)], cross.val_dataset()[0]])
     losses = cross.training_step(three, 0)
     assert losses["distance"] > 0 and losses["angle"] > 0 and torch.isfinite(sum(losses.values()))
+    cross.nets["net"].zero_grad()
+    losses["angle"].backward()
+    assert cross.nets["net"].backbone.conv1.weight.grad.abs().sum() > 0
     cmkd = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", config="cmkd/synthetic.yaml")
     assert not {"distance", "angle"} & set(cmkd.training_step(batch, 0))
     with pytest.raises(XmkdConfigError, match="no relation losses"):
@@ -326,13 +351,13 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     assert "7.0" not in out and "- HSRDN: n/a\n" in curves
     assert not (tmp_path / "seed0" / "runs" / "oracle").exists() and not (tmp_path / "seed1").exists()  # no training
     assert "- student, GT only: 3: 12.5\n" in curves and "- CMKD: 1: 50.0\n" in curves  # so far
-    assert "relation weights" not in out  # a variant row shows only once one of its runs has finished
+    assert "relation" not in out  # a variant row shows only once one of its runs has finished
     logged("cmkd", 3, ap=20.0)
-    logged("hsrdn_rel1", 3, ap=26.5)
-    bench.main(seeds=(0,), steps=steps, report=True, rows=("cmkd", "hsrdn_rel1"))
+    logged("hsrdn_grad1", 3, ap=26.5)
+    bench.main(seeds=(0,), steps=steps, report=True, rows=("cmkd", "hsrdn_grad1"))
     out = capsys.readouterr().out
-    assert "| HSRDN, relation weights 1 | " in out and "| HSRDN, relation weights 0 |" not in out
-    assert "HSRDN, relation weights 1 − CMKD +6.5 (one seed)" in out
+    assert "| HSRDN, relation gradient, weights 1 | " in out and "| HSRDN, relation weights 0 |" not in out
+    assert "HSRDN, relation gradient, weights 1 − CMKD +6.5 (one seed)" in out
     assert "Not finished:" not in out  # only the rows asked for count as missing
     with pytest.raises(SystemExit, match="unknown hsrdn_rel2"):
         bench.main(seeds=(0,), steps=steps, report=True, rows=("hsrdn_rel2",))

@@ -50,6 +50,24 @@ def test_a_run_saved_before_a_key_existed_keeps_the_behaviour_it_was_trained_wit
     assert run_config(run)[1].model.voxel_feature == "first"
 
 
+def test_hsrdn_runs_from_before_relation_gradient_trained_with_it_and_cmkd_runs_are_the_same_runs(tmp_path):
+    # HSRDN runs saved before model.relation_gradient existed trained the student with the relation terms; the
+    # default is now the release's (logged only), so such a run is not the run the default asks for
+    run = _saved_without(tmp_path, "hsrdn", "hsrdn/synthetic_bev.yaml", [], "model.relation_gradient")
+    assert run_config(run)[1].model.relation_gradient is True
+    today = load_config(CONFIG_DIR / "hsrdn/synthetic_bev.yaml", [], schema=get_recipe("hsrdn").schema)
+    assert today.model.relation_gradient is False
+    assert config_changes(run, today) == [("model.relation_gradient", True, False)]
+    # a CMKD run (relation weights 0) trains alike under any relation setting: it stays reusable
+    run = _saved_without(tmp_path / "c", "cmkd", "cmkd/synthetic.yaml", [], "model.relation_gradient")
+    cmkd = load_config(CONFIG_DIR / "cmkd/synthetic.yaml", [], schema=get_recipe("cmkd").schema)
+    assert run_config(run)[1].model.relation_gradient is True and config_changes(run, cmkd) == []
+    other = load_config(CONFIG_DIR / "cmkd/synthetic.yaml", ["model.relation_nodes=cross", "model.weights.angle=1"],
+                        schema=get_recipe("cmkd").schema)  # a relation weight switches the group on: compared
+    assert {k for k, _, _ in config_changes(run, other)} == {"model.relation_gradient", "model.relation_nodes",
+                                                               "model.weights.angle"}
+
+
 # -- resuming or reusing a run only under the config it was trained with (xmkd.runs.config_changes) ----------------
 
 CONFIG = "lidar_seg/synthetic.yaml"

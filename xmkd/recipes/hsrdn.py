@@ -20,9 +20,12 @@ Losses (each weight in `model.weights`, 0 switches a term off):
   cell (cells without a depth target the out-of-range bin), as released; the depth is the mean over the cell's
   pixels of a depth image: the projected LiDAR points' or (`model.depth_maps: depth_2`, the KITTI configs, as
   released) the dataset's depth maps, CaDDN's LiDAR + depth-completion `depth_2` images;
-- `distance` / `angle` (HSRDN): relation losses between BEV nodes, teacher detached, nodes = the teacher's top
-  foreground cells inside each sample (score >= `relation_score`) or, with `relation_nodes: cross`, the released
-  cross-sample form;
+- `distance` / `angle` (HSRDN): relation losses between BEV nodes (xmkd/distill/relations.py), nodes = the
+  teacher's top foreground cells inside each sample (score >= `relation_score`) or, with `relation_nodes: cross`,
+  the released cross-sample form. As released (`pcdet/models/detectors/cmkd.py:55-89`, which hands the student's
+  features to the no-gradient side), they are computed and logged but send no gradient to the student;
+  `relation_gradient: true` is xmkd's redesign, in which they train it (measured to stop the students learning:
+  docs/hsrdn.md, Release parity);
 - `gt`: the detection losses against ground-truth boxes (the "student trained on ground truth" baseline uses
   only this one and needs no teacher).
 Training frames are flipped left-right with probability 0.5 (image, points and boxes together, as released).
@@ -92,6 +95,8 @@ class HSRDNModel(LidarDetModel):
     image_flip: bool = True  # the release's random_image_pc_flip (horizontal, p 0.5), training only
     flip_heading: str = "image"  # image (a box's axis follows the flipped image) | negate (as released: yaw -> -yaw)
     relation_nodes: str = "within"  # within | cross
+    # the relation terms train the student (xmkd's redesign); false: computed and logged only, as released
+    relation_gradient: bool = False
     max_nodes: int = 64
     relation_score: float = 0.1  # a within-sample node's teacher foreground score must reach this
     relation_floor: float = 0.1  # student normalisers >= this x the teacher's mean node distance (0: plain RKD)
@@ -285,10 +290,11 @@ class HSRDNRecipe(LidarDetRecipe):
                 diff = (out["bev"] - teacher["bev"]).pow(2).mean(1)
                 losses["bev"] = w.bev * ((diff * (1 + fg)).mean() if w.bev_foreground else diff.mean())
             if w.distance or w.angle:
-                rel = (within_sample_relations(out["bev"], teacher["bev"], fg, m.max_nodes, m.relation_floor,
-                                               m.relation_score)
-                       if m.relation_nodes == "within"
-                       else cross_sample_nodes(out["bev"], teacher["bev"], m.relation_floor))
+                with torch.set_grad_enabled(m.relation_gradient and torch.is_grad_enabled()):
+                    rel = (within_sample_relations(out["bev"], teacher["bev"], fg, m.max_nodes, m.relation_floor,
+                                                   m.relation_score)
+                           if m.relation_nodes == "within"
+                           else cross_sample_nodes(out["bev"], teacher["bev"], m.relation_floor))
                 losses["distance"], losses["angle"] = w.distance * rel["distance"], w.angle * rel["angle"]
             if m.stage == "det":
                 losses.update(self.response_losses(out, teacher))
@@ -303,6 +309,9 @@ class HSRDNRecipe(LidarDetRecipe):
             losses.update({f"gt_{k}": w.gt * v for k, v in self.gt_losses(out, batch).items()})
         if not losses:
             raise XmkdConfigError("hsrdn: every loss weight is 0 for this stage")
+        if torch.is_grad_enabled() and not any(v.requires_grad for v in losses.values()):
+            raise XmkdConfigError("hsrdn: only the relation terms have a weight for this stage, and they train "
+                                  "nothing unless model.relation_gradient=true (as released they are only logged)")
         return losses
 
     def response_losses(self, out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]

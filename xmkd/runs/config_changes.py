@@ -55,10 +55,12 @@ FIXED = {"recipe": "another recipe trains other nets",
          "train.max_iters": "the run's length fixes its schedule (an annealed schedule cannot be stretched)",
          "train.epochs": "the run's length fixes its schedule (an annealed schedule cannot be stretched)"}
 # train.epochs is not read when train.max_iters > 0 (the Trainer's iteration-based mode): compared only otherwise.
-# Groups of keys read only while a switch is on: prefix -> (switch key, its "off" value). While both sides have the
-# switch off, the group's other keys are not compared (model.paste.max_added_points went from 4000 to the release's
-# 5000 while every synthetic run had pasting off: those runs are the same runs under either value).
-INERT_UNLESS = {"model.paste.": ("model.paste.database", "")}  # no database: nothing is pasted (InstancePaste)
+# Groups of keys read only while a switch is on: prefix -> its switches, (key, "off" value) pairs. While every switch
+# of a group is off on both sides, the group's other keys are not compared (model.paste.max_added_points went from
+# 4000 to the release's 5000 while every synthetic run had pasting off: those runs are the same runs under either
+# value; a CMKD run, whose relation weights are 0, trains alike under any relation setting).
+INERT_UNLESS = {"model.paste.": (("model.paste.database", ""),),  # no database: nothing is pasted (InstancePaste)
+                "model.relation_": (("model.weights.distance", 0.0), ("model.weights.angle", 0.0))}  # hsrdn / cmkd
 
 # Keys (by their last name) that hold a file or folder: the same when they name the same thing, also as another
 # path (relative / absolute, a moved, copied or hard-linked folder): see `same_target`
@@ -187,7 +189,7 @@ def config_changes(run_dir: str | Path, cfg: DictConfig, ignore: dict[str, str] 
     one side has shows `ABSENT` on the other. Runs of two recipes differ in `recipe` only (their schemas differ
     in everything). Not listed: keys of `ignore` (default `IGNORED`; {} lists them too; `device` is compared while
     train.amp is on, see `IGNORED`), train.epochs while both sides train by iterations (max_iters > 0), a group of
-    `INERT_UNLESS` while its switch is off on both sides, two values the run's recipe treats alike
+    `INERT_UNLESS` while its switches are off on both sides, two values the run's recipe treats alike
     (`Recipe.same_values`), and path keys (`PATH_KEYS`) that name the same thing (`same_target`).
 
     Raises what `saved_config` raises."""
@@ -200,12 +202,12 @@ def config_changes(run_dir: str | Path, cfg: DictConfig, ignore: dict[str, str] 
         ignore = {**ignore, "train.epochs": "not read when training by iterations"}
     if saved.get("train.amp") or wanted.get("train.amp"):  # AMP acts on CUDA only: the device changes the numbers
         ignore = {k: v for k, v in ignore.items() if k != "device"}
-    off = [prefix for prefix, (switch, value) in INERT_UNLESS.items()
-           if saved.get(switch, value) == value and wanted.get(switch, value) == value]
+    off = [prefix for prefix, switches in INERT_UNLESS.items()
+           if all(saved.get(k, v) == v and wanted.get(k, v) == v for k, v in switches)]
     changes = []
     for key in sorted(saved.keys() | wanted.keys()):
         a, b = saved.get(key, ABSENT), wanted.get(key, ABSENT)
-        if key in ignore or a == b or any(key.startswith(p) and key != INERT_UNLESS[p][0] for p in off):
+        if key in ignore or a == b or any(key.startswith(p) and key not in dict(INERT_UNLESS[p]) for p in off):
             continue
         if any(a in group and b in group for group in recipe_cls.same_values.get(key, [])):
             continue
