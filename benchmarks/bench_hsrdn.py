@@ -186,6 +186,19 @@ def finished(run: Path, steps: int) -> dict[str, float] | None:
     return {k: v for k, v in done[-1].items() if k not in ("step", "kind", "time")} if done else None
 
 
+def other_relations(run: Path, extra: list[str]) -> bool:
+    """Whether `run` trained its relation terms otherwise than the row's overrides `extra` say: a run saved before
+    `model.relation_gradient` existed (read as true, `ADDED_KEYS`) in the folder of the default `hsrdn` row, whose
+    relation terms now send no gradient. Such a run is not the row's and is left out of the table."""
+    if not (run / "config.yaml").is_file():
+        return False
+    m = run_config(run)[1].model
+    weights = getattr(m, "weights", None)
+    if weights is None or not (weights.distance or weights.angle):
+        return False
+    return bool(m.relation_gradient) != ("model.relation_gradient=true" in extra)
+
+
 def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:
     """What `run_seed` returns, from the runs of seed `seed` that have finished (trains nothing; a row still
     training or not started is left out); None when the seed's data part is not there yet."""
@@ -194,12 +207,15 @@ def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:
         return None
     runs, (teacher_steps, bev_steps, det_steps) = folder / "runs", steps
     rows = {TEACHER: finished(runs / "teacher", teacher_steps)}
-    stage1 = {name: finished(runs / f"{slug}_bev", bev_steps) for name, slug, *_ in SLUGS.values()}
-    rows.update({name: finished(runs / slug, det_steps) for name, slug, *_ in SLUGS.values()})
+    # a row's runs, unless one of its two stages trained the relation terms otherwise than the row does
+    own = {name: slug for name, slug, *_, extra in SLUGS.values()
+           if not any(other_relations(runs / f"{slug}{stage}", extra) for stage in ("_bev", ""))}
+    stage1 = {name: finished(runs / f"{slug}_bev", bev_steps) for name, slug in own.items()}
+    rows.update({name: finished(runs / slug, det_steps) for name, slug in own.items()})
     return {**json.loads((folder / "data.json").read_text()), "steps": list(steps),
             "rows": {k: v for k, v in rows.items() if v is not None},
             "stage1": {k: v for k, v in stage1.items() if v is not None},
-            "curves": {name: curve(runs / slug, det_steps) for name, slug, *_ in SLUGS.values()}}
+            "curves": {name: curve(runs / slug, det_steps) if name in own else [] for name, slug, *_ in SLUGS.values()}}
 
 
 def curve(run: Path, steps: int) -> list[tuple[int, float]]:

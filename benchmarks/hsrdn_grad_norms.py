@@ -1,6 +1,7 @@
 """Per-term gradient norms of an HSRDN student: how hard each loss pulls on the student's parameters, at its
 initialisation or at a checkpoint, for several relation floors (`model.relation_floor`; 0 = plain RKD), with xmkd's
-relation gradient on (`model.relation_gradient=true`: as released the relation terms send no gradient).
+relation gradient on, whatever `--set` says (`model.relation_gradient=true`: as released the relation terms send no
+gradient, and there would be nothing to measure).
 
     OMP_NUM_THREADS=1 python -m benchmarks.hsrdn_grad_norms --data outputs/bench_hsrdn/seed0/kitti \\
         --teacher outputs/bench_hsrdn/seed0/runs/teacher/checkpoints/last.pt [--student CKPT] [--batches 4] \\
@@ -29,8 +30,9 @@ def grad_norms(data: str, teacher: str, student: str = "", floor: float = 0.1, b
     """The mean gradient norm of each loss term (the detection stage's), and the config's gradient clip."""
     recipe_cls = get_recipe("hsrdn")
     cfg = load_config(CONFIG, [f"data.root={data}", f"model.teacher_checkpoint={teacher}",
-                               f"model.relation_floor={floor}", "model.relation_gradient=true", "data.num_workers=0",
-                               f"model.student.init={student}", *overrides], schema=recipe_cls.schema)
+                               f"model.relation_floor={floor}", "data.num_workers=0",
+                               f"model.student.init={student}", *overrides, "model.relation_gradient=true"],
+                      schema=recipe_cls.schema)
     torch.manual_seed(seed)
     recipe = recipe_cls(cfg, torch.device("cpu"))
     recipe.build()

@@ -149,10 +149,9 @@ def test_hsrdn_losses_train_the_student_and_never_the_teacher(kitti, teacher_run
     assert torch.allclose(logged["distance"], trained["distance"].detach()) and trained["distance"].requires_grad
     assert logged["distance"] > 0 and not logged["distance"].requires_grad and not logged["angle"].requires_grad
     assert logged["bev"].requires_grad
-    with pytest.raises(XmkdConfigError, match="relation_gradient"), read_write(released.cfg):  # nothing else to
-        released.cfg.model.weights.bev = released.cfg.model.weights.depth = 0.0  # train: a clear error
-        released.cfg.model.stage = "bev"
-        released.training_step(batch, 0)
+    with pytest.raises(XmkdConfigError, match="only the relation terms have a weight"):  # nothing else to train
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev", "model.weights.bev=0",
+              "model.weights.depth=0")
     bev_stage = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.stage=bev", *redesign)
     batch = bev_stage.collate([bev_stage.train_dataset()[(0, 0)]])
     assert set(bev_stage.training_step(batch, 0)) == {"bev", "distance", "angle", "depth"}
@@ -340,6 +339,11 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     logged("cmkd", 2, kind="train")  # still training: not a finished row
     logged("cmkd", 1, ap=50.0)  # an earlier validation is not the result
     logged("hsrdn", 300, ap=7.0)  # a run of another length (its config says so): neither its row nor its curve
+    logged("hsrdn_grad32_bev", 2)
+    logged("hsrdn_grad32", 3, ap=9.0)
+    # a finished run in the folder of the relation-gradient row whose relation terms were only logged: not its run
+    (tmp_path / "seed0" / "runs" / "hsrdn_grad32" / "config.yaml").write_text(
+        "recipe: hsrdn\ntrain: {max_iters: 3}\nmodel: {relation_gradient: false}\n")
     (tmp_path / "seed0" / "runs" / "hsrdn" / "config.yaml").write_text("recipe: hsrdn\ntrain: {max_iters: 300}\n")
     bench.main(seeds=(0, 1), steps=steps, report=True)  # seed 1 has no data part yet: left out
     out = capsys.readouterr().out

@@ -168,6 +168,13 @@ class HSRDNRecipe(LidarDetRecipe):
         if m.student.oracle_depth and m.weights.depth:
             raise XmkdConfigError(f"model.weights.depth: {m.weights.depth}, but an oracle-depth student "
                                   "(model.student.oracle_depth) has no depth head to train; set it to 0")
+        w = m.weights
+        trained = ["bev", "depth", *(["response_cls", "response_box", "response_dir", "gt"] if m.stage == "det"
+                                     else [])]
+        if (w.distance or w.angle) and not m.relation_gradient and not any(getattr(w, k) for k in trained):
+            raise XmkdConfigError(f"model.weights: in stage {m.stage!r} only the relation terms have a weight, and "
+                                  "they train nothing unless model.relation_gradient=true (as released they are "
+                                  "only logged)")
         student_cfg = OmegaConf.merge(m.student, {"scnet_gate": m.student.scnet_gate or self.gate})
         teacher: Second = self.nets.pop("net")
         distils = any(getattr(m.weights, k) for k in ("bev", "response_cls", "response_box", "response_dir",
@@ -309,9 +316,6 @@ class HSRDNRecipe(LidarDetRecipe):
             losses.update({f"gt_{k}": w.gt * v for k, v in self.gt_losses(out, batch).items()})
         if not losses:
             raise XmkdConfigError("hsrdn: every loss weight is 0 for this stage")
-        if torch.is_grad_enabled() and not any(v.requires_grad for v in losses.values()):
-            raise XmkdConfigError("hsrdn: only the relation terms have a weight for this stage, and they train "
-                                  "nothing unless model.relation_gradient=true (as released they are only logged)")
         return losses
 
     def response_losses(self, out: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]
