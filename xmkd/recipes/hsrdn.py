@@ -24,8 +24,8 @@ Losses (each weight in `model.weights`, 0 switches a term off):
   teacher's top foreground cells inside each sample (score >= `relation_score`) or, with `relation_nodes: cross`,
   the released cross-sample form. As released (`pcdet/models/detectors/cmkd.py:55-89`, which hands the student's
   features to the no-gradient side), they are computed and logged but send no gradient to the student;
-  `relation_gradient: true` is xmkd's redesign, in which they train it (measured to stop the students learning:
-  docs/hsrdn.md, Release parity);
+  `relation_gradient: true` is xmkd's redesign, in which they train it (HSRDN students trained so did not learn
+  on the synthetic benchmark: docs/hsrdn.md, Release parity);
 - `gt`: the detection losses against ground-truth boxes (the "student trained on ground truth" baseline uses
   only this one and needs no teacher).
 Training frames are flipped left-right with probability 0.5 (image, points and boxes together, as released).
