@@ -1,7 +1,7 @@
 """Keep a training benchmark's measured numbers in the repository: copy the small files its tables are built from
-(each run's metrics.jsonl and config.yaml, the per-seed *.json files, table.md) out of an output folder, leaving
-checkpoints, datasets and predictions behind. The copy is itself an output folder: point the benchmark's table
-command at it, e.g.
+(each run's metrics.jsonl and config.yaml, its environment.jsonl: the machine of each start, the per-seed *.json
+files, table.md) out of an output folder, leaving checkpoints, datasets and predictions behind. The copy is itself
+an output folder: point the benchmark's table command at it, e.g.
 
     python -m benchmarks.archive outputs/bench_uda benchmarks/results/uda_<commit>
     XMKD_BENCH_OUT=benchmarks/results/uda_<commit> python -m benchmarks.bench_uda --scenario city --table
@@ -20,7 +20,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-RUN_FILES = ("metrics.jsonl", "config.yaml")  # in <...>/runs/<run>/
+RUN_FILES = ("metrics.jsonl", "config.yaml", "environment.jsonl")  # in <...>/runs/<run>/
 
 
 def table_files(src: Path) -> list[Path]:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import provenance
 from benchmarks.teacher_grid import positive_counts
 from xmkd.data.collate import in_range
 from xmkd.data.gt_database import DEFAULT_FOLDER, build_box_database
@@ -151,6 +152,7 @@ def run_seed(seed: int, steps: tuple[int, int, int], frames: int = FRAMES,
         build_box_database(IndexedFrames(data / "xmkd_index", "train", None, cameras=(), root=str(data)),
                            data / DEFAULT_FOLDER,
                            progress=False)
+    provenance.record(folder, {"kitti": data})
     info_file = folder / "data.json"
     if info_file.is_file():
         info = json.loads(info_file.read_text())

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import provenance
 from xmkd.data.synthetic.synth import SynthOptions, synthesize_indexed
 from xmkd.engine.logging import read_metrics
 from xmkd.io import atomic_write_text
@@ -61,6 +62,7 @@ def run_seed(seed: int, scenario: str = "day-night", steps: int = STEPS, only: t
     folder = OUT / scenario / f"seed{seed}"
     source = dataset(folder / source_preset, source_preset, seed)
     target = dataset(folder / target_preset, target_preset, seed + 100)
+    provenance.record(folder, {source_preset: source, target_preset: target})
     runs = folder / "runs"
     base = [f"data.root={source}", f"target.root={target}", f"output_dir={runs}", f"seed={seed}",
             "data.num_workers=1", "train.log_every=10"]

@@ -22,6 +22,8 @@ def _uda_output(root: Path) -> None:
         _write(run / "metrics.jsonl", json.dumps({"step": 10, "kind": "train", "loss": 2.0}) + "\n"
                + json.dumps(val) + "\n")
         _write(run / "config.yaml", "name: " + name)
+        if name == "xmuda":
+            _write(run / "environment.jsonl", json.dumps({"step": 0, "cpu_capability": "AVX512"}) + "\n")
         _write(run / "checkpoints" / "last.pt", "weights")
         _write(run / name / "val_predictions" / "a.json", "{}")  # inside a run, not beside `runs`
     _write(seed / "results.json", "{}")
@@ -36,7 +38,7 @@ def test_archive_copies_what_the_tables_read_and_the_table_reads_the_copy(tmp_pa
     _uda_output(src)
     expected = {"city/seed0/results.json", "city/seed0/runs/source_only/config.yaml",
                 "city/seed0/runs/source_only/metrics.jsonl", "city/seed0/runs/xmuda/config.yaml",
-                "city/seed0/runs/xmuda/metrics.jsonl", "notes.md"}
+                "city/seed0/runs/xmuda/metrics.jsonl", "city/seed0/runs/xmuda/environment.jsonl", "notes.md"}
     assert {str(p) for p in table_files(src)} == expected
     archive(src, dst, note="trained at abc1234")
     copied = {str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()}

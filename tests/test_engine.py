@@ -16,7 +16,7 @@ from conftest import tiny_nuscenes
 from omegaconf import OmegaConf
 
 from xmkd.config import ScheduleConfig
-from xmkd.engine import checkpoint
+from xmkd.engine import checkpoint, environment
 from xmkd.engine.data import ResumableSampler
 from xmkd.engine.ema import EMA
 from xmkd.engine.schedules import lr_factor, momentum_at, set_momentum
@@ -224,6 +224,11 @@ def test_ctrl_c_inside_an_iteration_checkpoints_after_it_and_the_resumed_run_mat
     Trainer(cfg(tmp_path / "b"), recipe, resume=True, progress=False).fit()
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a), "the run resumed after Ctrl-C differs from the uninterrupted one"
+    # each start recorded its machine: the fresh one at iteration 0, the resumed one where it went on
+    starts = environment.read(tmp_path / "b" / "point_mlp_synthetic")
+    assert [e["step"] for e in starts] == [0, 3]
+    assert all(e["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and e["world_size"] == 1
+               and e["torch"] == torch.__version__ and e["device"] == "cpu" for e in starts)
 
 
 def test_ctrl_c_writes_a_checkpoint(dataset, tmp_path):
@@ -270,6 +275,8 @@ def test_ddp_two_processes_match_one_process(dataset, tmp_path):
     assert len(one) == len(two) == 6
     assert all(math.isclose(a, b, rel_tol=2e-3) for a, b in zip(one, two)), (one, two)
     assert one[-1] < one[0]
+    # rank 0 alone records the start, with both processes counted
+    assert [e["world_size"] for e in environment.read(tmp_path / "two" / "point_mlp_synthetic")] == [2]
 
 
 def test_eval_every_checkpoint_with_curve(dataset, tmp_path, capsys):

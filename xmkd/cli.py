@@ -156,10 +156,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise XmkdError("--allow-config-change only applies with --resume")
     if args.resume:
         _check_resumed_config(cfg, args.allow_config_change)
+    trainer, ok = None, False
     try:
-        Trainer(cfg, recipe, resume=args.resume, progress=not args.quiet).fit()
+        trainer = Trainer(cfg, recipe, resume=args.resume, progress=not args.quiet)
+        trainer.fit()
+        ok = True
     finally:
-        distributed.cleanup()
+        trainer = None  # its DistributedDataParallel wrappers hold the process group that `finish` destroys
+        distributed.finish(wait=ok)
     return 0
 
 
@@ -182,9 +186,15 @@ def _check_resumed_config(cfg, allow: bool) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from xmkd.engine import distributed
     from xmkd.runs.evaluate import evaluate_run
 
-    evaluate_run(args.run_dir, ckpt=args.ckpt, every=args.all, json_out=args.json, progress=not args.quiet)
+    ok = False
+    try:
+        evaluate_run(args.run_dir, ckpt=args.ckpt, every=args.all, json_out=args.json, progress=not args.quiet)
+        ok = True
+    finally:
+        distributed.finish(wait=ok)
     return 0
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from xmkd import __version__
 from xmkd.config import save_config, to_yaml
-from xmkd.engine import checkpoint, distributed
+from xmkd.engine import checkpoint, distributed, environment
 from xmkd.engine.data import EvalSampler, ResumableSampler, make_loader, to_device
 from xmkd.engine.logging import RunLogger, summary_table
 from xmkd.engine.recipe import Recipe, freeze_teachers
@@ -190,6 +190,8 @@ class Trainer:
         bs = cfg.data.batch_size
         last_metrics: dict[str, float] = {}
         start_step = self.step
+        if self.main:
+            environment.record(self.run_dir, start_step, self.device, self.world)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="it", disable=not self.progress,
                    dynamic_ncols=True, position=self.bar_position)
         interrupt = _StopAtStepBoundary()
