@@ -4,7 +4,8 @@ and hold absolute paths) in <seed folder>/data_digest.json, beside `runs`, where
 
 Why: the same code, config and seed gave numbers several points apart on two machines, and whether the rendered
 data differed could not be told afterwards (docs/benchmarks.md, city-a → city-b). Two digests answer that; each
-run's environment.jsonl names the machine that trained it.
+run's environment.jsonl names the machine that trained it. One record per seed folder, rewritten each time the
+benchmark (or this command) runs there: a seed spread over machines keeps the last machine's digest.
 
     python -m benchmarks.provenance outputs/bench_uda/rig/seed1 rig-a rig-b   # a seed written before this existed
     python -m benchmarks.provenance outputs/bench_hsrdn/seed0 kitti
@@ -52,14 +53,20 @@ def record(folder: Path, datasets: dict[str, Path]) -> dict[str, dict[str, Any]]
     return digests
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a benchmark seed's folder (holds `runs` and the datasets)")
-    parser.add_argument("datasets", nargs="+", help="dataset folders inside it (e.g. rig-a rig-b, or kitti)")
-    args = parser.parse_args()
+    parser.add_argument("datasets", nargs="+", help="dataset folders directly inside it (e.g. rig-a rig-b, or kitti)")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        raise SystemExit(f"{args.folder}: not a folder (a benchmark seed's folder, e.g. outputs/bench_uda/rig/seed1)")
+    names = [Path(n).name for n in args.datasets]
+    outside = [n for n, name in zip(args.datasets, names) if name in ("", ".", "..") or Path(n) != Path(name)]
+    if outside:  # the record's keys are the folder names, and the record must not land inside a dataset
+        raise SystemExit(f"{', '.join(outside)}: name a dataset folder directly inside {args.folder} (e.g. rig-a)")
     try:
-        digests = record(args.folder, {name: args.folder / name for name in args.datasets})
-    except FileNotFoundError as err:
+        digests = record(args.folder, {name: args.folder / name for name in names})
+    except OSError as err:
         raise SystemExit(str(err)) from None
     for name, d in digests.items():
         print(f"{name}: {d['sha256'][:16]}… ({d['files']} files, {d['bytes'] / 1e6:.1f} MB)")

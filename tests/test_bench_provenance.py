@@ -5,7 +5,7 @@ import json
 import pytest
 
 from benchmarks.archive import table_files
-from benchmarks.provenance import FILE, digest, record
+from benchmarks.provenance import FILE, digest, main, record
 
 
 def _dataset(root):
@@ -42,3 +42,15 @@ def test_record_lands_beside_runs_where_the_archive_keeps_it(tmp_path):
     out = record(seed, {"rig-a": seed / "rig-a"})
     assert json.loads((seed / FILE).read_text()) == out and set(out) == {"rig-a"}
     assert f"rig/seed1/{FILE}" in {str(p) for p in table_files(tmp_path)}
+
+
+def test_the_command_names_what_is_wrong(tmp_path, capsys):
+    seed = tmp_path / "seed0"
+    _dataset(seed / "kitti")
+    main([str(seed), "kitti/"])  # a trailing slash names the same folder
+    assert set(json.loads((seed / FILE).read_text())) == {"kitti"} and "kitti: " in capsys.readouterr().out
+    for argv, message in (([str(tmp_path / "nope"), "kitti"], "not a folder"),
+                          ([str(seed), "."], "directly inside"), ([str(seed), "../seed0/kitti"], "directly inside"),
+                          ([str(seed), "missing"], "no such dataset folder")):
+        with pytest.raises(SystemExit, match=message):
+            main(argv)

@@ -224,7 +224,9 @@ def test_ctrl_c_inside_an_iteration_checkpoints_after_it_and_the_resumed_run_mat
     Trainer(cfg(tmp_path / "b"), recipe, resume=True, progress=False).fit()
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a), "the run resumed after Ctrl-C differs from the uninterrupted one"
-    # each start recorded its machine: the fresh one at iteration 0, the resumed one where it went on
+    # each start recorded its machine: the fresh one at iteration 0, the resumed one where it went on; resuming the
+    # finished run trains nothing and adds no record
+    Trainer(cfg(tmp_path / "b"), recipe, resume=True, progress=False).fit()
     starts = environment.read(tmp_path / "b" / "point_mlp_synthetic")
     assert [e["step"] for e in starts] == [0, 3]
     assert all(e["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and e["world_size"] == 1

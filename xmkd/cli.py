@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from xmkd import __version__
@@ -161,6 +162,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(cfg, recipe, resume=args.resume, progress=not args.quiet)
         trainer.fit()
         ok = True
+    except BaseException as err:
+        # the traceback's frames (fit's `self`) would keep the DDP wrappers, and with them the process group, alive
+        # past `finish`; clearing their locals leaves the printed traceback as it is
+        traceback.clear_frames(err.__traceback__)
+        raise
     finally:
         trainer = None  # its DistributedDataParallel wrappers hold the process group that `finish` destroys
         distributed.finish(wait=ok)

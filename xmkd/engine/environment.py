@@ -1,9 +1,10 @@
-"""What machine trained a run: one line per start (fresh or resumed) in <run>/environment.jsonl.
+"""What machine trained a run: one line per start (fresh or resumed, written when its first iteration is done) in
+<run>/environment.jsonl; under DDP, rank 0's machine.
 
-Why: on the synthetic benchmarks a run's metrics depend on the CPU's kernels (the same code, config and seed gave
-9 points of xM mIoU apart on two machines, docs/benchmarks.md), so a paired comparison is only valid between runs of
-one kind of machine; this file lets anyone check that from a run folder or an archive (`benchmarks.archive` copies
-it) instead of from memory.
+Why: on the synthetic benchmarks the same code, config and seed gave results 9 points of xM mIoU apart on two
+machines (docs/benchmarks.md, city-a → city-b; whether the CPU's kernels or the regenerated data caused it was not
+isolated), so paired comparisons should pair runs of one kind of machine; this file lets anyone check that from a
+run folder or an archive (`benchmarks.archive` copies it) instead of from memory.
 """
 
 from __future__ import annotations

@@ -190,8 +190,6 @@ class Trainer:
         bs = cfg.data.batch_size
         last_metrics: dict[str, float] = {}
         start_step = self.step
-        if self.main:
-            environment.record(self.run_dir, start_step, self.device, self.world)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="it", disable=not self.progress,
                    dynamic_ncols=True, position=self.bar_position)
         interrupt = _StopAtStepBoundary()
@@ -219,6 +217,8 @@ class Trainer:
                 losses = self._train_step(to_device(batch, self.device))
                 t2 = time.perf_counter()
                 self.step += 1
+                if self.main and self.step == start_step + 1:  # a start that trains nothing leaves no record
+                    environment.record(self.run_dir, start_step, self.device, self.world)
                 self.data_wait += t1 - t0
                 self.step_time += t2 - t0
                 bar.update(1)
