@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from benchmarks import provenance
 from benchmarks.teacher_grid import positive_counts
@@ -198,7 +199,8 @@ def other_relations(run: Path, extra: list[str]) -> bool:
     weights = getattr(m, "weights", None)
     if weights is None or not (weights.distance or weights.angle):
         return False
-    return bool(m.relation_gradient) != ("model.relation_gradient=true" in extra)
+    asked = OmegaConf.from_dotlist(list(extra)).get("model", {}).get("relation_gradient", False)  # schema default
+    return bool(m.relation_gradient) != bool(asked)
 
 
 def report_seed(seed: int, steps: tuple[int, int, int]) -> dict | None:

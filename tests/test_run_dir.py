@@ -62,10 +62,13 @@ def test_hsrdn_runs_from_before_relation_gradient_trained_with_it_and_cmkd_runs_
     run = _saved_without(tmp_path / "c", "cmkd", "cmkd/synthetic.yaml", [], "model.relation_gradient")
     cmkd = load_config(CONFIG_DIR / "cmkd/synthetic.yaml", [], schema=get_recipe("cmkd").schema)
     assert run_config(run)[1].model.relation_gradient is True and config_changes(run, cmkd) == []
-    other = load_config(CONFIG_DIR / "cmkd/synthetic.yaml", ["model.relation_nodes=cross", "model.weights.angle=1"],
+    nodes = load_config(CONFIG_DIR / "cmkd/synthetic.yaml", ["model.max_nodes=32"], schema=get_recipe("cmkd").schema)
+    assert config_changes(run, nodes) == []  # the node count is a relation setting too
+    other = load_config(CONFIG_DIR / "cmkd/synthetic.yaml", ["model.relation_nodes=cross", "model.weights.angle=1",
+                                                            "model.max_nodes=32"],
                         schema=get_recipe("cmkd").schema)  # a relation weight switches the group on: compared
     assert {k for k, _, _ in config_changes(run, other)} == {"model.relation_gradient", "model.relation_nodes",
-                                                               "model.weights.angle"}
+                                                               "model.weights.angle", "model.max_nodes"}
 
 
 # -- resuming or reusing a run only under the config it was trained with (xmkd.runs.config_changes) ----------------
