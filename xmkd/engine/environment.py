@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from xmkd import __version__
+from xmkd.engine.logging import read_jsonl
 
 
 def cpu_model() -> str:
@@ -59,7 +60,4 @@ def record(run_dir: Path, step: int, device: torch.device, world_size: int = 1) 
 
 def read(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of every start of a run, oldest first; [] for a run trained before this file existed."""
-    path = Path(run_dir) / "environment.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    return read_jsonl(Path(run_dir) / "environment.jsonl")

@@ -49,17 +49,23 @@ class RunLogger:
             self._tb.close()
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a run's append-only log file, one per line, oldest first; [] when the file is missing.
+    A line that does not parse (cut by a kill while it was written) is skipped."""
+    path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:  # a line cut by a kill
             continue
     return rows
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def summary_table(rows: dict[str, dict[str, float]], title: str = "") -> str:

@@ -56,10 +56,10 @@ FIXED = {"recipe": "another recipe trains other nets",
          "train.epochs": "the run's length fixes its schedule (an annealed schedule cannot be stretched)"}
 # train.epochs is not read when train.max_iters > 0 (the Trainer's iteration-based mode): compared only otherwise.
 # Groups of keys read only while a switch is on: key prefix (or a tuple of them) -> its switches, (key, "off" value)
-# pairs. While every switch
-# of a group is off on both sides, the group's other keys are not compared (model.paste.max_added_points went from
-# 4000 to the release's 5000 while every synthetic run had pasting off: those runs are the same runs under either
-# value; a CMKD run, whose relation weights are 0, trains alike under any relation setting).
+# pairs. While every switch of a group is off on both sides, the group's other keys are not compared
+# (model.paste.max_added_points went from 4000 to the release's 5000 while every synthetic run had pasting off: those
+# runs are the same runs under either value; a CMKD run, whose relation weights are 0, trains alike under any relation
+# setting).
 INERT_UNLESS = {"model.paste.": (("model.paste.database", ""),),  # no database: nothing is pasted (InstancePaste)
                 ("model.relation_", "model.max_nodes"):  # hsrdn / cmkd
                     (("model.weights.distance", 0.0), ("model.weights.angle", 0.0))}
