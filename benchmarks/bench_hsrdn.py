@@ -268,7 +268,7 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
     for cls in reported:
         keys = metric_keys(cls)
         ceil = " / ".join(f"{r['ceiling'][f'{cls}/R40']:.1f}" for r in per_seed)
-        lines += [f"**{cls}**, AP_R40 moderate, mean ± std over seeds {', '.join(map(str, seeds))} (ceiling per "
+        lines += [f"**{cls}**, AP_R40 moderate, mean ± std (ddof 0) over seeds {', '.join(map(str, seeds))} (ceiling per "
                   f"seed {ceil}):", "", "| row | " + " | ".join(t for t, _ in keys) + " | per seed (3D loose) |",
                   "|---|" + "---|" * (len(keys) + 1)]
         for row in [TEACHER] + [st[0] for st in shown]:

@@ -93,9 +93,9 @@ def paired(values: list[float]) -> str:
 
 
 def tables(per_seed: list[dict[str, dict[str, float]]], seeds: tuple[int, ...]) -> str:
-    """The mean ± std table, the per-seed 2D / 3D / xM table and the paired differences, markdown."""
+    """The mean ± population std (ddof 0) table, the per-seed 2D / 3D / xM table and the paired differences, markdown."""
     rows = [r for r in per_seed[0] if all(r in p for p in per_seed)]
-    lines = ["| row | 2D mIoU | 3D mIoU | xM mIoU |", "|---|---|---|---|"]
+    lines = ["| row (mean ± std, ddof 0) | 2D mIoU | 3D mIoU | xM mIoU |", "|---|---|---|---|"]
     for row in rows:
         values = [[100 * r[row][c] for r in per_seed] for c in COLUMNS]
         lines.append(f"| {row} | " + " | ".join(f"{np.mean(v):.2f} ± {np.std(v):.2f}" for v in values) + " |")

@@ -394,6 +394,8 @@ def test_uda_benchmark_paired_differences():
     text = tables(per_seed, (0, 1, 2))
     assert "| FtD++ − xMUDA | +15.0 | +10.0 | +15.0 | +13.3 ± 2.9 [+6.2, +20.5] |" in text
     assert "| xMUDA − source-only | +5.0 | +5.0 | +5.0 |" in text and "FtD++ + PL −" not in text
+    # the row table's std is the population one (ddof 0: 2.36 for 50 / 45 / 50; ddof 1 would print 2.89), as labelled
+    assert "| row (mean ± std, ddof 0) |" in text and "| FtD++ | 30.00 ± 0.00 | 40.00 ± 0.00 | 48.33 ± 2.36 |" in text
 
 
 def test_bftd_fusion_classifier_parameter_counts():

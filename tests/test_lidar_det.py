@@ -347,7 +347,7 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     (tmp_path / "seed0" / "runs" / "hsrdn" / "config.yaml").write_text("recipe: hsrdn\ntrain: {max_iters: 300}\n")
     bench.main(seeds=(0, 1), steps=steps, report=True)  # seed 1 has no data part yet: left out
     out = capsys.readouterr().out
-    assert "mean ± std over seeds 0 (" in out and "| student, GT only | " in out
+    assert "mean ± std (ddof 0) over seeds 0 (" in out and "| student, GT only | " in out
     tables, curves = out.split("Detection stage, Car 3D loose at each validation")
     assert "12.5" in tables and "50.0" not in tables and "| CMKD | not measured |" in tables
     assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student" in out
