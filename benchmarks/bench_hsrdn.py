@@ -4,7 +4,8 @@ lifting); every student through the released two-stage chain (BEV stage, then de
 KITTI AP_R40 at the moderate difficulty, 3D and BEV, per class, at the strict (Car 0.7, Ped / Cyc 0.5) and the loose
 (Car 0.5, Ped / Cyc 0.25) overlaps, each beside its ceiling; per-seed paired differences HSRDN - CMKD and
 CMKD - GT-only with mean, std and a 95 % t-interval. Optional rows (`--rows hsrdn_rel0 hsrdn_grad1 hsrdn_grad32`: HSRDN
-at relation weights 0, and with xmkd's relation gradient at weights 1 / 32) appear in the table, with their paired
+at relation weights 0, and with xmkd's relation gradient at weights 1 / 32; `oracle_hist`: the oracle lifting each
+cell by its LiDAR pixels' depth-bin shares) appear in the table, with their paired
 difference to CMKD, once a run of theirs has finished.
 
     python -m benchmarks hsrdn                        # resumable: finished runs are reused
@@ -73,6 +74,10 @@ VARIANTS = [("HSRDN, relation weights 0", "hsrdn_rel0", "hsrdn/synthetic_bev.yam
 VARIANTS += [(f"HSRDN, relation gradient, weights {w:g}", f"hsrdn_grad{w:g}", "hsrdn/synthetic_bev.yaml",
               "hsrdn/synthetic.yaml", True, ["model.relation_gradient=true", f"model.weights.distance={w}",
                                              f"model.weights.angle={w}"]) for w in (1.0, 32.0)]
+# and the histogram oracle: each image cell lifted by its LiDAR pixels' shares of the depth bins, not the one-hot bin
+# of its mean depth (which puts a car edge's features between the car and the road behind it)
+VARIANTS += [("oracle-depth student, bin histogram", "oracle_hist", "cmkd/oracle_hist_synthetic_bev.yaml",
+              "cmkd/oracle_hist_synthetic.yaml", True, [])]
 SLUGS = {s[1]: s for s in STUDENTS + VARIANTS}  # every row a student trains, default or optional
 TEACHER = "teacher (SECOND)"
 FRAMES, VAL_FRACTION, MIN_VALID = 400, 0.5, 41

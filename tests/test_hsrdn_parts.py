@@ -13,6 +13,7 @@ from xmkd.distill.relations import bev_nodes, within_sample_relations
 from xmkd.geometry.camera import project_points
 from xmkd.geometry.transforms import transform_points
 from xmkd.models.det.frustum import (
+    cell_depth_histograms,
     cell_depths,
     depth_bin_targets,
     frustum_to_voxels,
@@ -225,6 +226,53 @@ def test_cell_depths_average_the_pixels_of_a_cell_or_keep_the_nearest():
     assert cell_depths(uv, depth, (16, 8), 8, "nearest")[0, 0] == pytest.approx(8.0)
 
 
+def test_cell_depth_histograms_share_each_cells_pixels_among_the_depth_bins():
+    # cell 0: pixel (1, 1) holds two points (the nearer, 8 m, is the pixel's depth), pixels (5, 2) and (3, 3) 12 m and
+    # 60 m (beyond depth_max: the last bin); cell 1: one pixel at 30 m; cell 2 (a 24-pixel-wide image): no pixel
+    uv = np.array([[1.5, 1.5], [1.7, 1.2], [5.0, 2.0], [3.2, 3.9], [9.0, 1.0]])
+    depth = np.array([10.0, 8.0, 12.0, 60.0, 30.0])
+    d = 20
+    shares = cell_depth_histograms(uv, depth, (24, 8), 8, 2.0, 46.8, d)
+    assert shares.shape == (d + 1, 1, 3) and shares.dtype == np.float32
+    bins = depth_bin_targets(torch.tensor([8.0, 12.0, 60.0, 30.0]), 2.0, 46.8, d).tolist()
+    assert bins[2] == d and len({*bins[:2], d}) == 3  # 8 m and 12 m in two different bins, 60 m out of range
+    expect = np.zeros((d + 1, 1, 3), np.float32)
+    expect[bins[0], 0, 0] = expect[bins[1], 0, 0] = expect[d, 0, 0] = 1 / 3
+    expect[bins[3], 0, 1] = 1.0
+    assert np.allclose(shares, expect)  # cell 2: all zeros, so it lifts nothing, as the one-hot oracle's empty cells
+
+
+def test_histogram_oracle_lifts_as_the_one_hot_oracle_where_every_cell_is_one_depth():
+    det = SecondConfig(bev_channels=16, bev_layers=[1, 1], bev_filters=[16, 32], up_filters=[16, 16])
+    nets = {}
+    for bins in ("cell", "histogram"):
+        torch.manual_seed(0)
+        cfg = MonoConfig(depth="resnet18", depth_bins=20, frustum_channels=8, grid_z=4, scnet_blocks=0,
+                         oracle_depth=True, oracle_bins=bins)
+        nets[bins] = MonoDetector(cfg, det, 6, 3, [0.0, -12.8, -3.0, 25.6, 12.8, 1.0], (16, 16)).eval()
+    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 24], [0, 0, 1]])
+    T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]])
+    cell = torch.rand(1, 6, 16) * 30 + 3
+    cell[0, 0, :4] = 0  # cells without a point
+    one_hot = torch.nn.functional.one_hot(depth_bin_targets(cell, 2.0, 46.8, 20), 21).permute(0, 3, 1, 2).float()
+    one_hot[0, :, 0, :4] = 0  # a histogram's empty cell: no pixel, no share
+    batch = {"images": torch.randint(0, 255, (1, 3, 48, 128), dtype=torch.uint8),
+             "lidar_to_image": (K @ T)[None], "depth": cell, "depth_shares": one_hot}
+    with torch.no_grad():
+        a, b = nets["cell"](batch, head=False)["bev"], nets["histogram"](batch, head=False)["bev"]
+        assert torch.allclose(a, b) and a.abs().sum() > 0
+        # half of one cell's pixels 10 bins deeper: the histogram oracle lifts something else
+        split = one_hot.clone()
+        split[0, :, 3, 8] *= 0.5
+        split[0, (one_hot[0, :, 3, 8].argmax() + 10) % 20, 3, 8] += 0.5
+        assert not torch.allclose(nets["histogram"]({**batch, "depth_shares": split}, head=False)["bev"], b)
+    with pytest.raises(ValueError, match="oracle_bins 'histogram' needs .*depth_shares"):
+        nets["histogram"]({k: v for k, v in batch.items() if k != "depth_shares"})
+    with pytest.raises(ValueError, match="model.student.oracle_bins: expected one of"):
+        MonoDetector(MonoConfig(depth="resnet18", oracle_depth=True, oracle_bins="soft"), det, 6, 3,
+                     [0.0, -12.8, -3.0, 25.6, 12.8, 1.0], (16, 16))
+
+
 def flip_scene():
     W, H = 200, 60
     K = np.array([[150.0, 0, 93.0], [0, 150.0, 28.0], [0, 0, 1]])  # principal point off the image centre
@@ -364,6 +412,7 @@ def test_relation_nodes_are_the_teachers_foreground_cells_only():
     {"depth_head": "conv", "feature_layer": 4, "scnet_gate": "sc", "sampling": "caddn"},
     {"depth_head": "aspp", "dilate": [False, True, False], "scnet_gate": "se"},  # layer4 at stride 16, logits resized
     {"oracle_depth": True, "scnet_gate": "sc"},
+    {"oracle_depth": True, "oracle_bins": "histogram", "scnet_gate": "sc"},
 ])
 def test_student_forward_backward_on_cpu(options):
     det = SecondConfig(bev_channels=32, bev_layers=[1, 1], bev_filters=[32, 64], up_filters=[32, 32])
@@ -374,7 +423,8 @@ def test_student_forward_backward_on_cpu(options):
     K = torch.tensor([[100.0, 0, 64], [0, 100.0, 24], [0, 0, 1]])
     T = torch.tensor([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0]])
     batch = {"images": torch.randint(0, 255, (2, 3, 48, 128), dtype=torch.uint8),
-             "lidar_to_image": (K @ T)[None].repeat(2, 1, 1), "depth": torch.rand(2, 6, 16) * 30}
+             "lidar_to_image": (K @ T)[None].repeat(2, 1, 1), "depth": torch.rand(2, 6, 16) * 30,
+             "depth_shares": torch.rand(2, 21, 6, 16).softmax(1)}
     out = model(batch)
     assert out["bev"].shape == (2, 32, 16, 16) and out["cls"].shape == (2, 16, 16, 6, 3)
     loss = out["cls"].sum() + out["box"].sum() + out["bev"].sum()

@@ -541,6 +541,40 @@ def test_depth_targets_from_depth_2_maps_are_the_releases_sparse_average_pooling
         read_kitti_object_frame(root, fid, cameras=["image_2"], depth_maps=True)
 
 
+def test_histogram_oracle_samples_carry_each_cells_depth_bin_shares(kitti, tmp_path):
+    import torch
+
+    from xmkd.errors import XmkdConfigError
+    from xmkd.models.det.frustum import lid_to_depth
+
+    recipe_cls = get_recipe("cmkd")
+    overrides = [f"data.root={kitti}", f"output_dir={tmp_path}", "model.teacher_checkpoint=''"]
+    cfg = load_config(REPO / "configs" / "cmkd" / "oracle_hist_synthetic_bev.yaml", overrides, schema=recipe_cls.schema)
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    frame = recipe.frames_of(cfg.data, cfg.data.train_split)[0]
+    sample = recipe.make_sample(frame, None)
+    shares, depth, st = sample["depth_shares"], sample["depth"], cfg.model.student
+    assert shares.shape == (st.depth_bins + 1, *depth.shape)
+    # every cell with a LiDAR pixel shares 1 among the bins, a cell without one lifts nothing
+    assert np.allclose(shares.sum(0), depth > 0, atol=1e-6) and (depth > 0).sum() > 20
+    # the shares' mean depth is the cell's mean depth (the one-hot oracle's target) up to a bin: two reductions of the
+    # same depth-image pixels
+    inside = (depth > 0) & (shares[-1] == 0)
+    centres = lid_to_depth(torch.arange(st.depth_bins, dtype=torch.float32), st.depth_min, st.depth_max,
+                           st.depth_bins).numpy()
+    mean = np.einsum("dhw,d->hw", shares[:-1], centres)
+    width = 2 * (st.depth_max - st.depth_min) / (st.depth_bins + 1)  # the widest LID bin
+    assert inside.sum() > 20 and np.abs(mean - depth)[inside].max() <= width
+    assert "depth_shares" not in get_recipe("cmkd")(load_config(REPO / "configs" / "cmkd" / "oracle_depth_synthetic_bev.yaml",
+                                                                overrides, schema=recipe_cls.schema),
+                                                    torch.device("cpu")).make_sample(frame, None)
+    # the histogram is read by an oracle only: elsewhere the key would do nothing, so it is refused
+    cfg = load_config(REPO / "configs" / "cmkd" / "synthetic_bev.yaml", [*overrides, "model.student.oracle_bins=histogram"],
+                      schema=recipe_cls.schema)
+    with pytest.raises(XmkdConfigError, match="model.student.oracle_bins: 'histogram' is read by an oracle-depth"):
+        recipe_cls(cfg, torch.device("cpu")).build()
+
+
 def test_depth_2_maps_are_read_only_where_a_recipe_reads_them(kitti, tmp_path):
     import shutil
 

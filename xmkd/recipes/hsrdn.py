@@ -52,7 +52,7 @@ from xmkd.engine.checkpoint import load, load_weights
 from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.geometry.camera import project_points
 from xmkd.io import is_architecture_only
-from xmkd.models.det.frustum import cell_depths, depth_bin_targets
+from xmkd.models.det.frustum import cell_depth_histograms, cell_depths, depth_bin_targets
 from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.image.deeplab import image_weights
@@ -165,6 +165,9 @@ class HSRDNRecipe(LidarDetRecipe):
                 raise XmkdConfigError(f"model.{key}: expected one of {allowed}, got {getattr(m, key)!r}")
         if m.relation_floor < 0:
             raise XmkdConfigError(f"model.relation_floor: expected >= 0 (0: plain RKD), got {m.relation_floor}")
+        if m.student.oracle_bins != "cell" and not m.student.oracle_depth:
+            raise XmkdConfigError(f"model.student.oracle_bins: {m.student.oracle_bins!r} is read by an oracle-depth "
+                                  "student only; set model.student.oracle_depth=true or leave it 'cell'")
         if m.student.oracle_depth and m.weights.depth:
             raise XmkdConfigError(f"model.weights.depth: {m.weights.depth}, but an oracle-depth student "
                                   "(model.student.oracle_depth) has no depth head to train; set it to 0")
@@ -262,8 +265,12 @@ class HSRDNRecipe(LidarDetRecipe):
         else:
             proj = project_points(frame.points[:, :3], K, cam.T_cam_lidar, size)
             uv, z = proj.uv[proj.visible], proj.depth[proj.visible]
-        depth = cell_depths(uv, z, size, output_stride(m.student), m.depth_target)
+        st = m.student
+        depth = cell_depths(uv, z, size, output_stride(st), m.depth_target)
         sample.update(image=image, lidar_to_image=(K @ cam.T_cam_lidar[:3]).astype(np.float32), depth=depth)
+        if st.oracle_depth and st.oracle_bins == "histogram":
+            sample["depth_shares"] = cell_depth_histograms(uv, z, size, output_stride(st), st.depth_min, st.depth_max,
+                                                           st.depth_bins)
         return sample
 
     def train_dataset(self) -> FrameSamples | ConcatSamples:
@@ -281,6 +288,8 @@ class HSRDNRecipe(LidarDetRecipe):
         batch["images"] = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2)
         batch["lidar_to_image"] = torch.from_numpy(np.stack([s["lidar_to_image"] for s in samples]))
         batch["depth"] = torch.from_numpy(np.stack([s["depth"] for s in samples]))
+        if "depth_shares" in samples[0]:
+            batch["depth_shares"] = torch.from_numpy(np.stack([s["depth_shares"] for s in samples]))
         return batch
 
     # -- losses ---------------------------------------------------------------------------------------------

@@ -107,18 +107,47 @@ def cell_depths(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, int], 
     - "nearest": the nearest point of the cell."""
     w, h = image_size
     fh, fw = -(-h // stride), -(-w // stride)
-    cols, rows = uv[:, 0].astype(np.int64).clip(0, w - 1), uv[:, 1].astype(np.int64).clip(0, h - 1)
-    depth = depth.astype(np.float32)
     if reduce == "nearest":
+        cols, rows = uv[:, 0].astype(np.int64).clip(0, w - 1), uv[:, 1].astype(np.int64).clip(0, h - 1)
         out = np.full((fh, fw), np.inf, np.float32)
-        np.minimum.at(out, (rows // stride, cols // stride), depth)
+        np.minimum.at(out, (rows // stride, cols // stride), depth.astype(np.float32))
         return np.where(np.isfinite(out), out, 0).astype(np.float32)
     if reduce != "mean":
         raise ValueError(f"cell_depths: reduce must be mean or nearest, got {reduce!r}")
-    image = np.full((h, w), np.inf, np.float32)
-    np.minimum.at(image, (rows, cols), depth)  # the depth image: nearest point per pixel
-    r, c = np.nonzero(np.isfinite(image))
+    r, c, z = depth_image_pixels(uv, depth, image_size)
     total, count = np.zeros((fh, fw), np.float64), np.zeros((fh, fw), np.float64)
-    np.add.at(total, (r // stride, c // stride), image[r, c])
+    np.add.at(total, (r // stride, c // stride), z)
     np.add.at(count, (r // stride, c // stride), 1)
     return np.where(count > 0, total / np.maximum(count, 1), 0).astype(np.float32)
+
+
+def depth_image_pixels(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, int]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sparse depth image of projected points (each pixel its nearest point, as the releases' depth maps):
+    uv (N, 2) pixels, depth (N,) metres, image_size (W, H) -> rows (M,), cols (M,), metres (M,) of its non-empty
+    pixels."""
+    w, h = image_size
+    cols, rows = uv[:, 0].astype(np.int64).clip(0, w - 1), uv[:, 1].astype(np.int64).clip(0, h - 1)
+    image = np.full((h, w), np.inf, np.float32)
+    np.minimum.at(image, (rows, cols), depth.astype(np.float32))
+    r, c = np.nonzero(np.isfinite(image))
+    return r, c, image[r, c]
+
+
+def cell_depth_histograms(uv: np.ndarray, depth: np.ndarray, image_size: tuple[int, int], stride: int,
+                          depth_min: float, depth_max: float, num_bins: int) -> np.ndarray:
+    """Per feature cell, the share of its depth-image pixels (`depth_image_pixels`) in each LID bin
+    (`depth_bin_targets`): -> (num_bins + 1, ceil(H / stride), ceil(W / stride)), each non-empty cell summing to 1
+    (pixels outside [depth_min, depth_max) in the last bin), all zeros where a cell holds no pixel.
+
+    The lifting weights of the histogram oracle (`MonoConfig.oracle_bins: histogram`, not in the releases): where a
+    cell covers a car's edge and the road behind it, the one-hot bin of its mean depth puts all its features
+    between the two, the histogram puts each surface's share at its own depth."""
+    w, h = image_size
+    fh, fw = -(-h // stride), -(-w // stride)
+    r, c, z = depth_image_pixels(uv, depth, image_size)
+    bins = depth_bin_targets(torch.from_numpy(z), depth_min, depth_max, num_bins).numpy()
+    counts = np.zeros((num_bins + 1, fh, fw), np.float64)
+    np.add.at(counts, (bins, r // stride, c // stride), 1)
+    total = counts.sum(0, keepdims=True)
+    return (counts / np.maximum(total, 1)).astype(np.float32)

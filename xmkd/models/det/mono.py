@@ -13,8 +13,10 @@ image -> ResNet (torchvision names, dilated layer3 / layer4: output stride 8) ->
 **distilled BEV feature** -> the teacher's BEV backbone and anchor head (same class, initialised from the teacher by
 the recipe).
 
-`oracle_depth` replaces softmax(depth logits) by the one-hot LID bin of the LiDAR depth of each feature cell (the
-out-of-range bin where a cell has none): the upper bound of the lifting, not a monocular detector.
+`oracle_depth` replaces softmax(depth logits) by LiDAR depth bins, not a monocular detector: with `oracle_bins: cell`
+the one-hot LID bin of each feature cell's depth target (the out-of-range bin where a cell has none), with
+`histogram` the share of the cell's depth-image pixels in each bin (`frustum.cell_depth_histograms`; xmkd's, for the
+upper bound of the lifting where a cell spans several surfaces).
 """
 
 from __future__ import annotations
@@ -50,9 +52,13 @@ class MonoConfig:
     scnet_blocks: int = 4  # the release's NUM_BLOCKS 5 builds 4; 0 = none
     scnet_gate: str = ""  # se (HSRDN) | sc (CMKD); "" = the recipe's own (hsrdn: se, cmkd: sc)
     oracle_depth: bool = False  # LiDAR depth bins instead of predicted ones (an upper bound, not monocular)
+    oracle_bins: str = "cell"  # cell (one-hot bin of the cell's depth target) | histogram (its pixels' bin shares)
     image_pretrained: str = ""  # a torchvision deeplabv3_resnet50 or ImageNet ResNet state dict (the recipe loads it)
     init: str = ""  # a hsrdn / cmkd run checkpoint to start the whole student from (the BEV stage before `det`)
     aspp_rates: list[int] = field(default_factory=lambda: [12, 24, 36])
+
+
+ORACLE_BINS = ("cell", "histogram")
 
 
 def dilation(cfg: MonoConfig) -> tuple[bool, bool, bool]:
@@ -74,6 +80,8 @@ def check_mono_config(cfg: MonoConfig) -> None:
         raise ValueError(f"model.student.depth_head: expected aspp or conv, got {cfg.depth_head!r}")
     if cfg.sampling not in SAMPLINGS:
         raise ValueError(f"model.student.sampling: expected one of {SAMPLINGS}, got {cfg.sampling!r}")
+    if cfg.oracle_bins not in ORACLE_BINS:
+        raise ValueError(f"model.student.oracle_bins: expected one of {ORACLE_BINS}, got {cfg.oracle_bins!r}")
     if cfg.scnet_blocks and cfg.scnet_gate not in GATES:
         raise ValueError(f"model.student.scnet_gate: expected one of {GATES}, got {cfg.scnet_gate!r}")
 
@@ -119,9 +127,12 @@ class MonoDetector(nn.Module):
         return self
 
     def bev_features(self, images: torch.Tensor, lidar_to_image: torch.Tensor,
-                     cell_depth: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     cell_depth: torch.Tensor | None = None, depth_shares: torch.Tensor | None = None
+                     ) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) uint8 or float; lidar_to_image (B, 3, 4) = K [R | t] at the image's resolution;
-        cell_depth (B, Hf, Wf) metres per feature cell, 0 where unknown (needed by `oracle_depth` only).
+        cell_depth (B, Hf, Wf) metres per feature cell, 0 where unknown (needed by `oracle_depth` with
+        `oracle_bins: cell` only); depth_shares (B, D + 1, Hf, Wf) per cell and LID bin (`cell_depth_histograms`;
+        needed by `oracle_bins: histogram` only). ValueError when the oracle's input is missing.
         Returns the distilled BEV map `bev` (B, bev_channels, ny, nx) and `depth_logits` (B, D + 1, Hf, Wf)
         (absent with `oracle_depth`)."""
         r = self.backbone
@@ -131,11 +142,17 @@ class MonoDetector(nn.Module):
         image = self.reduce(feats[self.cfg.feature_layer])
         out: dict[str, torch.Tensor] = {}
         if self.depth_head is None:
-            if cell_depth is None:
-                raise ValueError("MonoDetector: oracle_depth needs the batch's per-cell LiDAR depth ('depth')")
             c = self.cfg
-            bins = depth_bin_targets(cell_depth, c.depth_min, c.depth_max, c.depth_bins)  # 0 m: out of range
-            probs = F.one_hot(bins, c.depth_bins + 1).permute(0, 3, 1, 2).to(image.dtype)
+            if c.oracle_bins == "histogram":
+                if depth_shares is None:
+                    raise ValueError("MonoDetector: oracle_bins 'histogram' needs the batch's per-cell LiDAR depth "
+                                     "bin shares ('depth_shares')")
+                probs = depth_shares.to(image.dtype)
+            else:
+                if cell_depth is None:
+                    raise ValueError("MonoDetector: oracle_depth needs the batch's per-cell LiDAR depth ('depth')")
+                bins = depth_bin_targets(cell_depth, c.depth_min, c.depth_max, c.depth_bins)  # 0 m: out of range
+                probs = F.one_hot(bins, c.depth_bins + 1).permute(0, 3, 1, 2).to(image.dtype)
             frustum = image[:, :, None] * probs[:, None, :-1]
         else:
             logits = self.depth_head(feats[4])
@@ -152,5 +169,5 @@ class MonoDetector(nn.Module):
     def forward(self, batch: dict[str, Any], head: bool = True) -> dict[str, torch.Tensor]:
         """`bev_features` of the batch's images, plus (with `head`) the anchor outputs cls (B, ny, nx, A, classes),
         box (B, ny, nx, A, 7), dir (B, ny, nx, A, bins); the BEV stage trains without them."""
-        out = self.bev_features(batch["images"], batch["lidar_to_image"], batch.get("depth"))
+        out = self.bev_features(batch["images"], batch["lidar_to_image"], batch.get("depth"), batch.get("depth_shares"))
         return {**out, **self.bev(out["bev"])} if head else out
