@@ -350,6 +350,7 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     assert "mean ± std (ddof 0) over seeds 0 (" in out and "| student, GT only | " in out
     tables, curves = out.split("Detection stage, Car 3D loose at each validation")
     assert "12.5" in tables and "50.0" not in tables and "| CMKD | not measured |" in tables
+    assert "; oracle-depth student − CMKD n/a (not measured)" in tables  # the upper bound is paired with CMKD too
     assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student" in out
     assert "Pedestrian" in out and "**Cyclist**" not in out  # 12 valid boxes: not reported
     assert "7.0" not in out and "- HSRDN: n/a\n" in curves
