@@ -3,7 +3,8 @@ ground truth only, CMKD, HSRDN and an oracle-depth student (CMKD with LiDAR dept
 lifting); every student through the released two-stage chain (BEV stage, then detection stage from its checkpoint).
 KITTI AP_R40 at the moderate difficulty, 3D and BEV, per class, at the strict (Car 0.7, Ped / Cyc 0.5) and the loose
 (Car 0.5, Ped / Cyc 0.25) overlaps, each beside its ceiling; per-seed paired differences HSRDN - CMKD,
-CMKD - GT-only and oracle - CMKD with mean, std and a 95 % t-interval. Optional rows (`--rows hsrdn_rel0 hsrdn_grad1 hsrdn_grad32`: HSRDN
+CMKD - GT-only, oracle - CMKD (and the histogram oracle - the one-hot one) with mean, std and a 95 %
+t-interval. Optional rows (`--rows hsrdn_rel0 hsrdn_grad1 hsrdn_grad32`: HSRDN
 at relation weights 0, and with xmkd's relation gradient at weights 1 / 32; `oracle_hist`: the oracle lifting each
 cell by its LiDAR pixels' depth-bin shares) appear in the table, with their paired
 difference to CMKD, once a run of theirs has finished.
@@ -273,8 +274,9 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
     for cls in reported:
         keys = metric_keys(cls)
         ceil = " / ".join(f"{r['ceiling'][f'{cls}/R40']:.1f}" for r in per_seed)
-        lines += [f"**{cls}**, AP_R40 moderate, mean ± std (ddof 0) over seeds {', '.join(map(str, seeds))} (ceiling per "
-                  f"seed {ceil}):", "", "| row | " + " | ".join(t for t, _ in keys) + " | per seed (3D loose) |",
+        lines += [f"**{cls}**, AP_R40 moderate, mean ± std (ddof 0) over seeds {', '.join(map(str, seeds))} "
+                  f"(ceiling per seed {ceil}):", "", "| row | " + " | ".join(t for t, _ in keys)
+                  + " | per seed (3D loose) |",
                   "|---|" + "---|" * (len(keys) + 1)]
         for row in [TEACHER] + [st[0] for st in shown]:
             cells = []
@@ -293,6 +295,10 @@ def table(per_seed: list[dict], seeds: tuple[int, ...]) -> str:
             more = "".join(f"; {v[0]} − CMKD "
                            f"{paired([r['rows'].get(v[0], {}).get(key, float('nan')) for r in per_seed], c)}"
                            for v in shown if v[1] not in ("mono_gt", "cmkd", "hsrdn"))
+            if any(v[1] == "oracle_hist" for v in shown):  # the question the histogram oracle exists for
+                o, oh = ([r["rows"].get(SLUGS[slug][0], {}).get(key, float("nan")) for r in per_seed]
+                         for slug in ("oracle", "oracle_hist"))
+                more += f"; {SLUGS['oracle_hist'][0]} − {SLUGS['oracle'][0]} {paired(oh, o)}"
             lines.append(f"- {title}: HSRDN − CMKD {paired(h, c)}; CMKD − GT only {paired(c, g)}{more}")
         lines.append("")
     lines += ["After stage 1 (the teacher's frozen head on each student's BEV map), Car 3D / BEV loose, per seed:", ""]

@@ -93,7 +93,7 @@ def paired(values: list[float]) -> str:
 
 
 def tables(per_seed: list[dict[str, dict[str, float]]], seeds: tuple[int, ...]) -> str:
-    """The mean ± population std (ddof 0) table, the per-seed 2D / 3D / xM table and the paired differences, markdown."""
+    """Markdown: the mean ± population std (ddof 0) table, the per-seed 2D / 3D / xM table, the paired differences."""
     rows = [r for r in per_seed[0] if all(r in p for p in per_seed)]
     lines = ["| row (mean ± std, ddof 0) | 2D mIoU | 3D mIoU | xM mIoU |", "|---|---|---|---|"]
     for row in rows:

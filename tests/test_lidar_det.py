@@ -363,6 +363,13 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     out = capsys.readouterr().out
     assert "| HSRDN, relation gradient, weights 1 | " in out and "| HSRDN, relation weights 0 |" not in out
     assert "HSRDN, relation gradient, weights 1 − CMKD +6.5 (one seed)" in out
+    logged("oracle", 3, ap=10.0)
+    logged("oracle_hist", 3, ap=35.0)
+    bench.main(seeds=(0,), steps=steps, report=True, rows=("cmkd", "oracle", "oracle_hist"))
+    out = capsys.readouterr().out  # the histogram oracle against CMKD and against the one-hot oracle
+    assert "oracle-depth student, bin histogram − CMKD +15.0 (one seed)" in out
+    assert "oracle-depth student − CMKD -10.0 (one seed)" in out
+    assert "oracle-depth student, bin histogram − oracle-depth student +25.0 (one seed)" in out
     assert "Not finished:" not in out  # only the rows asked for count as missing
     with pytest.raises(SystemExit, match="unknown hsrdn_rel2"):
         bench.main(seeds=(0,), steps=steps, report=True, rows=("hsrdn_rel2",))
@@ -558,20 +565,21 @@ def test_histogram_oracle_samples_carry_each_cells_depth_bin_shares(kitti, tmp_p
     assert shares.shape == (st.depth_bins + 1, *depth.shape)
     # every cell with a LiDAR pixel shares 1 among the bins, a cell without one lifts nothing
     assert np.allclose(shares.sum(0), depth > 0, atol=1e-6) and (depth > 0).sum() > 20
-    # the shares' mean depth is the cell's mean depth (the one-hot oracle's target) up to a bin: two reductions of the
-    # same depth-image pixels
+    # the cell's mean depth (the one-hot oracle's target; the same depth-image pixels) lies between the shares' means
+    # of the bins' lower and upper edges (LID bin i spans [lid_to_depth(i), lid_to_depth(i + 1)))
     inside = (depth > 0) & (shares[-1] == 0)
-    centres = lid_to_depth(torch.arange(st.depth_bins, dtype=torch.float32), st.depth_min, st.depth_max,
-                           st.depth_bins).numpy()
-    mean = np.einsum("dhw,d->hw", shares[:-1], centres)
-    width = 2 * (st.depth_max - st.depth_min) / (st.depth_bins + 1)  # the widest LID bin
-    assert inside.sum() > 20 and np.abs(mean - depth)[inside].max() <= width
-    assert "depth_shares" not in get_recipe("cmkd")(load_config(REPO / "configs" / "cmkd" / "oracle_depth_synthetic_bev.yaml",
-                                                                overrides, schema=recipe_cls.schema),
-                                                    torch.device("cpu")).make_sample(frame, None)
+    edges = lid_to_depth(torch.arange(st.depth_bins + 1, dtype=torch.float32), st.depth_min, st.depth_max,
+                         st.depth_bins).numpy()
+    low, high = np.einsum("dhw,d->hw", shares[:-1], edges[:-1]), np.einsum("dhw,d->hw", shares[:-1], edges[1:])
+    assert inside.sum() > 20 and (low[inside] <= depth[inside] + 1e-4).all() and (depth[inside] < high[inside]).all()
+    batch = recipe.collate([sample, sample])
+    assert batch["depth_shares"].shape == (2, st.depth_bins + 1, *depth.shape)  # what the model reads
+    one_hot = get_recipe("cmkd")(load_config(REPO / "configs" / "cmkd" / "oracle_depth_synthetic_bev.yaml", overrides,
+                                             schema=recipe_cls.schema), torch.device("cpu"))
+    assert "depth_shares" not in one_hot.make_sample(frame, None)
     # the histogram is read by an oracle only: elsewhere the key would do nothing, so it is refused
-    cfg = load_config(REPO / "configs" / "cmkd" / "synthetic_bev.yaml", [*overrides, "model.student.oracle_bins=histogram"],
-                      schema=recipe_cls.schema)
+    cfg = load_config(REPO / "configs" / "cmkd" / "synthetic_bev.yaml",
+                      [*overrides, "model.student.oracle_bins=histogram"], schema=recipe_cls.schema)
     with pytest.raises(XmkdConfigError, match="model.student.oracle_bins: 'histogram' is read by an oracle-depth"):
         recipe_cls(cfg, torch.device("cpu")).build()
 

@@ -53,7 +53,7 @@ from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.geometry.camera import project_points
 from xmkd.io import is_architecture_only
 from xmkd.models.det.frustum import cell_depth_histograms, cell_depths, depth_bin_targets
-from xmkd.models.det.mono import MonoConfig, MonoDetector, output_stride
+from xmkd.models.det.mono import ORACLE_BINS, MonoConfig, MonoDetector, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.image.deeplab import image_weights
 from xmkd.models.weights import load_module_from_file
@@ -165,6 +165,9 @@ class HSRDNRecipe(LidarDetRecipe):
                 raise XmkdConfigError(f"model.{key}: expected one of {allowed}, got {getattr(m, key)!r}")
         if m.relation_floor < 0:
             raise XmkdConfigError(f"model.relation_floor: expected >= 0 (0: plain RKD), got {m.relation_floor}")
+        if m.student.oracle_bins not in ORACLE_BINS:
+            raise XmkdConfigError(f"model.student.oracle_bins: expected one of {ORACLE_BINS}, got "
+                                  f"{m.student.oracle_bins!r}")
         if m.student.oracle_bins != "cell" and not m.student.oracle_depth:
             raise XmkdConfigError(f"model.student.oracle_bins: {m.student.oracle_bins!r} is read by an oracle-depth "
                                   "student only; set model.student.oracle_depth=true or leave it 'cell'")
