@@ -53,7 +53,7 @@ from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.geometry.camera import project_points
 from xmkd.io import is_architecture_only
 from xmkd.models.det.frustum import cell_depth_histograms, cell_depths, depth_bin_targets
-from xmkd.models.det.mono import ORACLE_BINS, MonoConfig, MonoDetector, output_stride
+from xmkd.models.det.mono import MonoConfig, MonoDetector, check_mono_config, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.image.deeplab import image_weights
 from xmkd.models.weights import load_module_from_file
@@ -165,9 +165,11 @@ class HSRDNRecipe(LidarDetRecipe):
                 raise XmkdConfigError(f"model.{key}: expected one of {allowed}, got {getattr(m, key)!r}")
         if m.relation_floor < 0:
             raise XmkdConfigError(f"model.relation_floor: expected >= 0 (0: plain RKD), got {m.relation_floor}")
-        if m.student.oracle_bins not in ORACLE_BINS:
-            raise XmkdConfigError(f"model.student.oracle_bins: expected one of {ORACLE_BINS}, got "
-                                  f"{m.student.oracle_bins!r}")
+        student_cfg = OmegaConf.merge(m.student, {"scnet_gate": m.student.scnet_gate or self.gate})
+        try:  # the student's own value checks first, so that the combinations below meet known values only
+            check_mono_config(student_cfg)
+        except ValueError as err:
+            raise XmkdConfigError(str(err)) from None
         if m.student.oracle_bins != "cell" and not m.student.oracle_depth:
             raise XmkdConfigError(f"model.student.oracle_bins: {m.student.oracle_bins!r} is read by an oracle-depth "
                                   "student only; set model.student.oracle_depth=true or leave it 'cell'")
@@ -181,7 +183,6 @@ class HSRDNRecipe(LidarDetRecipe):
             raise XmkdConfigError(f"model.weights: in stage {m.stage!r} only the relation terms have a weight, and "
                                   "they train nothing unless model.relation_gradient=true (as released they are "
                                   "only logged)")
-        student_cfg = OmegaConf.merge(m.student, {"scnet_gate": m.student.scnet_gate or self.gate})
         teacher: Second = self.nets.pop("net")
         distils = any(getattr(m.weights, k) for k in ("bev", "response_cls", "response_box", "response_dir",
                                                        "distance", "angle"))
@@ -268,11 +269,11 @@ class HSRDNRecipe(LidarDetRecipe):
         else:
             proj = project_points(frame.points[:, :3], K, cam.T_cam_lidar, size)
             uv, z = proj.uv[proj.visible], proj.depth[proj.visible]
-        st = m.student
-        depth = cell_depths(uv, z, size, output_stride(st), m.depth_target)
+        st, stride = m.student, output_stride(m.student)
+        depth = cell_depths(uv, z, size, stride, m.depth_target)
         sample.update(image=image, lidar_to_image=(K @ cam.T_cam_lidar[:3]).astype(np.float32), depth=depth)
         if st.oracle_depth and st.oracle_bins == "histogram":
-            sample["depth_shares"] = cell_depth_histograms(uv, z, size, output_stride(st), st.depth_min, st.depth_max,
+            sample["depth_shares"] = cell_depth_histograms(uv, z, size, stride, st.depth_min, st.depth_max,
                                                            st.depth_bins)
         return sample
 
