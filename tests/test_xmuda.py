@@ -239,3 +239,58 @@ def test_point_heights_go_through_the_ego_pose_and_group_by_class():
     by_class = heights_by_class([frame, frame], 3)
     assert by_class[0].tolist() == [0.0, 0.0] and sorted(by_class[1].tolist()) == [1.0, 1.0, 2.0, 2.0]
     assert by_class[2].size == 0 and summary(by_class[1])[:2] == (4, 1.5) and summary(by_class[2])[0] == 0
+
+
+def test_pl_quality_scores_pseudo_labels_against_the_targets_ground_truth(domains, tmp_path):
+    from benchmarks.pl_quality import confusions, per_class, summary
+    from xmkd.config import save_config
+    from xmkd.data.labels import get_label_space
+    from xmkd.data.pseudo_labels import IGNORE, PseudoLabels
+
+    recipe_cls, cfg = config(domains, tmp_path)
+    run = tmp_path / "run"
+    save_config(cfg, run)
+    frames = recipe_cls(cfg, torch.device("cpu")).frames("mini_train")
+    c = get_label_space(cfg.target.label_space).num_classes
+    pl = PseudoLabels(c)
+    truth_counts = np.zeros(c, np.int64)
+    for i in range(len(frames)):
+        frame = frames[i]
+        raw = np.arange(0, frame.num_points, 3)  # any subset of the points: the file names which
+        truth = frame.labels[raw]
+        valid = truth != IGNORE
+        truth_counts += np.bincount(truth[valid], minlength=c)
+        right = np.where(valid, truth, 0)
+        # 2D: every label right and sure (kept); 3D: every label wrong and sure
+        pl.add(frame.frame_id, frame.num_points, raw, np.ones(len(raw)), right, np.ones(len(raw)), (right + 1) % c)
+    pl.finish()
+    pl.save(tmp_path / "pl.npz")
+    names, conf = confusions(tmp_path / "pl.npz", run, "mini_train")
+    assert len(names) == c
+    s2, s3 = summary(conf["2d"]), summary(conf["3d"])
+    assert s2["points"] == s3["points"] == truth_counts.sum() > 0  # ignore-labelled points are not scored
+    assert s2["kept"] == s2["acc_all"] == s2["acc_kept"] == s2["miou_kept"] == 1.0
+    assert s3["kept"] == 1.0 and s3["acc_all"] == s3["acc_kept"] == s3["miou_kept"] == 0.0
+    assert np.array_equal(conf["2d"]["kept"].sum(1), truth_counts)
+    rows = per_class(conf["2d"])
+    assert np.allclose(rows["gt share"], truth_counts / truth_counts.sum())
+    assert np.allclose(rows["recall"][truth_counts > 0], 1.0)
+    # a file made from another split is refused, naming the frame
+    other = PseudoLabels(c)
+    other.finish()
+    other.save(tmp_path / "empty.npz")
+    with pytest.raises(SystemExit, match="no pseudo-labels for frame"):
+        confusions(tmp_path / "empty.npz", run, "mini_train")
+
+
+def test_pl_quality_per_class_on_a_hand_made_confusion():
+    from benchmarks.pl_quality import per_class, summary
+
+    kept = np.array([[3, 1], [0, 4]])  # rows: ground truth, columns: kept label
+    all_ = np.array([[5, 1], [2, 4]])
+    s = summary({"all": all_, "kept": kept})
+    assert s["points"] == 12 and s["kept"] == 8 / 12 and s["acc_all"] == 9 / 12 and s["acc_kept"] == 7 / 8
+    assert np.isclose(s["miou_kept"], (3 / 4 + 4 / 5) / 2)
+    rows = per_class({"all": all_, "kept": kept})
+    assert np.allclose(rows["precision"], [1.0, 0.8]) and np.allclose(rows["recall"], [3 / 6, 4 / 6])
+    assert np.allclose(rows["kept share"], [3 / 8, 5 / 8]) and np.allclose(rows["gt share"], [0.5, 0.5])
