@@ -97,6 +97,20 @@ def test_scnet_gates_behave_as_released():
         SCNet(64, 1, "xx")
 
 
+def test_hsrdn_and_cmkd_scnets_of_one_seed_differ_only_in_the_gate():
+    # the SE gate draws from a fork of the RNG: the shared weights, and whatever is built or drawn after the block
+    # (the rest of the student, training's dropout masks), are the same in an HSRDN and a CMKD student of one seed
+    nets, after = {}, {}
+    for gate in ("sc", "se"):
+        torch.manual_seed(3)
+        nets[gate] = SCNet(64, 4, gate)
+        after[gate] = (torch.nn.Conv2d(64, 8, 3).weight.detach(), torch.rand(5))
+    sc, se = nets["sc"].state_dict(), nets["se"].state_dict()
+    assert set(se) - set(sc) and all(".se." in k for k in set(se) - set(sc))
+    assert all(torch.equal(sc[k], se[k]) for k in sc)
+    assert all(torch.equal(a, b) for a, b in zip(after["sc"], after["se"]))
+
+
 def torchvision_deeplabv3_resnet50_state(classes: int = 21) -> dict[str, torch.Tensor]:
     """A state dict with the names and shapes of torchvision's `deeplabv3_resnet50(aux_loss=True)` (what
     deeplabv3_resnet50_coco-cd0a2569.pth holds), random values; the classifier keys are written out from

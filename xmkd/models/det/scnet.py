@@ -42,8 +42,16 @@ class SCConv(nn.Module):
         self.k3 = _conv_bn(channels, channels)
         self.k4 = _conv_bn(channels, channels)
         if gate == "se":
-            self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels // 16, 1), nn.ReLU(),
-                                    nn.Conv2d(channels // 16, channels, 1), nn.Sigmoid())
+            # drawn from a fork of the RNG, so that everything built after it (the other blocks, the BEV backbone,
+            # the dropout masks of training) gets the same random numbers in an HSRDN and a CMKD student of one
+            # seed: a paired comparison then differs in the gate, not in the rest of the initialisation
+            with torch.random.fork_rng(devices=[]):
+                self.se = self._se(channels)
+
+    @staticmethod
+    def _se(channels: int) -> nn.Sequential:
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, channels // 16, 1), nn.ReLU(),
+                             nn.Conv2d(channels // 16, channels, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
