@@ -1,7 +1,7 @@
 """Cross-modal UDA on the synthetic world, 3 seeds: source-only, xMUDA, FtD++, FtD++ + pseudo-labels and the
 target-only oracle; 2D / 3D / xM mIoU on every front-camera point of the target's validation split, mean +- std,
-the per-seed values and the per-seed paired differences (FtD++ - xMUDA, xMUDA - source-only, FtD++ + PL - FtD++)
-with their mean +- std and 95 % interval (Student t over the seeds).
+the per-seed values and the per-seed paired differences (FtD++ - xMUDA, xMUDA - source-only, FtD++ + PL - FtD++,
+target-only - FtD++) with their mean +- std and 95 % interval (Student t over the seeds).
 
     python -m benchmarks uda                                    # day -> night, seeds 0 1 2; resumable
     python -m benchmarks.bench_uda --scenario city --seeds 0 1 2   # city-a -> city-b (or rig: rig-a -> rig-b)
@@ -38,7 +38,8 @@ SCENARIOS = {"day-night": ("day", "night", "day_night"), "city": ("city-a", "cit
 COLUMNS = ("miou_2d", "miou_3d", "miou_xm")
 ROW_RUNS = {"source-only": "source_only", "xMUDA": "xmuda", "FtD++": "ftd", "FtD++ + PL": "ftd_pl",
             "target-only": "oracle"}
-PAIRS = (("FtD++", "xMUDA"), ("xMUDA", "source-only"), ("FtD++ + PL", "FtD++"))
+# the last two: what the pseudo-labels add, and the gap left to the target-only oracle (target labels)
+PAIRS = (("FtD++", "xMUDA"), ("xMUDA", "source-only"), ("FtD++ + PL", "FtD++"), ("target-only", "FtD++"))
 # two-sided 95 % quantiles of Student's t by degrees of freedom (more seeds: the normal 1.96 is within 3 %)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 

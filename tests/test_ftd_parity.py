@@ -396,6 +396,12 @@ def test_uda_benchmark_paired_differences():
     assert "| xMUDA − source-only | +5.0 | +5.0 | +5.0 |" in text and "FtD++ + PL −" not in text
     # the row table's std is the population one (ddof 0: 2.36 for 50 / 45 / 50; ddof 1 would print 2.89), as labelled
     assert "| row (mean ± std, ddof 0) |" in text and "| FtD++ | 30.00 ± 0.00 | 40.00 ± 0.00 | 48.33 ± 2.36 |" in text
+    # with the PL and oracle rows: what the pseudo-labels add, and the gap to the oracle, each paired with FtD++
+    for r, pl, oracle in zip(per_seed, (0.52, 0.44, 0.47), (0.60, 0.60, 0.55)):
+        r.update({"FtD++ + PL": row(pl), "target-only": row(oracle)})
+    text = tables(per_seed, (0, 1, 2))
+    assert "| FtD++ + PL − FtD++ | +2.0 | -1.0 | -3.0 |" in text
+    assert "| target-only − FtD++ | +10.0 | +15.0 | +5.0 | +10.0 ± 5.0 [-2.4, +22.4] |" in text
 
 
 def test_bftd_fusion_classifier_parameter_counts():
