@@ -109,6 +109,16 @@ def test_hsrdn_and_cmkd_scnets_of_one_seed_differ_only_in_the_gate():
     assert set(se) - set(sc) and all(".se." in k for k in set(se) - set(sc))
     assert all(torch.equal(sc[k], se[k]) for k in sc)
     assert all(torch.equal(a, b) for a, b in zip(after["sc"], after["se"]))
+    # the SE convs have a stream of their own: not the numbers the next layer (conv3) draws, rescaled
+    w_se = se["0.scconv.se.1.weight"].flatten()
+    w_next = se["0.conv3.weight"].flatten()[:len(w_se)]
+    assert abs(torch.corrcoef(torch.stack([w_se, w_next]))[0, 1]) < 0.5
+    # "inline" draws them in line, as released (and as the runs before the switch): the rest then differs
+    torch.manual_seed(3)
+    inline = SCNet(64, 4, "se", se_init="inline").state_dict()
+    assert not all(torch.equal(sc[k], inline[k]) for k in sc)
+    with pytest.raises(ValueError, match="se_init"):
+        SCNet(64, 1, "se", se_init="later")
 
 
 def torchvision_deeplabv3_resnet50_state(classes: int = 21) -> dict[str, torch.Tensor]:

@@ -30,6 +30,7 @@ ADDED_KEYS = {"model.voxel_feature": "mean",  # before it: every voxel's input w
               "model.depth_maps": "lidar",  # hsrdn / cmkd: depth targets from the projected LiDAR (7b5c65c)
               "model.flip_heading": "image",  # (b9b455a)
               "model.student.oracle_bins": "cell",  # hsrdn / cmkd oracle: one-hot bin of the cell's depth before it
+              "model.student.se_init": "inline",  # hsrdn: the SE gate's convs drawn in line before it (2026-12-03)
               # hsrdn: the relation terms trained the student before it (the release only logs them)
               "model.relation_gradient": "true"}
 _ABSENT = object()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xmkd.models.det.frustum import SAMPLINGS, depth_bin_targets, frustum_features, frustum_to_voxels, voxel_centres
-from xmkd.models.det.scnet import GATES, SCNet
+from xmkd.models.det.scnet import GATES, SE_INITS, SCNet
 from xmkd.models.det.second import BEVDetector, SecondConfig
 from xmkd.models.image.deeplab import DeepLabHead
 from xmkd.models.image.resnet import ResNet, normalize_images
@@ -51,6 +51,7 @@ class MonoConfig:
     sampling: str = "centres"  # centres (the fix) | caddn (the release's frustum-grid normalisation)
     scnet_blocks: int = 4  # the release's NUM_BLOCKS 5 builds 4; 0 = none
     scnet_gate: str = ""  # se (HSRDN) | sc (CMKD); "" = the recipe's own (hsrdn: se, cmkd: sc)
+    se_init: str = "fork"  # fork (the SE convs' draws leave the rest's unchanged) | inline (the release's order)
     oracle_depth: bool = False  # LiDAR depth bins instead of predicted ones (an upper bound, not monocular)
     oracle_bins: str = "cell"  # cell (one-hot bin of the cell's depth target) | histogram (its pixels' bin shares)
     image_pretrained: str = ""  # a torchvision deeplabv3_resnet50 or ImageNet ResNet state dict (the recipe loads it)
@@ -84,6 +85,8 @@ def check_mono_config(cfg: MonoConfig) -> None:
         raise ValueError(f"model.student.oracle_bins: expected one of {ORACLE_BINS}, got {cfg.oracle_bins!r}")
     if cfg.scnet_blocks and cfg.scnet_gate not in GATES:
         raise ValueError(f"model.student.scnet_gate: expected one of {GATES}, got {cfg.scnet_gate!r}")
+    if cfg.se_init not in SE_INITS:
+        raise ValueError(f"model.student.se_init: expected one of {SE_INITS}, got {cfg.se_init!r}")
 
 
 class MonoDetector(nn.Module):
@@ -109,7 +112,8 @@ class MonoDetector(nn.Module):
         self.grid = (cfg.grid_z, *bev_grid)
         self.collapse = nn.Sequential(nn.Conv2d(cfg.frustum_channels * cfg.grid_z, det_cfg.bev_channels, 1, bias=False),
                                       nn.BatchNorm2d(det_cfg.bev_channels), nn.ReLU())
-        self.scnet = SCNet(det_cfg.bev_channels, cfg.scnet_blocks, cfg.scnet_gate) if cfg.scnet_blocks else None
+        self.scnet = (SCNet(det_cfg.bev_channels, cfg.scnet_blocks, cfg.scnet_gate, cfg.se_init) if cfg.scnet_blocks
+                      else None)
         self.bev = BEVDetector(det_cfg, num_anchors, num_classes)
         self.freeze_head = False  # the BEV stage: the BEV backbone + head neither learn nor update BN statistics
         self.register_buffer("centres", voxel_centres(self.point_range, self.grid), persistent=False)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 GATES = ("sc", "se")
+SE_INITS = ("fork", "inline")
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -31,21 +32,28 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 
 
 class SCConv(nn.Module):
-    """The gated 3x3 branch of an SCBottleneck; `gate` = "sc" (CMKD) or "se" (HSRDN), see the module docstring."""
+    """The gated 3x3 branch of an SCBottleneck; `gate` = "sc" (CMKD) or "se" (HSRDN), see the module docstring.
+    `se_init` = "fork": the SE convs draw their initial weights from a generator seeded by one draw of a fork of the
+    RNG, and the RNG continues as if they were not there, so everything built after them (the other blocks, the BEV
+    backbone) gets the same weights in an HSRDN and a CMKD student of one seed; "inline": drawn in line, as released
+    (and as xmkd's runs before 2026-12-03)."""
 
-    def __init__(self, channels: int, gate: str, pooling_r: int = 4):
+    def __init__(self, channels: int, gate: str, pooling_r: int = 4, se_init: str = "fork"):
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"SCConv gate: expected one of {GATES}, got {gate!r}")
+        if se_init not in SE_INITS:
+            raise ValueError(f"SCConv se_init: expected one of {SE_INITS}, got {se_init!r}")
         self.gate = gate
         self.k2 = nn.Sequential(nn.AvgPool2d(pooling_r, pooling_r), *_conv_bn(channels, channels))
         self.k3 = _conv_bn(channels, channels)
         self.k4 = _conv_bn(channels, channels)
-        if gate == "se":
-            # drawn from a fork of the RNG, so that everything built after it (the other blocks, the BEV backbone,
-            # the dropout masks of training) gets the same random numbers in an HSRDN and a CMKD student of one
-            # seed: a paired comparison then differs in the gate, not in the rest of the initialisation
+        if gate == "se" and se_init == "inline":
+            self.se = self._se(channels)
+        elif gate == "se":
             with torch.random.fork_rng(devices=[]):
+                # its own stream: drawing from the fork itself would repeat the numbers the next layer gets
+                torch.default_generator.manual_seed(int(torch.randint(2 ** 62, ())))  # the CPU one only
                 self.se = self._se(channels)
 
     @staticmethod
@@ -64,7 +72,7 @@ class SCConv(nn.Module):
 
 
 class SCBottleneck(nn.Module):
-    def __init__(self, channels: int, gate: str, pooling_r: int = 4):
+    def __init__(self, channels: int, gate: str, pooling_r: int = 4, se_init: str = "fork"):
         super().__init__()
         g = channels // 2
         self.conv1_a = nn.Conv2d(channels, g, 1, bias=False)
@@ -72,7 +80,7 @@ class SCBottleneck(nn.Module):
         self.conv1_b = nn.Conv2d(channels, g, 1, bias=False)
         self.bn1_b = nn.BatchNorm2d(g)
         self.k1 = _conv_bn(g, g)
-        self.scconv = SCConv(g, gate, pooling_r)
+        self.scconv = SCConv(g, gate, pooling_r, se_init)
         self.conv3 = nn.Conv2d(2 * g, channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(channels)
 
@@ -85,8 +93,8 @@ class SCBottleneck(nn.Module):
 class SCNet(nn.Sequential):
     """`blocks` SCBottlenecks of constant width (the release's NUM_BLOCKS 5 = 4 blocks)."""
 
-    def __init__(self, channels: int, blocks: int, gate: str):
+    def __init__(self, channels: int, blocks: int, gate: str, se_init: str = "fork"):
         if channels % 2 or (gate == "se" and channels < 32):
             raise ValueError(f"SCNet: the BEV width must be even (and >= 32 for the SE gate's C / 32 squeeze), "
                              f"got {channels}")
-        super().__init__(*[SCBottleneck(channels, gate) for _ in range(blocks)])
+        super().__init__(*[SCBottleneck(channels, gate, se_init=se_init) for _ in range(blocks)])
