@@ -3,6 +3,7 @@ read: the synthetic target sets are labelled, so the labels the PL row trains on
 
     python -m benchmarks.pl_quality outputs/bench_uda/day-night/seed0/pl.npz outputs/bench_uda/day-night/seed0/runs/ftd
     python -m benchmarks.pl_quality --classes PL RUN_DIR     # and the per-class table
+    python -m benchmarks.pl_quality --split synthetic_val PL RUN_DIR   # a file made from another target split
 
 PL: a file of `xmkd pseudo-label` (benchmarks.bench_uda writes `<seed>/pl.npz`); RUN_DIR: a run of the same target
 data (its config names the target dataset, split and label space; no checkpoint is read). Per branch (2D = the
@@ -17,6 +18,7 @@ of the class's points that keep the right label).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from xmkd.data.labels import get_label_space
 from xmkd.data.pseudo_labels import IGNORE, PseudoLabels
+from xmkd.errors import XmkdError
 from xmkd.runs.run_dir import run_config, run_recipe
 
 BRANCHES = ("2d", "3d")
@@ -35,12 +38,25 @@ def confusions(pl_path: str | Path, run_dir: str | Path, split: str | None = Non
     argmax ("all") and of the refined labels ("kept"; points set to ignore are not counted), over the points the
     pseudo-label file holds for each frame of the target split (default: the run's target training split).
 
-    Raises SystemExit when a frame of the split has no pseudo-labels or no ground truth."""
-    _, cfg = run_config(run_dir)
-    recipe = run_recipe(run_dir)(cfg, "cpu")
-    frames = recipe.frames(split or cfg.target.train_split)
-    pseudo = PseudoLabels.load(pl_path)
+    Raises SystemExit naming the file when the run has no target domain, the file is not a pseudo-label file, its
+    classes are not the run's, or a frame of the split has no ground truth, no pseudo-labels or another point count
+    (a file of another dataset whose frame ids happen to match)."""
+    try:
+        _, cfg = run_config(run_dir)
+        if "target" not in cfg:
+            raise SystemExit(f"{run_dir}: recipe {cfg.recipe!r} has no target domain (a UDA run is needed: xmuda, "
+                             "ftd, bftd, source_only, target_only)")
+        recipe = run_recipe(run_dir)(cfg, "cpu")
+        frames = recipe.frames(split or cfg.target.train_split)
+        pseudo = PseudoLabels.load(pl_path)
+    except XmkdError as e:
+        raise SystemExit(str(e)) from None
+    except (ValueError, KeyError, OSError) as e:  # np.load of a file that is not an npz of pseudo-labels
+        raise SystemExit(f"{pl_path}: not a pseudo-label file of `xmkd pseudo-label` ({e})") from None
+    names = tuple(get_label_space(cfg.target.label_space).class_names)
     c = pseudo.num_classes
+    if c != len(names):
+        raise SystemExit(f"{pl_path}: {c} classes, the run's label space {cfg.target.label_space!r} has {len(names)}")
     out = {b: {"all": np.zeros((c, c), np.int64), "kept": np.zeros((c, c), np.int64)} for b in BRANCHES}
     for i in range(len(frames)):
         frame = frames[i]
@@ -48,58 +64,75 @@ def confusions(pl_path: str | Path, run_dir: str | Path, split: str | None = Non
             raise SystemExit(f"{frame.source}: no ground-truth labels to score the pseudo-labels against")
         if frame.frame_id not in pseudo.frames:
             raise SystemExit(f"{pl_path}: no pseudo-labels for frame {frame.frame_id} (made from another split?)")
-        raw = pseudo.frames[frame.frame_id]["raw"]
+        stored = pseudo.frames[frame.frame_id]
+        points = int(frame.meta.get("num_keyframe_points", frame.num_points))
+        if int(stored["points"]) != points:
+            raise SystemExit(f"{pl_path}: frame {frame.frame_id} has {int(stored['points'])} points there and {points} "
+                             f"in {frame.source} (a file of another dataset?)")
+        raw = stored["raw"]
         truth = frame.labels[raw]
         refined = dict(zip(BRANCHES, pseudo.refined(frame.frame_id)))
         for b in BRANCHES:
-            predicted = pseudo.frames[frame.frame_id][f"label_{b}"]
+            predicted = stored[f"label_{b}"]
             kept = refined[b][raw]
             valid = truth != IGNORE
             out[b]["all"] += np.bincount(truth[valid] * c + predicted[valid], minlength=c * c).reshape(c, c)
             both = valid & (kept != IGNORE)
             out[b]["kept"] += np.bincount(truth[both] * c + kept[both], minlength=c * c).reshape(c, c)
-    return tuple(get_label_space(cfg.target.label_space).class_names), out
+    return names, out
+
+
+def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
+    """num / den, NaN where den is 0 (no point to take a share of)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.full(np.broadcast(num, den).shape, np.nan), where=den > 0)
 
 
 def summary(conf: dict[str, np.ndarray]) -> dict[str, float]:
-    """points, kept share, accuracy of all / kept labels and the kept labels' class mIoU (in [0, 1])."""
+    """points, kept share, accuracy of all / kept labels and the kept labels' class mIoU (in [0, 1]; NaN where
+    there is nothing to take it over, e.g. the accuracy of the kept labels when none is kept)."""
     all_, kept = conf["all"], conf["kept"]
     inter = np.diag(kept).astype(np.float64)
     union = kept.sum(0) + kept.sum(1) - inter
     present = union > 0
-    return {"points": float(all_.sum()), "kept": kept.sum() / max(1, all_.sum()),
-            "acc_all": np.trace(all_) / max(1, all_.sum()), "acc_kept": np.trace(kept) / max(1, kept.sum()),
+    return {"points": float(all_.sum()), "kept": float(_ratio(kept.sum(), all_.sum())),
+            "acc_all": float(_ratio(np.trace(all_), all_.sum())), "acc_kept": float(_ratio(np.trace(kept), kept.sum())),
             "miou_kept": float((inter[present] / union[present]).mean()) if present.any() else float("nan")}
 
 
 def per_class(conf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per class (C,): share of the ground truth, share of the kept labels, precision and recall of the kept labels."""
+    """Per class (C,): share of the ground truth, share of the kept labels, precision and recall of the kept labels
+    (NaN for the precision of a class never kept and the recall of a class absent from the ground truth)."""
     all_, kept = conf["all"].astype(np.float64), conf["kept"].astype(np.float64)
-    return {"gt share": all_.sum(1) / max(1.0, all_.sum()), "kept share": kept.sum(0) / max(1.0, kept.sum()),
-            "precision": np.diag(kept) / np.maximum(1.0, kept.sum(0)),
-            "recall": np.diag(kept) / np.maximum(1.0, all_.sum(1))}
+    return {"gt share": _ratio(all_.sum(1), all_.sum()), "kept share": _ratio(kept.sum(0), kept.sum()),
+            "precision": _ratio(np.diag(kept), kept.sum(0)), "recall": _ratio(np.diag(kept), all_.sum(1))}
 
 
-def main(args: list[str]) -> None:
-    classes = "--classes" in args
-    args = [a for a in args if a != "--classes"]
-    if len(args) != 2:
-        print(__doc__)
-        raise SystemExit(2)
-    pl, run = args
-    names, conf = confusions(pl, run)
-    print(f"pseudo-labels {pl} (target of {run}), in %:\n")
+def percent(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{100 * x:.1f}"
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pl_quality", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pl", help="a pseudo-label file of `xmkd pseudo-label`")
+    parser.add_argument("run", help="a UDA run directory of the same target data")
+    parser.add_argument("--split", default=None, help="the target split the file was made from")
+    parser.add_argument("--classes", action="store_true", help="the per-class table too")
+    args = parser.parse_args(argv)
+    names, conf = confusions(args.pl, args.run, args.split)
+    print(f"pseudo-labels {args.pl} (target of {args.run}), in %:\n")
     print("| branch | points | kept | acc all | acc kept | class mIoU kept |\n|---|---|---|---|---|---|")
     for b in BRANCHES:
         s = summary(conf[b])
-        print(f"| {b.upper()} | {int(s['points'])} | {100 * s['kept']:.1f} | {100 * s['acc_all']:.1f} | "
-              f"{100 * s['acc_kept']:.1f} | {100 * s['miou_kept']:.1f} |")
-    if classes:
+        print(f"| {b.upper()} | {int(s['points'])} | " + " | ".join(
+            percent(s[k]) for k in ("kept", "acc_all", "acc_kept", "miou_kept")) + " |")
+    if args.classes:
         for b in BRANCHES:
             rows = per_class(conf[b])
             print(f"\n| {b.upper()} | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
             for key, values in rows.items():
-                print(f"| {key} | " + " | ".join(f"{100 * v:.1f}" for v in values) + " |")
+                print(f"| {key} | " + " | ".join(percent(v) for v in values) + " |")
 
 
 if __name__ == "__main__":

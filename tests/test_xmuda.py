@@ -281,6 +281,28 @@ def test_pl_quality_scores_pseudo_labels_against_the_targets_ground_truth(domain
     other.save(tmp_path / "empty.npz")
     with pytest.raises(SystemExit, match="no pseudo-labels for frame"):
         confusions(tmp_path / "empty.npz", run, "mini_train")
+    # the same frame ids with other point counts (another dataset's file), other classes, not a pseudo-label file
+    shifted = PseudoLabels.load(tmp_path / "pl.npz")
+    for f in shifted.frames.values():
+        f["points"] = np.array(int(f["points"]) + 1)
+    shifted.save(tmp_path / "shifted.npz")
+    with pytest.raises(SystemExit, match="points there and"):
+        confusions(tmp_path / "shifted.npz", run, "mini_train")
+    wider = PseudoLabels(c + 1)
+    wider.finish()
+    wider.save(tmp_path / "wider.npz")
+    with pytest.raises(SystemExit, match=f"{c + 1} classes"):
+        confusions(tmp_path / "wider.npz", run, "mini_train")
+    (tmp_path / "notes.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a pseudo-label file"):
+        confusions(tmp_path / "notes.json", run, "mini_train")
+    with pytest.raises(SystemExit, match="not a run directory"):
+        confusions(tmp_path / "pl.npz", tmp_path / "nowhere", "mini_train")
+    seg_cfg = load_config(REPO / "configs" / "lidar_seg" / "synthetic.yaml", [f"data.root={domains['day']}"],
+                          schema=get_recipe("lidar_seg").schema)
+    save_config(seg_cfg, tmp_path / "seg_run")
+    with pytest.raises(SystemExit, match="no target domain"):
+        confusions(tmp_path / "pl.npz", tmp_path / "seg_run", "mini_train")
 
 
 def test_pl_quality_per_class_on_a_hand_made_confusion():
@@ -294,3 +316,7 @@ def test_pl_quality_per_class_on_a_hand_made_confusion():
     rows = per_class({"all": all_, "kept": kept})
     assert np.allclose(rows["precision"], [1.0, 0.8]) and np.allclose(rows["recall"], [3 / 6, 4 / 6])
     assert np.allclose(rows["kept share"], [3 / 8, 5 / 8]) and np.allclose(rows["gt share"], [0.5, 0.5])
+    # nothing kept: the kept accuracy and a never-kept class's precision are undefined (NaN, printed n/a)
+    none = summary({"all": all_, "kept": np.zeros((2, 2), int)})
+    assert none["kept"] == 0 and np.isnan(none["acc_kept"]) and np.isnan(none["miou_kept"])
+    assert np.isnan(per_class({"all": all_, "kept": np.array([[3, 0], [1, 0]])})["precision"][1])
