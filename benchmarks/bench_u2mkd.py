@@ -8,6 +8,9 @@
                                                              # scheduler: teacher first; same training per row)
     python -m benchmarks.bench_u2mkd --rows student_nokd student_kd   # only these rows (+ their teacher); the
                                                              # others can follow later
+    XMKD_BENCH_OUT=outputs/bench_u2mkd_1600 python -m benchmarks.bench_u2mkd --student-steps 1600 \
+        --rows student_nokd student_kd                       # the full-label students at another schedule (its
+                                                             # own output folder: a folder keeps one budget)
 
 Per seed S (outputs/bench_u2mkd/seed<S>/): its own 40-keyframe world (32 train / 8 validation frames, three
 front cameras at 128x72), then the rows of `xmkd.demo.plan` at the `BENCH` budget:
@@ -35,7 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -322,10 +325,22 @@ def tables(full: list[dict], scarce: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def use_student_steps(steps: int | None) -> None:
+    """Train the full-label students for `steps` iterations instead of `BUDGETS["bench"].student_steps` (None: that
+    default): the module's `BENCH` budget for this process. The budget is saved with each regime's file, so a folder
+    of another schedule is refused (`run_regime`) and seeds of two schedules share no table (`common_budget`).
+    Raises ValueError for fewer than 10 steps (the loss table needs a step in each tenth)."""
+    global BENCH
+    if steps is not None and steps < 10:
+        raise ValueError(f"student steps: at least 10 (the loss table averages each tenth of the run), not {steps}")
+    BENCH = BUDGETS["bench"] if steps is None else replace(BUDGETS["bench"], student_steps=steps)
+
+
 def main(seeds: tuple[int, ...] = SEEDS, table_only: bool = False, jobs: int = 1,
-         only: list[str] | None = None) -> None:
-    """Train and score every seed's regimes (`only`: just these rows, with their regime's teacher), then print and
-    write the tables."""
+         only: list[str] | None = None, student_steps: int | None = None) -> None:
+    """Train and score every seed's regimes (`only`: just these rows, with their regime's teacher; `student_steps`:
+    the full-label students' schedule, `use_student_steps`), then print and write the tables."""
+    use_student_steps(student_steps)
     if not table_only:  # the bigger parts first, so that several processes finish close together
         for regime, seed in [(r, s) for r in ("full", "scarce") for s in seeds]:
             if only is None or set(only) & set(REGIMES[regime]["rows"]):
@@ -347,7 +362,11 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1, help="rows of one seed trained side by side (default 1)")
     parser.add_argument("--rows", nargs="+", metavar="ROW", help="train and score only these rows (and their "
                         "regime's teacher); the tables show the rows every seed has")
+    parser.add_argument("--student-steps", type=int, metavar="N", help="iterations of the full-label students "
+                        f"(default {BENCH.student_steps}; use an output folder of its own: a folder keeps one budget)")
     args = parser.parse_args()
+    if args.student_steps is not None and args.student_steps < 10:
+        parser.error(f"--student-steps must be at least 10, not {args.student_steps}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
     if args.table and args.rows:
@@ -355,4 +374,4 @@ if __name__ == "__main__":
     known = [*FULL["rows"], *SCARCE["rows"]]
     if unknown := [n for n in args.rows or [] if n not in known]:
         parser.error(f"--rows: unknown {unknown}; the rows are {known}")
-    main(tuple(dict.fromkeys(args.seeds)), args.table, args.jobs, args.rows)
+    main(tuple(dict.fromkeys(args.seeds)), args.table, args.jobs, args.rows, args.student_steps)

@@ -297,3 +297,35 @@ def test_benchmark_runner_refuses_options_before_running_anything(monkeypatch, c
     assert runner.main(["u2mkd", "--rows", "student_kd"]) == 2
     assert "python -m benchmarks.bench_u2mkd --rows student_kd" in capsys.readouterr().err
     assert runner.main(["u2mkd", "nosuch"]) == 2 and "unknown benchmark 'nosuch'" in capsys.readouterr().err
+
+
+def test_benchmark_student_steps_option_trains_the_full_label_students_longer(tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    import pytest
+
+    import benchmarks.bench_u2mkd as bench
+
+    monkeypatch.setattr(bench, "BENCH", bench.BENCH)  # restored after the test
+    monkeypatch.setattr(bench, "OUT", tmp_path)
+    trained, windows = {}, []
+    monkeypatch.setattr(bench, "make_dataset", lambda out, *a: out)
+    monkeypatch.setattr(bench, "train_rows", lambda rows, *a, **k: trained.update(rows))
+    monkeypatch.setattr(bench, "evaluate", lambda runs, names, teacher: {n: {"miou6": 1.0} for n in names})
+    monkeypatch.setattr(bench, "class_shares", lambda data: {})
+    monkeypatch.setattr(bench, "loss_windows", lambda run, steps: windows.append(steps) or [2.0] * 10)
+    default = bench.BUDGETS["bench"].student_steps
+    bench.use_student_steps(2 * default)
+    result = bench.run_regime(0, "full", only=["student_kd"])
+    assert f"train.max_iters={2 * default}" in trained["student_kd"][1]
+    assert f"train.max_iters={bench.BUDGETS['bench'].teacher_steps}" in trained["teacher"][1]  # the teacher as before
+    assert windows == [2 * default] and result["budget"]["student_steps"] == 2 * default
+    # the folder now holds the longer schedule: the default one is refused there, and the table names the schedule
+    bench.use_student_steps(None)
+    with pytest.raises(SystemExit, match=r"trained at another budget.*student_steps"):
+        bench.run_regime(0, "full", only=["student_nokd"])
+    part = json.loads((tmp_path / "seed0" / "full.json").read_text())
+    assert part["budget"] == json.loads(json.dumps({**asdict(bench.BUDGETS["bench"]), "student_steps": 2 * default}))
+    with pytest.raises(ValueError, match="at least 10"):
+        bench.use_student_steps(5)
