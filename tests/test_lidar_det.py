@@ -350,11 +350,13 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     assert "mean ± std (ddof 0) over seeds 0 (" in out and "| student, GT only | " in out
     tables, curves = out.split("Detection stage, Car 3D loose at each validation")
     assert "12.5" in tables and "50.0" not in tables and "| CMKD | not measured |" in tables
-    assert "; oracle-depth student − CMKD n/a (not measured)" in tables  # the upper bound is paired with CMKD too
-    assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student" in out
+    assert "; oracle-depth student, bin histogram − CMKD n/a (not measured)" in tables  # the upper bound as well
+    assert "| oracle-depth student |" not in tables  # the one-hot oracle: an optional row
+    assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student, bin histogram" in out
     assert "Pedestrian" in out and "**Cyclist**" not in out  # 12 valid boxes: not reported
     assert "7.0" not in out and "- HSRDN: n/a\n" in curves
-    assert not (tmp_path / "seed0" / "runs" / "oracle").exists() and not (tmp_path / "seed1").exists()  # no training
+    assert not (tmp_path / "seed0" / "runs" / "oracle_hist").exists()  # no training
+    assert not (tmp_path / "seed1").exists()
     assert "- student, GT only: 3: 12.5\n" in curves and "- CMKD: 1: 50.0\n" in curves  # so far
     assert "relation" not in out  # a variant row shows only once one of its runs has finished
     logged("cmkd", 3, ap=20.0)
