@@ -639,3 +639,25 @@ def test_oracle_cells_measures_the_lifted_cells_of_the_validation_frames(kitti):
     r = oracle_cells(str(kitti), every=1)
     assert r["car_cell_count"] > 0 and 0.5 < r["cells"] <= 1.0 and 0.5 < r["car_cells"] <= 1.0
     assert 0.0 <= r["car_off_2m"] <= r["car_off"] <= 1.0
+
+
+def test_hsrdn_names_the_key_of_a_missing_or_wrong_checkpoint(kitti, teacher_run, tmp_path):
+    from xmkd.errors import XmkdConfigError
+
+    ckpt = teacher_run / "checkpoints" / "last.pt"
+    with pytest.raises(XmkdConfigError, match=r"model.student.init: .*nope.pt: no such checkpoint; the detection "
+                                              r"stage starts from a BEV-stage run: train its \*_bev config first"):
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", f"model.student.init={tmp_path / 'nope.pt'}")
+    with pytest.raises(XmkdConfigError, match=r"model.student.init: .*last.pt is a checkpoint of a lidar_det run; "
+                                              r"expected a run of hsrdn or cmkd"):
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", f"model.student.init={ckpt}")
+    with pytest.raises(XmkdConfigError, match=r"model.teacher_checkpoint: .*nope.pt: no such checkpoint; train the "
+                                              r"LiDAR teacher first"):
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={tmp_path / 'nope.pt'}")
+    # a teacher of another BEV network: both values named (not a list of mismatched tensors)
+    with pytest.raises(XmkdConfigError, match=r"model.second: the teacher .*last.pt was trained with "
+                                              r"bev_channels=64 and this config has bev_channels=96"):
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.second.bev_channels=96")
+    # how the BatchNorms train is not the network's shape: a student may set its own momentum
+    stage1 = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.second.bn_momentum=0.5")
+    assert "net" in stage1.nets

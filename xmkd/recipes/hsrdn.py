@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -211,23 +212,50 @@ class HSRDNRecipe(LidarDetRecipe):
                 load_weights(student.depth_head, head, f"{path} [classifier]")
         if m.teacher_checkpoint:
             if not is_architecture_only():
-                self.check_teacher_voxels(m.teacher_checkpoint)
+                self.check_teacher(m.teacher_checkpoint)
                 load_second_checkpoint(teacher, m.teacher_checkpoint)  # xmkd's, or an OpenPCDet / CMKD checkpoint
             self.nets["teacher"] = teacher.to(self.device)
         if m.student.init:
+            if not is_architecture_only():
+                self.run_config("model.student.init", m.student.init, ("hsrdn", "cmkd"),
+                                "the detection stage starts from a BEV-stage run: train its *_bev config first "
+                                "(e.g. configs/hsrdn/synthetic_bev.yaml), or set model.student.init=''")
             load_module_from_file(student, m.student.init, key="net")
         if m.teacher_checkpoint and (m.reset_head or not m.student.init):
             student.bev.load_state_dict(teacher.bev.state_dict())  # BEV backbone + head start from the teacher's
         student.set_head_frozen(m.stage == "bev")
         self.nets["net"] = student.to(self.device)
 
-    def check_teacher_voxels(self, path: str) -> None:
-        """The teacher is re-voxelised on this config's point range (the student's, as released) but must keep the
-        voxel size it was trained on: XmkdConfigError when the checkpoint's config says otherwise."""
+    @staticmethod
+    def run_config(key: str, path: str, recipes: tuple[str, ...], hint: str) -> dict:
+        """The config an xmkd checkpoint was trained with ({} for a file without one: an OpenPCDet checkpoint).
+        XmkdConfigError naming the config `key` when the file is missing (with `hint`) or is a run of a recipe not
+        in `recipes`."""
+        if not Path(path).is_file():
+            raise XmkdConfigError(f"{key}: {path}: no such checkpoint; {hint}")
         text = load(path).get("config")
-        if not text:
+        trained = yaml.safe_load(text) if text else {}
+        if trained.get("recipe") not in (None, *recipes):
+            raise XmkdConfigError(f"{key}: {path} is a checkpoint of a {trained['recipe']} run; expected a run of "
+                                  f"{' or '.join(recipes)}")
+        return trained
+
+    def check_teacher(self, path: str) -> None:
+        """The teacher checkpoint is a lidar_det run (or an OpenPCDet one) with this config's `model.second`
+        network; it is re-voxelised on this config's point range (the student's, as released) but must keep the
+        voxel size it was trained on. XmkdConfigError naming the key and both values otherwise."""
+        trained = self.run_config("model.teacher_checkpoint", path, ("lidar_det",),
+                                  "train the LiDAR teacher first (configs/lidar_det/*.yaml)")
+        if not trained:
             return  # an OpenPCDet checkpoint: nothing to compare
-        trained = yaml.safe_load(text).get("data", {})
+        mine = OmegaConf.to_container(self.cfg.model.second)
+        theirs = trained.get("model", {}).get("second", {})
+        # the network's shape; bn_momentum is how a run trains its BatchNorms, which a student may set otherwise
+        if diff := [k for k in mine if k != "bn_momentum" and k in theirs and theirs[k] != mine[k]]:
+            raise XmkdConfigError(f"model.second: the teacher {path} was trained with " + ", ".join(
+                f"{k}={theirs[k]}" for k in diff) + " and this config has " + ", ".join(
+                f"{k}={mine[k]}" for k in diff) + "; the student copies the teacher's BEV network, so they must agree")
+        trained = trained.get("data", {})
         for key in ("voxel_size", "voxel_z"):
             mine = getattr(self.cfg.data, key)
             if key in trained and not math.isclose(float(trained[key]), float(mine)):
