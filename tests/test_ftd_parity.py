@@ -157,6 +157,43 @@ def test_ftd_ssda_and_ssda_with_pseudo_labels(worlds, tmp_path):
     sum(losses.values()).backward()
 
 
+def test_a_pseudo_label_file_of_another_split_or_dataset_is_refused_before_training(worlds, tmp_path):
+    from xmkd.errors import XmkdDataError
+
+    recipe = build(worlds, tmp_path, "ftd/synthetic_day_night_ssda.yaml")
+    frames = list(recipe.frames_of(recipe.cfg.target, "synthetic_train_unlabeled"))
+
+    def write(name, skip=0, extra_points=0):
+        pl = PseudoLabels(6)
+        for f in frames[skip:]:
+            n = int(f.meta.get("num_keyframe_points", f.num_points))
+            pl.add(f.frame_id, n + extra_points, np.arange(n), np.full(n, 0.9), f.labels[:n] % 6, np.full(n, 0.9),
+                   f.labels[:n] % 6)
+        pl.finish()
+        return pl.save(tmp_path / name)
+
+    args = ("ftd/synthetic_day_night_ssda.yaml", "model.lambda_pl=1.0")
+    with pytest.raises(XmkdDataError, match=r"part.npz: model.pseudo_labels: no pseudo-labels for 1 of the "
+                                            rf"{len(frames)} frames of split 'synthetic_train_unlabeled'.*--split "
+                                            "synthetic_train_unlabeled"):
+        build(worlds, tmp_path, *args, f"model.pseudo_labels={write('part.npz', skip=1)}")
+    # the same frame ids with other point counts: made from another world (synthetic worlds repeat ids)
+    with pytest.raises(XmkdDataError, match=rf"{len(frames)} frame\(s\) of split 'synthetic_train_unlabeled' have "
+                                            r"other point counts than the file's .*a file made from another dataset"):
+        build(worlds, tmp_path, *args, f"model.pseudo_labels={write('other.npz', extra_points=5)}")
+    shifted = PseudoLabels.load(tmp_path / "other.npz")
+    with pytest.raises(XmkdDataError, match=r"other.npz: frame .* has \d+ points in the file and \d+ in the dataset"):
+        shifted.refined(frames[0].frame_id, int(shifted.frames[frames[0].frame_id]["points"]) - 5)
+    # not a pseudo-label file at all: named, with what it is
+    (tmp_path / "config.yaml").write_text("recipe: ftd\n")
+    np.savez(tmp_path / "arrays.npz", x=np.zeros(3))
+    for name in ("config.yaml", "arrays.npz"):
+        with pytest.raises(XmkdDataError, match=rf"{name}: not a pseudo-label file of `xmkd pseudo-label`"):
+            PseudoLabels.load(tmp_path / name)
+    with pytest.raises(XmkdDataError, match="no pseudo-labels for frame nosuch"):
+        shifted.refined("nosuch")
+
+
 def test_fm_target_is_the_softmax_of_summed_probabilities():
     recipe = unbuilt("ftd/synthetic_day_night.yaml")
     # two confident heads on class 0 (p = 0.9, 0.05, 0.05): the target is softmax([1.8, 0.1, 0.1])

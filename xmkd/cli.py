@@ -407,7 +407,8 @@ def _cmd_viz(args: argparse.Namespace) -> int:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     """Options of the commands that run a trained model over a split."""
-    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last)")
+    p.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last; the UDA recipes' last, as "
+                   "released)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -494,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's checkpoint(s)")
     p.add_argument("run_dir")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--ckpt", help="checkpoint file (default: the run's best)")
+    g.add_argument("--ckpt", help="checkpoint file (default: the run's best, else last; the UDA recipes' last, as "
+                   "released)")
     g.add_argument("--all", action="store_true", help="every saved checkpoint, with a metric curve")
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -36,6 +36,7 @@ class PseudoLabels:
     num_classes: int
     frames: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # id -> raw, points, prob/label 2d/3d
     thresholds: dict[str, np.ndarray] = field(default_factory=dict)
+    path: str = ""  # the file it was read from (named in errors)
 
     def add(self, frame_id: str, num_points: int, raw: np.ndarray, prob_2d: np.ndarray, label_2d: np.ndarray,
             prob_3d: np.ndarray, label_3d: np.ndarray) -> None:
@@ -51,12 +52,34 @@ class PseudoLabels:
                                                                                                                 int)
             self.thresholds[m] = class_thresholds(prob, label, self.num_classes)
 
-    def refined(self, frame_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(2D, 3D) refined labels for every keyframe point of a frame (IGNORE where unseen or unsure)."""
+    def check_split(self, records: list[dict], split: str, key: str = "model.pseudo_labels") -> None:
+        """That the file holds every frame of a split (index records: "id", and "stats" "points" where the index has
+        it) with as many points as the dataset: a file made from another split or dataset is refused before training
+        (frame ids alone can repeat across synthetic worlds). XmkdDataError naming `key`, the file and the frames."""
+        missing = [r["id"] for r in records if r["id"] not in self.frames]
+        if missing:
+            raise XmkdDataError(f"no pseudo-labels for {len(missing)} of the {len(records)} frames of split {split!r} "
+                                f"(e.g. {', '.join(missing[:3])}); make them from that split: `xmkd pseudo-label RUN "
+                                f"--split {split}`", source=self.path, field=key)
+        wrong = [(r["id"], int(self.frames[r["id"]]["points"]), r["stats"]["points"]) for r in records
+                 if r.get("stats", {}).get("points") and int(self.frames[r["id"]]["points"]) != r["stats"]["points"]]
+        if wrong:
+            fid, here, there = wrong[0]
+            raise XmkdDataError(f"{len(wrong)} frame(s) of split {split!r} have other point counts than the file's "
+                                f"(e.g. {fid}: {here} points in the file, {there} in the dataset): a file made from "
+                                "another dataset?", source=self.path, field=key)
+
+    def refined(self, frame_id: str, points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(2D, 3D) refined labels for every keyframe point of a frame (IGNORE where unseen or unsure). `points`:
+        the frame's keyframe points, checked against the file's. XmkdDataError naming the file and frame when the
+        file does not hold the frame or holds another point count."""
         f = self.frames.get(frame_id)
         if f is None:
-            raise XmkdDataError("no pseudo-labels for this frame (was the file made from this split?)",
-                                source=frame_id)
+            raise XmkdDataError(f"no pseudo-labels for frame {frame_id} (was the file made from this split?)",
+                                source=self.path or None)
+        if points is not None and int(f["points"]) != points:
+            raise XmkdDataError(f"frame {frame_id} has {int(f['points'])} points in the file and {points} in the "
+                                "dataset (a file made from another dataset?)", source=self.path or None)
         out = []
         for m in ("2d", "3d"):
             full = np.full(int(f["points"]), IGNORE, np.int64)
@@ -76,13 +99,22 @@ class PseudoLabels:
 
     @classmethod
     def load(cls, path: str | Path) -> PseudoLabels:
+        """The file `save` wrote. XmkdDataError naming it when it is missing or is not such a file."""
         try:
             data = np.load(path)
         except FileNotFoundError:
             raise XmkdDataError("pseudo-label file is missing (run `xmkd pseudo-label`)", source=str(path)) from None
-        out = cls(int(data["num_classes"]))
-        keys = ("points", "raw", "prob_2d", "label_2d", "prob_3d", "label_3d")
-        for i, fid in enumerate(data["ids"].tolist()):
-            out.frames[fid] = {k: data[f"{i}/{k}"] for k in keys}
-        out.thresholds = {m: data[f"thresholds/{m}"] for m in ("2d", "3d")}
+        except (OSError, ValueError, EOFError) as err:  # not an npz archive (numpy refuses pickles): say what it is
+            raise XmkdDataError(f"not a pseudo-label file of `xmkd pseudo-label` ({type(err).__name__}: {err})",
+                                source=str(path)) from None
+        try:
+            with data:
+                out = cls(int(data["num_classes"]), path=str(path))
+                keys = ("points", "raw", "prob_2d", "label_2d", "prob_3d", "label_3d")
+                for i, fid in enumerate(data["ids"].tolist()):
+                    out.frames[fid] = {k: data[f"{i}/{k}"] for k in keys}
+                out.thresholds = {m: data[f"thresholds/{m}"] for m in ("2d", "3d")}
+        except (KeyError, ValueError) as err:
+            raise XmkdDataError(f"not a pseudo-label file of `xmkd pseudo-label` (an npz without {err})",
+                                source=str(path)) from None
         return out

@@ -49,10 +49,11 @@ def restore_nets(nets: dict[str, nn.Module], path: str | Path, map_location: str
     return state
 
 
-def best_or_last(run_dir: str | Path) -> Path:
-    """A run directory's best checkpoint, else its last. Raises XmkdError naming the folder when it has neither."""
+def best_or_last(run_dir: str | Path, order: tuple[str, ...] = ("best.pt", "last.pt")) -> Path:
+    """A run directory's first checkpoint of `order` that exists (default: its best, else its last; a recipe's
+    `default_checkpoints`). Raises XmkdError naming the folder when it has none of them."""
     folder = Path(run_dir) / "checkpoints"
-    for name in ("best.pt", "last.pt"):
+    for name in order:
         if (folder / name).exists():
             return folder / name
-    raise XmkdError(f"{folder}: no best.pt or last.pt")
+    raise XmkdError(f"{folder}: no {' or '.join(order)}")

@@ -26,6 +26,9 @@ class Recipe:
 
     name = ""
     schema: type = ExperimentConfig
+    # the saved checkpoint `xmkd eval` / `predict` / `infer` / `pseudo-label` use when none is given: the first that
+    # exists (best.pt: the best validation of `train.best_metric`)
+    default_checkpoints: tuple[str, ...] = ("best.pt", "last.pt")
     # config key -> groups of values this recipe treats alike (a resumed or reused run whose saved value and the
     # requested one share a group is the same run: `xmkd.runs.config_changes`)
     same_values: ClassVar[dict[str, list[list[Any]]]] = {}

@@ -102,6 +102,8 @@ class FtDRecipe(XMUDARecipe):
             if not m.pseudo_labels:
                 raise XmkdConfigError("model.pseudo_labels: lambda_pl > 0 needs a file from `xmkd pseudo-label`")
             self.pseudo = PseudoLabels.load(m.pseudo_labels)
+            t = self.cfg.target
+            self.pseudo.check_split(self.frames_of(t, t.train_split).records, t.train_split)
 
     def make_net2d(self) -> nn.Module:
         net = super().make_net2d()
@@ -135,7 +137,7 @@ class FtDRecipe(XMUDARecipe):
     def make_domain_sample(self, frame: Frame, rng: np.random.Generator | None, d, domain: str) -> dict[str, Any]:
         sample = super().make_domain_sample(frame, rng, d, domain)
         if self.pseudo is not None and domain == "target" and rng is not None:  # the unlabelled target only
-            labels_2d, labels_3d = self.pseudo.refined(frame.frame_id)
+            labels_2d, labels_3d = self.pseudo.refined(frame.frame_id, int(sample["points"]))
             sample["pl_2d"], sample["pl_3d"] = labels_2d[sample["raw"]], labels_3d[sample["raw"]]
         return sample
 

@@ -188,6 +188,9 @@ class DualHead(nn.Module):
 
 class XMUDARecipe(Recipe):
     name = "xmuda"
+    # as released (xmuda README): tests and pseudo-labels from the last checkpoint, so that nothing is selected on
+    # the validation split, which the nuScenes configs share with the test split; `--ckpt RUN/checkpoints/best.pt`
+    default_checkpoints = ("last.pt",)
     # a domain's camera is its cameras[0], else model.camera (`camera_of`): [] and null both mean model.camera (runs
     # saved before data.cameras: [] came to mean "none" elsewhere hold [])
     same_values = {"data.cameras": [[[], None]], "target.cameras": [[[], None]]}

@@ -1,4 +1,5 @@
-"""`xmkd eval RUN_DIR`: evaluate a run's best (or a given) checkpoint, or every saved one with a curve."""
+"""`xmkd eval RUN_DIR`: evaluate a run's default checkpoint (its recipe's `default_checkpoints`: best.pt, or the UDA
+recipes' last.pt) or a given one, or every saved one with a curve."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from xmkd.io import atomic_write_text
 from xmkd.runs.run_dir import run_config
 
 
-def _checkpoints(run_dir: Path, ckpt: str | None, every: bool) -> list[Path]:
+def _checkpoints(run_dir: Path, ckpt: str | None, every: bool, order: tuple[str, ...]) -> list[Path]:
     folder = run_dir / "checkpoints"
     if ckpt:
         return [Path(ckpt)]
@@ -27,7 +28,7 @@ def _checkpoints(run_dir: Path, ckpt: str | None, every: bool) -> list[Path]:
         if not snaps and not last.exists():
             raise XmkdError(f"{folder}: no checkpoints")
         return snaps or [last]
-    return [checkpoint.best_or_last(run_dir)]
+    return [checkpoint.best_or_last(run_dir, order)]
 
 
 def evaluate_run(run_dir: str | Path, ckpt: str | None = None, every: bool = False, json_out: str | None = None,
@@ -39,7 +40,8 @@ def evaluate_run(run_dir: str | Path, ckpt: str | None = None, every: bool = Fal
     recipe.build()
     val_set = recipe.val_dataset()
     results: dict[str, dict[str, Any]] = {}
-    for path in tqdm(_checkpoints(run_dir, ckpt, every), desc="eval", disable=not progress):
+    paths = _checkpoints(run_dir, ckpt, every, recipe_cls.default_checkpoints)
+    for path in tqdm(paths, desc="eval", disable=not progress):
         state = checkpoint.restore_nets(recipe.nets, path, device)
         loader = make_loader(val_set, EvalSampler(len(val_set), distributed.rank(), distributed.world_size()),
                              cfg.data.batch_size, recipe.collate, cfg.data.num_workers, device.type == "cuda", False)

@@ -23,7 +23,8 @@ from xmkd.runs.run_dir import run_config, run_recipe
 
 def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: str = "cpu",
                  needs: tuple[str, str] | None = None) -> Recipe:
-    """The run's recipe with its nets built, loaded from `ckpt` (default: best.pt, else last.pt) and in eval mode.
+    """The run's recipe with its nets built, loaded from `ckpt` (default: the recipe's `default_checkpoints`: best.pt,
+    else last.pt; the UDA recipes' last.pt, as released) and in eval mode.
     `needs` = (method, what it is for): refuse, before loading anything, a recipe without that method (or with only
     the base `Recipe`'s, which raises NotImplementedError)."""
     run_dir = Path(run_dir)
@@ -31,7 +32,7 @@ def load_trained(run_dir: str | Path, ckpt: str | Path | None = None, device: st
     if needs is not None and getattr(recipe_cls, needs[0], None) in (None, getattr(Recipe, needs[0], None)):
         raise XmkdError(f"{run_dir}: recipe {recipe_cls.name!r} {needs[1]}")
     _, cfg = run_config(run_dir)
-    ckpt = ckpt or checkpoint.best_or_last(run_dir)
+    ckpt = ckpt or checkpoint.best_or_last(run_dir, recipe_cls.default_checkpoints)
     if getattr(cfg.model, "kd", False):  # predictions come from the student alone; the teacher is not needed
         _, cfg = run_config(run_dir, ["model.kd=false"])
     recipe = recipe_cls(cfg, torch.device(device))
