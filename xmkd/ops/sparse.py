@@ -77,13 +77,15 @@ def sparse_tensor(features: torch.Tensor, coords: torch.Tensor, spatial_shape: A
     sp = spconv_module()
     if coords.ndim != 2 or coords.shape[1] != 4:
         raise ValueError(f"coords must be (M, 4) = (batch, x, y, z), got {tuple(coords.shape)}")
-    cells = batch_size * math.prod(int(s) for s in spatial_shape)
+    shape = [int(s) for s in spatial_shape]
+    cells = batch_size * math.prod(shape)
     if not features.is_cuda and cells > CPU_MAX_CELLS:
         raise XmkdConfigError(
-            f"a sparse batch of {batch_size} x {list(spatial_shape)} voxels = {cells} cells: spconv on CPU keys voxels "
-            f"in 32 bits and mixes up the samples past {CPU_MAX_CELLS} cells; lower train.batch_size (or "
-            f"eval batch size), shrink data.point_range or enlarge data.voxel_size, or run on a GPU")
-    return sp.SparseConvTensor(features, coords.int().contiguous(), [int(s) for s in spatial_shape], batch_size)
+            f"a sparse batch of {batch_size} x {shape} voxels = {cells} cells: spconv on CPU keys voxels "
+            f"in 32 bits and mixes up the samples past {CPU_MAX_CELLS} cells; lower data.batch_size (and "
+            f"target.batch_size where the recipe has a target domain), shrink data.point_range or enlarge "
+            f"data.voxel_size, or run on a GPU")
+    return sp.SparseConvTensor(features, coords.int().contiguous(), shape, batch_size)
 
 
 def lookup(query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
