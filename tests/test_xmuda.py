@@ -339,3 +339,17 @@ def test_uda_runs_are_evaluated_and_pseudo_labelled_from_their_last_checkpoint(t
     (tmp_path / "checkpoints" / "last.pt").unlink()
     with pytest.raises(XmkdError, match=r"checkpoints: no last.pt"):
         best_or_last(tmp_path, get_recipe("ftd").default_checkpoints)
+
+
+def test_a_missing_dataset_root_or_imagenet_file_is_named(domains, tmp_path):
+    from xmkd.errors import XmkdConfigError, XmkdError
+
+    recipe_cls, cfg = config(domains, tmp_path, f"target.root={tmp_path / 'nite'}")
+    recipe = recipe_cls(cfg, torch.device("cpu"))
+    recipe.build()
+    with pytest.raises(XmkdError, match=r"nite/xmkd_index: no index here \(.*nite does not exist: is the "
+                                        r"dataset root, data.root / target.root, right\?\)"):
+        recipe.train_dataset()
+    recipe_cls, cfg = config(domains, tmp_path, f"model.pretrained_2d={tmp_path / 'resnet34.pth'}")
+    with pytest.raises(XmkdConfigError, match=r"model.pretrained_2d: .*resnet34.pth: no such file \(an ImageNet"):
+        recipe_cls(cfg, torch.device("cpu")).build()

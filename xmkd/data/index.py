@@ -183,7 +183,9 @@ def load_index(path: str | Path) -> dict[str, Any]:
     try:
         index = json.loads(path.read_text())
     except FileNotFoundError:
-        raise XmkdError(f"{path}: no index here; run `xmkd prepare` first") from None
+        gone = next((p for p in (path.parent.parent, path.parent) if not p.exists()), None)
+        why = f" ({gone} does not exist: is the dataset root, data.root / target.root, right?)" if gone else ""
+        raise XmkdError(f"{path}: no index here{why}; run `xmkd prepare` first") from None
     except json.JSONDecodeError as err:
         raise XmkdDataError(f"corrupt index: {err}", source=str(path)) from None
     if index.get("format") != "xmkd-index/1":

@@ -228,6 +228,9 @@ class XMUDARecipe(Recipe):
     def make_net2d(self) -> nn.Module:
         """UNet-ResNet34 (or -18) with the main and mimicry heads on its 64-d point features."""
         m = self.cfg.model
+        if m.pretrained_2d and not is_architecture_only() and not Path(m.pretrained_2d).is_file():
+            raise XmkdConfigError(f"model.pretrained_2d: {m.pretrained_2d}: no such file (an ImageNet ResNet state "
+                                  "dict with torchvision's names; '' for a random initialisation)")
         return nn.ModuleDict({"backbone": UNetResNet(m.backbone_2d, m.dropout_2d, m.pretrained_2d),
                               "head": DualHead(64, self.space.num_classes)})
 
