@@ -369,6 +369,9 @@ if __name__ == "__main__":
         parser.error(f"--student-steps must be at least 10, not {args.student_steps}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    if args.table and args.student_steps is not None:
+        parser.error("--student-steps chooses a schedule to train; --table trains nothing (it shows the schedule the "
+                     "folder's seeds were trained at)")
     if args.table and args.rows:
         parser.error("--rows chooses rows to train; --table trains nothing (it shows the rows every seed has)")
     known = [*FULL["rows"], *SCARCE["rows"]]

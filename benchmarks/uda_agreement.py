@@ -9,7 +9,7 @@ For every run folder (a run directory, or a folder of them) and every labelled p
 `conf right / wrong`: the mean max probability of the right and of the wrong network on them (the xM average
 follows the more confident one). A cross-modal KL that pulls each network toward the other's mistakes shows as
 more shared-wrong points; one that makes the wrong network more confident, as fewer fixes. Reads the
-best (else last) checkpoint of each run; about 10 s per run on one core.
+last checkpoint of each run (the UDA recipes' default, as released); about 10 s per run on one core.
 
 `--where CLASS` prints instead where the points labelled CLASS go: for each run and each of 2D / 3D / xM, the
 share of them predicted as each class (the row of the confusion matrix, in %).

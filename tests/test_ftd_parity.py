@@ -184,10 +184,25 @@ def test_a_pseudo_label_file_of_another_split_or_dataset_is_refused_before_train
     shifted = PseudoLabels.load(tmp_path / "other.npz")
     with pytest.raises(XmkdDataError, match=r"other.npz: frame .* has \d+ points in the file and \d+ in the dataset"):
         shifted.refined(frames[0].frame_id, int(shifted.frames[frames[0].frame_id]["points"]) - 5)
+    # a file of another label space: refused before its labels index past the classifier
+    wide = PseudoLabels.load(write("ok.npz"))
+    wide.num_classes = 10
+    wide.save(tmp_path / "wide.npz")
+    with pytest.raises(XmkdDataError, match=r"wide.npz: model.pseudo_labels: made for 10 classes; this run's label "
+                                            r"space 'nuscenes6' has 6"):
+        build(worlds, tmp_path, *args, f"model.pseudo_labels={tmp_path / 'wide.npz'}")
+    # a frame whose point count changed after the build's check (or an index without counts): refused when sampled
+    recipe = build(worlds, tmp_path, *args, f"model.pseudo_labels={tmp_path / 'ok.npz'}")
+    for f in recipe.pseudo.frames.values():
+        f["points"] = f["points"] + 1
+    with pytest.raises(XmkdDataError, match=r"ok.npz: frame .* points in the file and .* in the dataset"):
+        recipe.train_dataset()[(0, 0)]
     # not a pseudo-label file at all: named, with what it is
     (tmp_path / "config.yaml").write_text("recipe: ftd\n")
     np.savez(tmp_path / "arrays.npz", x=np.zeros(3))
-    for name in ("config.yaml", "arrays.npz"):
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:300])
+    for name in ("config.yaml", "arrays.npz", "array.npy", "cut.npz"):
         with pytest.raises(XmkdDataError, match=rf"{name}: not a pseudo-label file of `xmkd pseudo-label`"):
             PseudoLabels.load(tmp_path / name)
     with pytest.raises(XmkdDataError, match="no pseudo-labels for frame nosuch"):

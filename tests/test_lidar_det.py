@@ -352,6 +352,7 @@ def test_hsrdn_benchmark_report_tabulates_the_finished_runs_only(tmp_path, monke
     assert "12.5" in tables and "50.0" not in tables and "| CMKD | not measured |" in tables
     assert "; oracle-depth student, bin histogram − CMKD n/a (not measured)" in tables  # the upper bound as well
     assert "| oracle-depth student |" not in tables  # the one-hot oracle: an optional row
+    assert "bin histogram − oracle-depth student" not in tables  # paired with the histogram one only when shown
     assert "Not finished: seed 0: CMKD; seed 0: HSRDN; seed 0: oracle-depth student, bin histogram" in out
     assert "Pedestrian" in out and "**Cyclist**" not in out  # 12 valid boxes: not reported
     assert "7.0" not in out and "- HSRDN: n/a\n" in curves
@@ -646,7 +647,7 @@ def test_hsrdn_names_the_key_of_a_missing_or_wrong_checkpoint(kitti, teacher_run
 
     ckpt = teacher_run / "checkpoints" / "last.pt"
     with pytest.raises(XmkdConfigError, match=r"model.student.init: .*nope.pt: no such checkpoint; the detection "
-                                              r"stage starts from a BEV-stage run: train its \*_bev config first"):
+                                              r"stage starts from a BEV-stage run of this student: train the \*_bev"):
         hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", f"model.student.init={tmp_path / 'nope.pt'}")
     with pytest.raises(XmkdConfigError, match=r"model.student.init: .*last.pt is a checkpoint of a lidar_det run; "
                                               r"expected a run of hsrdn or cmkd"):
@@ -658,6 +659,21 @@ def test_hsrdn_names_the_key_of_a_missing_or_wrong_checkpoint(kitti, teacher_run
     with pytest.raises(XmkdConfigError, match=r"model.second: the teacher .*last.pt was trained with "
                                               r"bev_channels=64 and this config has bev_channels=96"):
         hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.second.bev_channels=96")
+    # a CMKD student (self-calibration gate) cannot start from an HSRDN run (SE gate): named, not a list of tensors
+    bev_run = tmp_path / "bev"
+    bev_cfg = ["model.stage=bev", f"output_dir={bev_run}", "name=h", "train.max_iters=1", "train.val_every=1",
+               "train.ckpt_every=1"]
+    recipe_cls = get_recipe("hsrdn")
+    cfg = load_config(REPO / "configs" / "hsrdn" / "synthetic_bev.yaml", [
+        f"data.root={kitti}", "data.num_workers=0", "data.image_size=[160,48]", f"model.teacher_checkpoint={ckpt}",
+        *bev_cfg], schema=recipe_cls.schema)
+    Trainer(cfg, recipe_cls, progress=False).fit()
+    hsrdn_ckpt = bev_run / "h" / "checkpoints" / "last.pt"
+    with pytest.raises(XmkdConfigError, match=r"model.student.init: .*last.pt is a student with SCNet gate 'se' \(a "
+                                              r"hsrdn run\) and this config's gate is 'sc'"):
+        hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", f"model.student.init={hsrdn_ckpt}",
+              config="cmkd/synthetic.yaml")
+    assert "net" in hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", f"model.student.init={hsrdn_ckpt}").nets
     # how the BatchNorms train is not the network's shape: a student may set its own momentum
     stage1 = hsrdn(kitti, tmp_path, f"model.teacher_checkpoint={ckpt}", "model.second.bn_momentum=0.5")
     assert "net" in stage1.nets

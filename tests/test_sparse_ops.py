@@ -63,6 +63,6 @@ def test_a_cpu_batch_past_32_bit_voxel_keys_is_refused():
     coords = torch.tensor([[0, 1, 1, 1]])
     sparse_tensor(torch.ones(1, 1), coords, (2048, 2048, 256), 4)
     # the keys a user can set, and the grid as plain numbers (spatial shapes often arrive as tensors)
-    with pytest.raises(XmkdConfigError, match=r"5 x \[2048, 2048, 256\] voxels.*lower data.batch_size \(and "
-                                              r"target.batch_size"):
+    with pytest.raises(XmkdConfigError, match=r"5 x \[2048, 2048, 256\] voxels.*lower data.batch_size, .*"
+                                              r"target.point_range / target.voxel_size for a target domain"):
         sparse_tensor(torch.ones(1, 1), coords, torch.tensor([2048, 2048, 256]), 5)

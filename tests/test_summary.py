@@ -89,3 +89,15 @@ def test_summary_table_columns_line_up_and_depth_is_not_negative(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["summary", "point_mlp/synthetic", "--depth", "-1"])
     assert "argument --depth: expected a whole number >= 0, got '-1'" in capsys.readouterr().err
+
+
+def test_summary_of_a_pseudo_label_config_reads_no_dataset(tmp_path, capsys):
+    from xmkd.cli import main
+    from xmkd.data.pseudo_labels import PseudoLabels
+
+    pl = PseudoLabels(6)
+    pl.finish()
+    pl.save(tmp_path / "pl.npz")
+    assert main(["summary", "ftd/synthetic_day_night", "model.lambda_pl=1.0", f"model.pseudo_labels={tmp_path}/pl.npz",
+                 f"data.root={tmp_path}/none", f"target.root={tmp_path}/none", "--depth", "0"]) == 0
+    assert "fusion" in capsys.readouterr().out

@@ -108,7 +108,7 @@ def test_pseudo_label_refinement_on_a_hand_made_example():
     assert l2.tolist() == [IGNORE, 1, IGNORE, IGNORE, 0, IGNORE] and l3.tolist() == [IGNORE, 0, IGNORE, 0, 0, IGNORE]
 
 
-def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path, capsys):
+def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path, capsys, monkeypatch):
     from xmkd.cli import main
     from xmkd.data.pseudo_labels import PseudoLabels
 
@@ -161,6 +161,15 @@ def test_ftd_step_ema_teachers_and_the_pseudo_label_round_trip(domains, tmp_path
     assert (tmp_path / "stage2" / "checkpoints" / "best.pt").exists()
     assert set(evaluated) == {"last.pt"} and evaluated["last.pt"]["step"] == 2
     assert all(0 <= evaluated["last.pt"][k] <= 1 for k in ("miou_2d", "miou_3d", "miou_xm"))
+    # so do `xmkd predict` and `xmkd pseudo-label` (load_trained)
+    from xmkd.engine import checkpoint
+    from xmkd.runs.predict import load_trained
+
+    restored, restore = [], checkpoint.restore_nets
+    monkeypatch.setattr(checkpoint, "restore_nets", lambda nets, path, *a: restored.append(Path(path).name) or
+                        restore(nets, path, *a))
+    load_trained(tmp_path / "stage2")
+    assert restored == ["last.pt"]
 
 
 def test_one_ssda_step(domains, tmp_path):
@@ -348,7 +357,7 @@ def test_a_missing_dataset_root_or_imagenet_file_is_named(domains, tmp_path):
     recipe = recipe_cls(cfg, torch.device("cpu"))
     recipe.build()
     with pytest.raises(XmkdError, match=r"nite/xmkd_index: no index here \(.*nite does not exist: is the "
-                                        r"dataset root, data.root / target.root, right\?\)"):
+                                        r"dataset root or index in the config right\?\)"):
         recipe.train_dataset()
     recipe_cls, cfg = config(domains, tmp_path, f"model.pretrained_2d={tmp_path / 'resnet34.pth'}")
     with pytest.raises(XmkdConfigError, match=r"model.pretrained_2d: .*resnet34.pth: no such file \(an ImageNet"):

@@ -184,7 +184,7 @@ def load_index(path: str | Path) -> dict[str, Any]:
         index = json.loads(path.read_text())
     except FileNotFoundError:
         gone = next((p for p in (path.parent.parent, path.parent) if not p.exists()), None)
-        why = f" ({gone} does not exist: is the dataset root, data.root / target.root, right?)" if gone else ""
+        why = f" ({gone} does not exist: is the dataset root or index in the config right?)" if gone else ""
         raise XmkdError(f"{path}: no index here{why}; run `xmkd prepare` first") from None
     except json.JSONDecodeError as err:
         raise XmkdDataError(f"corrupt index: {err}", source=str(path)) from None

@@ -5,6 +5,7 @@ probability reaches `min(median probability of that class, 0.9)` and sets the re
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,14 @@ class PseudoLabels:
             label = np.concatenate([f[f"label_{m}"] for f in self.frames.values()]) if self.frames else np.zeros(0,
                                                                                                                 int)
             self.thresholds[m] = class_thresholds(prob, label, self.num_classes)
+
+    def check_classes(self, num_classes: int, space: str, key: str = "model.pseudo_labels") -> None:
+        """XmkdDataError naming `key` and the file when it was made for another number of classes than the run's
+        label space `space` has (its labels would index past the classifier)."""
+        if self.num_classes != num_classes:
+            raise XmkdDataError(f"made for {self.num_classes} classes; this run's label space {space!r} has "
+                                f"{num_classes} (a file of another dataset or label space?)", source=self.path,
+                                field=key)
 
     def check_split(self, records: list[dict], split: str, key: str = "model.pseudo_labels") -> None:
         """That the file holds every frame of a split (index records: "id", and "stats" "points" where the index has
@@ -104,9 +113,12 @@ class PseudoLabels:
             data = np.load(path)
         except FileNotFoundError:
             raise XmkdDataError("pseudo-label file is missing (run `xmkd pseudo-label`)", source=str(path)) from None
-        except (OSError, ValueError, EOFError) as err:  # not an npz archive (numpy refuses pickles): say what it is
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # numpy refuses pickles; a cut archive
             raise XmkdDataError(f"not a pseudo-label file of `xmkd pseudo-label` ({type(err).__name__}: {err})",
                                 source=str(path)) from None
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a single array (.npy)
+            raise XmkdDataError("not a pseudo-label file of `xmkd pseudo-label` (one array, not an .npz archive)",
+                                source=str(path))
         try:
             with data:
                 out = cls(int(data["num_classes"]), path=str(path))
@@ -114,7 +126,7 @@ class PseudoLabels:
                 for i, fid in enumerate(data["ids"].tolist()):
                     out.frames[fid] = {k: data[f"{i}/{k}"] for k in keys}
                 out.thresholds = {m: data[f"thresholds/{m}"] for m in ("2d", "3d")}
-        except (KeyError, ValueError) as err:
-            raise XmkdDataError(f"not a pseudo-label file of `xmkd pseudo-label` (an npz without {err})",
-                                source=str(path)) from None
+        except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
+            what = f"no entry {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+            raise XmkdDataError(f"not a pseudo-label file of `xmkd pseudo-label` ({what})", source=str(path)) from None
         return out

@@ -82,9 +82,9 @@ def sparse_tensor(features: torch.Tensor, coords: torch.Tensor, spatial_shape: A
     if not features.is_cuda and cells > CPU_MAX_CELLS:
         raise XmkdConfigError(
             f"a sparse batch of {batch_size} x {shape} voxels = {cells} cells: spconv on CPU keys voxels "
-            f"in 32 bits and mixes up the samples past {CPU_MAX_CELLS} cells; lower data.batch_size (and "
-            f"target.batch_size where the recipe has a target domain), shrink data.point_range or enlarge "
-            f"data.voxel_size, or run on a GPU")
+            f"in 32 bits and mixes up the samples past {CPU_MAX_CELLS} cells; lower data.batch_size, shrink the "
+            f"point range or enlarge the voxels (data.point_range / data.voxel_size, and target.point_range / "
+            f"target.voxel_size for a target domain), or run on a GPU")
     return sp.SparseConvTensor(features, coords.int().contiguous(), shape, batch_size)
 
 

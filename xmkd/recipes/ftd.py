@@ -38,6 +38,7 @@ from xmkd.data.style import density_transfer, fda, mixup
 from xmkd.distill.losses import kl_probs
 from xmkd.engine.ema import EMA
 from xmkd.errors import XmkdConfigError
+from xmkd.io import is_architecture_only
 from xmkd.models.mffm import MFFM, SCOPES, FusedHead
 from xmkd.recipes.xmuda import XMUDAConfig, XMUDAModel, XMUDARecipe
 
@@ -102,8 +103,10 @@ class FtDRecipe(XMUDARecipe):
             if not m.pseudo_labels:
                 raise XmkdConfigError("model.pseudo_labels: lambda_pl > 0 needs a file from `xmkd pseudo-label`")
             self.pseudo = PseudoLabels.load(m.pseudo_labels)
-            t = self.cfg.target
-            self.pseudo.check_split(self.frames_of(t, t.train_split).records, t.train_split)
+            self.pseudo.check_classes(self.space.num_classes, self.space.name)
+            if not is_architecture_only():  # `xmkd summary` reads no dataset
+                t = self.cfg.target
+                self.pseudo.check_split(self.frames_of(t, t.train_split).records, t.train_split)
 
     def make_net2d(self) -> nn.Module:
         net = super().make_net2d()

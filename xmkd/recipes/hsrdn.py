@@ -217,9 +217,7 @@ class HSRDNRecipe(LidarDetRecipe):
             self.nets["teacher"] = teacher.to(self.device)
         if m.student.init:
             if not is_architecture_only():
-                self.run_config("model.student.init", m.student.init, ("hsrdn", "cmkd"),
-                                "the detection stage starts from a BEV-stage run: train its *_bev config first "
-                                "(e.g. configs/hsrdn/synthetic_bev.yaml), or set model.student.init=''")
+                self.check_student_init(m.student.init, student_cfg.scnet_gate)
             load_module_from_file(student, m.student.init, key="net")
         if m.teacher_checkpoint and (m.reset_head or not m.student.init):
             student.bev.load_state_dict(teacher.bev.state_dict())  # BEV backbone + head start from the teacher's
@@ -239,6 +237,21 @@ class HSRDNRecipe(LidarDetRecipe):
             raise XmkdConfigError(f"{key}: {path} is a checkpoint of a {trained['recipe']} run; expected a run of "
                                   f"{' or '.join(recipes)}")
         return trained
+
+    def check_student_init(self, path: str, gate: str) -> None:
+        """`model.student.init` is a run of this student: an hsrdn / cmkd run (XmkdConfigError otherwise, or when the
+        file is missing: the detection stage starts from the BEV stage) whose SCNet gate is `gate` (HSRDN's SE
+        and CMKD's self-calibration gates hold other weights)."""
+        trained = self.run_config("model.student.init", path, ("hsrdn", "cmkd"),
+                                  "the detection stage starts from a BEV-stage run of this student: train the "
+                                  "*_bev config this config's model.student.init names first, or set "
+                                  "model.student.init=''")
+        defaults = {HSRDNRecipe.name: HSRDNRecipe.gate, CMKDRecipe.name: CMKDRecipe.gate}
+        theirs = trained.get("model", {}).get("student", {}).get("scnet_gate") or defaults.get(trained.get("recipe"))
+        if theirs and theirs != gate:
+            raise XmkdConfigError(f"model.student.init: {path} is a student with SCNet gate {theirs!r} (a "
+                                  f"{trained['recipe']} run) and this config's gate is {gate!r}; start from a "
+                                  "BEV-stage run of the same student (model.student.scnet_gate sets the gate)")
 
     def check_teacher(self, path: str) -> None:
         """The teacher checkpoint is a lidar_det run (or an OpenPCDet one) with this config's `model.second`
