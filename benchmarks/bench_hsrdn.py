@@ -1,6 +1,6 @@
 """HSRDN / CMKD on the synthetic KITTI-format world, 3 seeds: the SECOND teacher, the monocular student trained on
 ground truth only, CMKD, HSRDN and an oracle-depth student (`oracle_hist`: CMKD lifting each image cell by its LiDAR
-pixels' shares of the depth bins: the upper bound of the lifting); every student through the released two-stage
+pixels' shares of the depth bins, meant as the upper bound of the lifting); every student through the released two-stage
 chain (BEV stage, then detection stage from its checkpoint). KITTI AP_R40 at the moderate difficulty, 3D and BEV,
 per class, at the strict (Car 0.7, Ped / Cyc 0.5) and the loose (Car 0.5, Ped / Cyc 0.25) overlaps, each beside its
 ceiling; per-seed paired differences HSRDN - CMKD, CMKD - GT-only, oracle - CMKD with mean, std and a 95 %
