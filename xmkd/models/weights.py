@@ -25,6 +25,22 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise XmkdError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
 
 
+def stored_config(path: str | Path) -> str | None:
+    """The config (YAML text) an xmkd training checkpoint stores (`Trainer.state()["config"]`); None for a file that
+    stores none (an OpenPCDet checkpoint, a plain state dict). Cheap: the archive is memory-mapped and its tensors
+    are not read (a file of torch's legacy format, which cannot be mapped, is loaded whole). XmkdError naming the
+    file when it is missing or does not load."""
+    path = Path(path)
+    if not path.is_file():
+        raise XmkdError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:  # not a zip archive: the legacy format, or not a checkpoint (load says which)
+        state = load(path)
+    text = state.get("config") if isinstance(state, dict) else None
+    return text if isinstance(text, str) and text.strip() else None
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DistributedDataParallel wrapper."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -57,7 +57,7 @@ from xmkd.models.det.frustum import cell_depth_histograms, cell_depths, depth_bi
 from xmkd.models.det.mono import MonoConfig, MonoDetector, check_mono_config, output_stride
 from xmkd.models.det.second import Second
 from xmkd.models.image.deeplab import image_weights
-from xmkd.models.weights import load_module_from_file
+from xmkd.models.weights import load_module_from_file, stored_config
 from xmkd.recipes.lidar_det import LidarDetConfig, LidarDetModel, LidarDetRecipe, load_second_checkpoint
 from xmkd.recipes.u2mkd import resize_camera
 
@@ -231,7 +231,7 @@ class HSRDNRecipe(LidarDetRecipe):
         in `recipes`."""
         if not Path(path).is_file():
             raise XmkdConfigError(f"{key}: {path}: no such checkpoint; {hint}")
-        text = load(path).get("config")
+        text = stored_config(path)
         trained = yaml.safe_load(text) if text else {}
         if trained.get("recipe") not in (None, *recipes):
             raise XmkdConfigError(f"{key}: {path} is a checkpoint of a {trained['recipe']} run; expected a run of "

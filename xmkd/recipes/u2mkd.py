@@ -48,7 +48,6 @@ from xmkd.data.instances import PasteOptions, paste_for
 from xmkd.data.labelled import LabelledFrames, check_no_paste, describe, is_label_scarce, labelled_ids, labelled_only
 from xmkd.data.labels import get_label_space
 from xmkd.distill.losses import feature_mse, kl_logits
-from xmkd.engine.checkpoint import load
 from xmkd.engine.recipe import Recipe, with_point_labels
 from xmkd.errors import XmkdConfigError, XmkdDataError
 from xmkd.eval.segmentation import ConfusionMatrix
@@ -58,7 +57,7 @@ from xmkd.models.image.resnet import normalize_images
 from xmkd.models.losses import seg_loss
 from xmkd.models.point.sparse_unet import SparseUNet, SparseUNetConfig
 from xmkd.models.u2mkd import U2MKDStudent, pixel_logits_at_points
-from xmkd.models.weights import load_module_from_file
+from xmkd.models.weights import load_module_from_file, stored_config
 from xmkd.recipes.lidar_seg import (
     Augment,
     augment_points,
@@ -199,7 +198,7 @@ class U2MKDRecipe(Recipe):
         `data.train_split`, looked up in this run's index); a checkpoint without a config cannot be checked."""
         m = self.cfg.model
         path = m.teacher.checkpoint
-        stored = load(path).get("config")
+        stored = stored_config(path)
         fix = ("train the teacher (lidar_seg) with the same model.labelled, or set model.teacher.check_labels=false "
                "to distil from it anyway")
         if not stored:

@@ -138,14 +138,10 @@ def same_target(a: str, b: str) -> bool:
 def checkpoint_config(last: str | Path) -> str:
     """The config a training checkpoint stores (`Trainer.state()["config"]`, YAML text). Cheap: the archive is
     memory-mapped, its tensors are not read. XmkdError naming the file when it does not load or stores none."""
-    import torch  # here: reading a run's config.yaml needs no torch
+    from xmkd.models.weights import stored_config  # here: reading a run's config.yaml needs no torch
 
-    try:
-        state = torch.load(last, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as err:  # a truncated or foreign file: say which (as xmkd.models.weights.load)
-        raise XmkdError(f"{last}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    text = state.get("config") if isinstance(state, dict) else None
-    if not isinstance(text, str) or not text.strip():
+    text = stored_config(last)
+    if text is None:
         raise XmkdError(f"{last}: the checkpoint stores no config")
     return text
 
