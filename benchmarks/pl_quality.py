@@ -27,6 +27,7 @@ import numpy as np
 from xmkd.data.labels import get_label_space
 from xmkd.data.pseudo_labels import IGNORE, PseudoLabels
 from xmkd.errors import XmkdError
+from xmkd.eval.submission import keyframe_points
 from xmkd.runs.run_dir import run_config, run_recipe
 
 BRANCHES = ("2d", "3d")
@@ -48,30 +49,25 @@ def confusions(pl_path: str | Path, run_dir: str | Path, split: str | None = Non
                              "ftd, bftd, source_only, target_only)")
         recipe = run_recipe(run_dir)(cfg, "cpu")
         frames = recipe.frames(split or cfg.target.train_split)
-        pseudo = PseudoLabels.load(pl_path)
+        pseudo = PseudoLabels.load(pl_path)  # XmkdDataError for a file that is not one
+        space = get_label_space(cfg.target.label_space)
+        pseudo.check_classes(space.num_classes, space.name, key="")
     except XmkdError as e:
         raise SystemExit(str(e)) from None
-    except (ValueError, KeyError, OSError) as e:  # np.load of a file that is not an npz of pseudo-labels
-        raise SystemExit(f"{pl_path}: not a pseudo-label file of `xmkd pseudo-label` ({e})") from None
-    names = tuple(get_label_space(cfg.target.label_space).class_names)
+    names = tuple(space.class_names)
     c = pseudo.num_classes
-    if c != len(names):
-        raise SystemExit(f"{pl_path}: {c} classes, the run's label space {cfg.target.label_space!r} has {len(names)}")
     out = {b: {"all": np.zeros((c, c), np.int64), "kept": np.zeros((c, c), np.int64)} for b in BRANCHES}
     for i in range(len(frames)):
         frame = frames[i]
         if frame.labels is None:
             raise SystemExit(f"{frame.source}: no ground-truth labels to score the pseudo-labels against")
-        if frame.frame_id not in pseudo.frames:
-            raise SystemExit(f"{pl_path}: no pseudo-labels for frame {frame.frame_id} (made from another split?)")
+        try:  # the frame is in the file, with the dataset's point count (not a file of another split or dataset)
+            refined = dict(zip(BRANCHES, pseudo.refined(frame.frame_id, keyframe_points(frame))))
+        except XmkdError as e:
+            raise SystemExit(str(e)) from None
         stored = pseudo.frames[frame.frame_id]
-        points = int(frame.meta.get("num_keyframe_points", frame.num_points))
-        if int(stored["points"]) != points:
-            raise SystemExit(f"{pl_path}: frame {frame.frame_id} has {int(stored['points'])} points there and {points} "
-                             f"in {frame.source} (a file of another dataset?)")
         raw = stored["raw"]
         truth = frame.labels[raw]
-        refined = dict(zip(BRANCHES, pseudo.refined(frame.frame_id)))
         for b in BRANCHES:
             predicted = stored[f"label_{b}"]
             kept = refined[b][raw]

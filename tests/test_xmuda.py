@@ -297,7 +297,7 @@ def test_pl_quality_scores_pseudo_labels_against_the_targets_ground_truth(domain
     for f in shifted.frames.values():
         f["points"] = np.array(int(f["points"]) + 1)
     shifted.save(tmp_path / "shifted.npz")
-    with pytest.raises(SystemExit, match="points there and"):
+    with pytest.raises(SystemExit, match="points in the file and"):
         confusions(tmp_path / "shifted.npz", run, "mini_train")
     wider = PseudoLabels(c + 1)
     wider.finish()
