@@ -276,8 +276,9 @@ def regime_table(per_seed: list[dict], regime: str, spec: dict) -> str:
                  for m in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     if missing := [n for n in spec["rows"] if n not in rows]:
-        lacking = [f"{n} (seeds {', '.join(str(r['seed']) for r in per_seed if n not in r[regime])})" for n in missing]
-        lines.append(f"| not scored on every seed, left out: {'; '.join(lacking)} | | | |")
+        lacking = [f"{n} (no score on seeds {', '.join(str(r['seed']) for r in per_seed if n not in r[regime])})"
+                   for n in missing]
+        lines.append(f"| left out, not scored on every seed: {'; '.join(lacking)} | | | |")
     pairs = [(a, b) for a, b in spec["pairs"] if a in rows and b in rows]
     if pairs:
         lines += ["", f"| paired difference (seeds {', '.join(map(str, seeds))}) | metric | per seed | "

@@ -235,8 +235,8 @@ def test_benchmark_scores_some_rows_now_and_the_rest_later(tmp_path, monkeypatch
     table = bench.regime_table(per_seed, "full", bench.FULL)
     assert "| student_kd − student_nokd | miou6 | +0.00, +0.00 |" in table and "| camera_only |" not in table
     assert "kl_only − " not in table
-    assert ("not scored on every seed, left out: student_lidar_only (seeds 0, 1); camera_only (seeds 0); "
-            "student_kd_kl_only (seeds 0, 1)") in table
+    assert ("left out, not scored on every seed: student_lidar_only (no score on seeds 0, 1); camera_only (no score "
+            "on seeds 0); student_kd_kl_only (no score on seeds 0, 1)") in table
     # two seeds trained at different schedules share no table
     with pytest.raises(SystemExit, match=r"seeds 0 and 1 of the full regime were trained at different budgets "
                                          r"\(student_steps\)"):
